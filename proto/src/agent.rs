@@ -1,0 +1,633 @@
+//! A node's agent: decides, from its lease with the witness and its heartbeats with the other
+//! room, whether this node may run, must fence, may unfence, or may take over the other room.
+//!
+//! A pure state machine: [`NodeAgent::step`] takes the node's monotonic time and one input and
+//! returns [`AgentStep`]: a [`RunState`] to write *before* acting (the shell keeps it in a file
+//! under `/run`, so it survives an agent restart but not a reboot), the actions to perform, and
+//! for a ping the answer to send.
+//!
+//! The rule (see `docs/protocol.md`): a node may run while it holds a valid grant from the
+//! witness, or, while it runs paired, a vouch from every node of the other room for a ping it
+//! sent less than `peer_timeout_ms` ago. Otherwise it fences, and unfences only on a new grant.
+use crate::config::{Mutation, Timings};
+use crate::ids::{ClusterId, Epoch, NodeId, RoomId};
+use crate::time::Millis;
+use crate::wire::{
+    LeaseMode, LeaseReply, LeaseRequest, NodePhase, Ping, Pong, TakeoverPermit, Verdict,
+    WIRE_VERSION,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Who this node is and whom it heartbeats.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AgentConfig {
+    pub timings: Timings,
+    pub cluster: ClusterId,
+    pub room: RoomId,
+    pub node: NodeId,
+    /// Every node of the other room. Peer contact needs a vouch from each of them, so that any
+    /// one survivor node that stops vouching ends the other room's peer contact.
+    pub peers: Vec<NodeId>,
+    #[serde(skip)]
+    pub mutation: Mutation,
+}
+
+/// A node's phase, with the time it entered it (node-local).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "phase")]
+pub enum Phase {
+    Starting,
+    Active { since: Millis },
+    Fencing { since: Millis, escalated: bool },
+    Fenced { since: Millis },
+}
+
+impl Phase {
+    pub fn wire(&self) -> NodePhase {
+        match self {
+            Phase::Starting => NodePhase::Starting,
+            Phase::Active { .. } => NodePhase::Active,
+            Phase::Fencing { .. } => NodePhase::Fencing,
+            Phase::Fenced { .. } => NodePhase::Fenced,
+        }
+    }
+}
+
+/// A grant this node holds.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HeldLease {
+    pub epoch: Epoch,
+    pub mode: LeaseMode,
+    /// When the request that earned it was sent (node-local).
+    pub requested_at: Millis,
+    /// `requested_at + valid_ms`: the node stops relying on it then.
+    pub expires: Millis,
+    /// The witness's signed proof, if the shell attached one.
+    pub proof: Option<String>,
+}
+
+/// What must survive an agent restart (not a reboot): written before the actions it allows.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RunState {
+    pub phase: Phase,
+    pub epoch: Epoch,
+    pub lease: Option<HeldLease>,
+    /// Peer contact lasts until then (the oldest vouch's ping time plus `peer_timeout_ms`).
+    pub vouched_until: Option<Millis>,
+    /// When this node stopped vouching because its room was granted the right to act alone.
+    pub alone_since: Option<Millis>,
+    /// This node has taken over the other room's workloads.
+    pub takeover: bool,
+    /// Peer contact was held at some point since this node became active.
+    pub had_contact: bool,
+}
+
+impl RunState {
+    pub fn booted() -> RunState {
+        RunState {
+            phase: Phase::Starting,
+            epoch: Epoch(0),
+            lease: None,
+            vouched_until: None,
+            alone_since: None,
+            takeover: false,
+            had_contact: false,
+        }
+    }
+}
+
+/// One input to the agent.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum AgentInput {
+    /// Time passed (the shell ticks often, e.g. every 100 ms).
+    Tick,
+    /// The witness answered the request this node sent at `sent_at`.
+    LeaseReply { sent_at: Millis, reply: LeaseReply },
+    /// A node of the other room answered one of our pings.
+    Pong(Pong),
+    /// A node of the other room pinged us.
+    Ping(Ping),
+    /// The fencing drivers finished: all confirmed (`ok`), or one failed or overran.
+    FenceDone { ok: bool },
+    /// The node's health score changed (used by the witness only to break split ties).
+    Health(u32),
+}
+
+/// Something the shell must do.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "action")]
+pub enum AgentAction {
+    SendLease(LeaseRequest),
+    SendPing {
+        to: NodeId,
+        ping: Ping,
+    },
+    /// Keep the watchdog from firing (emitted on every step while the node may run).
+    PetWatchdog,
+    /// Run the fencing drivers in order (VM stop, DRBD demote, taint, hooks) and report back.
+    Fence {
+        epoch: Epoch,
+        reason: String,
+    },
+    /// Undo our fence: remove our taint, run unfence hooks. Workloads come back by themselves.
+    Unfence {
+        epoch: Epoch,
+    },
+    /// Let the other room's workloads restart here (out-of-service taint on its nodes).
+    TakeOver {
+        epoch: Epoch,
+        proof: Option<String>,
+    },
+    /// Lift the out-of-service taint from the other room's nodes.
+    ReleaseTakeover {
+        epoch: Epoch,
+    },
+}
+
+/// What one step decided.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AgentStep {
+    /// Write this before performing `actions` or sending `pong`.
+    pub persist: Option<RunState>,
+    pub actions: Vec<AgentAction>,
+    /// The answer to an [`AgentInput::Ping`]: a pong, or why the ping was refused.
+    pub pong: Option<Result<Pong, String>>,
+}
+
+/// What this node knows of one node of the other room (memory only).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+struct PeerSeen {
+    /// The ping in flight: (seq, sent_at).
+    pending: Option<(u64, Millis)>,
+    /// Send time of the latest ping answered with a vouch.
+    vouched_ping: Option<Millis>,
+    /// Send time of the latest ping answered at all.
+    answered_ping: Option<Millis>,
+    last_phase: Option<NodePhase>,
+}
+
+/// The agent state machine for one node.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NodeAgent {
+    cfg: AgentConfig,
+    run: RunState,
+    peers: BTreeMap<NodeId, PeerSeen>,
+    seq: u64,
+    last_ping: Option<Millis>,
+    last_renew: Option<Millis>,
+    /// The witness asked us to come back later, not before this time.
+    renew_not_before: Option<Millis>,
+    /// Something the witness should hear about changed: renew now rather than at the interval.
+    report_dirty: bool,
+    health: u32,
+}
+
+impl NodeAgent {
+    /// Starts the agent. `run` is what the previous agent process on this boot persisted, or
+    /// [`RunState::booted`] after a reboot.
+    pub fn new(cfg: AgentConfig, run: RunState) -> NodeAgent {
+        let peers = cfg
+            .peers
+            .iter()
+            .map(|p| (p.clone(), PeerSeen::default()))
+            .collect();
+        NodeAgent {
+            cfg,
+            run,
+            peers,
+            seq: 0,
+            last_ping: None,
+            last_renew: None,
+            renew_not_before: None,
+            report_dirty: true,
+            health: 0,
+        }
+    }
+
+    pub fn run_state(&self) -> &RunState {
+        &self.run
+    }
+    pub fn config(&self) -> &AgentConfig {
+        &self.cfg
+    }
+
+    /// The node's workloads may be running: it is active, or fencing and not yet confirmed.
+    pub fn may_be_running(&self) -> bool {
+        matches!(self.run.phase, Phase::Active { .. } | Phase::Fencing { .. })
+    }
+
+    /// Running paired and not granted the right to act alone: our pongs vouch.
+    pub fn vouching(&self) -> bool {
+        matches!(self.run.phase, Phase::Active { .. }) && self.run.alone_since.is_none()
+    }
+
+    pub fn lease_valid(&self, now: Millis) -> bool {
+        self.run.lease.as_ref().is_some_and(|l| now < l.expires)
+    }
+
+    /// Peer contact: we vouch, and every node of the other room vouched for a recent ping.
+    pub fn peer_contact(&self, now: Millis) -> bool {
+        self.vouching() && self.run.vouched_until.is_some_and(|u| now < u)
+    }
+
+    /// Every node of the other room answered a recent ping, vouching or not.
+    pub fn peer_reachable(&self, now: Millis) -> bool {
+        let p = self.cfg.timings.peer_timeout_ms;
+        !self.peers.is_empty()
+            && self
+                .peers
+                .values()
+                .all(|s| s.answered_ping.is_some_and(|t| now < t + p))
+    }
+
+    /// The node may run now.
+    pub fn authority(&self, now: Millis) -> bool {
+        self.lease_valid(now) || self.peer_contact(now)
+    }
+
+    /// This running node lost peer contact and asks the witness to let its room act alone. A
+    /// node that just became active gets one peer timeout to establish contact first.
+    pub fn claims(&self, now: Millis) -> bool {
+        match self.run.phase {
+            Phase::Active { since } => {
+                self.vouching()
+                    && !self.peer_contact(now)
+                    && (self.run.had_contact || now >= since + self.cfg.timings.peer_timeout_ms)
+            }
+            _ => false,
+        }
+    }
+
+    /// The watchdog may be petted: the node runs with authority, fences within its deadline,
+    /// is fenced, or has not started anything yet.
+    pub fn may_pet_watchdog(&self, now: Millis) -> bool {
+        match self.run.phase {
+            Phase::Starting | Phase::Fenced { .. } => true,
+            Phase::Active { .. } => self.authority(now),
+            Phase::Fencing { since, escalated } => {
+                !escalated && now < since + self.cfg.timings.fence_deadline_ms
+            }
+        }
+    }
+
+    /// The request this node would send now.
+    pub fn lease_request(&self, now: Millis) -> LeaseRequest {
+        LeaseRequest {
+            version: WIRE_VERSION,
+            cluster: self.cfg.cluster.clone(),
+            room: self.cfg.room.clone(),
+            node: self.cfg.node.clone(),
+            epoch: self.run.epoch,
+            phase: self.run.phase.wire(),
+            peer_contact: self.peer_contact(now),
+            peer_reachable: self.peer_reachable(now),
+            claim: self.claims(now),
+            takeover: self.run.takeover,
+            health: self.health,
+        }
+    }
+
+    /// One step at node-local time `now`.
+    pub fn step(&mut self, now: Millis, input: AgentInput) -> AgentStep {
+        let before = self.run.clone();
+        let claim_before = self.claims(now);
+        let mut out = AgentStep::default();
+        match input {
+            AgentInput::Tick => {}
+            AgentInput::Health(h) => {
+                if h != self.health {
+                    self.health = h;
+                    self.report_dirty = true;
+                }
+            }
+            AgentInput::LeaseReply { sent_at, reply } => {
+                self.on_lease_reply(now, sent_at, reply, &mut out)
+            }
+            AgentInput::Pong(pong) => self.on_pong(now, pong),
+            AgentInput::Ping(ping) => out.pong = Some(self.on_ping(now, ping)),
+            AgentInput::FenceDone { ok } => {
+                if let Phase::Fencing { since, .. } = self.run.phase {
+                    self.run.phase = if ok {
+                        Phase::Fenced { since: now }
+                    } else {
+                        // A driver failed or overran: stop petting so the watchdog resets us.
+                        Phase::Fencing {
+                            since,
+                            escalated: true,
+                        }
+                    };
+                    self.report_dirty = true;
+                }
+            }
+        }
+        self.evaluate(now, &mut out);
+        self.timers(now, &mut out);
+        if self.claims(now) != claim_before {
+            self.report_dirty = true;
+        }
+        if self.may_pet_watchdog(now) {
+            out.actions.push(AgentAction::PetWatchdog);
+        }
+        if self.run != before {
+            out.persist = Some(self.run.clone());
+        }
+        out
+    }
+
+    fn start_fencing(&mut self, now: Millis, reason: String, out: &mut AgentStep) {
+        if matches!(self.run.phase, Phase::Fencing { .. } | Phase::Fenced { .. }) {
+            return;
+        }
+        self.run.phase = Phase::Fencing {
+            since: now,
+            escalated: false,
+        };
+        self.run.lease = None;
+        self.run.alone_since = None;
+        self.run.takeover = false;
+        self.run.vouched_until = None;
+        self.report_dirty = true;
+        out.actions.push(AgentAction::Fence {
+            epoch: self.run.epoch,
+            reason,
+        });
+    }
+
+    fn on_lease_reply(
+        &mut self,
+        now: Millis,
+        sent_at: Millis,
+        reply: LeaseReply,
+        out: &mut AgentStep,
+    ) {
+        if reply.cluster != self.cfg.cluster
+            || reply.room != self.cfg.room
+            || reply.node != self.cfg.node
+        {
+            return;
+        }
+        if reply.epoch < self.run.epoch {
+            return; // stale: we have seen a newer epoch
+        }
+        if reply.epoch > self.run.epoch {
+            self.run.epoch = reply.epoch;
+        }
+        match reply.verdict {
+            Verdict::Retry { after_ms, .. } => {
+                self.renew_not_before =
+                    Some(now + after_ms.min(self.cfg.timings.renew_interval_ms));
+            }
+            Verdict::Fence { reason } => {
+                self.start_fencing(now, format!("the witness says: {reason}"), out);
+            }
+            Verdict::Grant { mode, valid_ms } => {
+                let expires = sent_at + valid_ms;
+                if expires <= now {
+                    return; // arrived too late to be of use
+                }
+                if let Some(held) = &self.run.lease {
+                    if held.requested_at > sent_at && held.epoch >= reply.epoch {
+                        return; // an answer to an older request, overtaken
+                    }
+                }
+                if matches!(self.run.phase, Phase::Fencing { .. }) {
+                    return; // finish fencing first; unfence needs a grant after that
+                }
+                self.run.lease = Some(HeldLease {
+                    epoch: reply.epoch,
+                    mode,
+                    requested_at: sent_at,
+                    expires,
+                    proof: reply.proof,
+                });
+                match mode {
+                    LeaseMode::Alone { takeover } => {
+                        if self.run.alone_since.is_none()
+                            && matches!(self.run.phase, Phase::Active { .. })
+                        {
+                            self.run.alone_since = Some(now);
+                        }
+                        if takeover == TakeoverPermit::Release && self.run.takeover {
+                            self.run.takeover = false;
+                            out.actions.push(AgentAction::ReleaseTakeover {
+                                epoch: self.run.epoch,
+                            });
+                        }
+                    }
+                    LeaseMode::Paired => {
+                        if self.run.takeover {
+                            self.run.takeover = false;
+                            out.actions.push(AgentAction::ReleaseTakeover {
+                                epoch: self.run.epoch,
+                            });
+                        }
+                        self.run.alone_since = None;
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_pong(&mut self, now: Millis, pong: Pong) {
+        if pong.cluster != self.cfg.cluster || pong.room == self.cfg.room {
+            return;
+        }
+        let Some(seen) = self.peers.get_mut(&pong.node) else {
+            return;
+        };
+        let Some((seq, sent_at)) = seen.pending else {
+            return;
+        };
+        if seq != pong.seq {
+            return;
+        }
+        seen.pending = None;
+        seen.answered_ping = Some(sent_at);
+        seen.last_phase = Some(pong.phase);
+        if pong.vouch {
+            seen.vouched_ping = Some(sent_at);
+        }
+        self.recompute_vouch(now);
+    }
+
+    fn recompute_vouch(&mut self, now: Millis) {
+        let p = self.cfg.timings.peer_timeout_ms;
+        let oldest = self
+            .peers
+            .values()
+            .map(|s| s.vouched_ping)
+            .collect::<Option<Vec<_>>>()
+            .and_then(|v| v.into_iter().min());
+        if let Some(oldest) = oldest {
+            self.run.vouched_until = Some(oldest + p);
+        }
+        if self.peer_contact(now) && !self.run.had_contact {
+            self.run.had_contact = true;
+        }
+    }
+
+    fn on_ping(&mut self, now: Millis, ping: Ping) -> Result<Pong, String> {
+        crate::wire::check_version(ping.version)?;
+        if ping.cluster != self.cfg.cluster {
+            return Err(format!(
+                "ping from cluster {} refused: this node belongs to cluster {}",
+                ping.cluster, self.cfg.cluster
+            ));
+        }
+        if ping.room == self.cfg.room {
+            return Err(format!(
+                "ping from room {} refused: heartbeats come from the other room only",
+                ping.room
+            ));
+        }
+        if !self.peers.contains_key(&ping.node) {
+            return Err(format!(
+                "ping from node {} refused: it is not in this node's list of peers ({}); \
+                 every agent must list the same nodes for the other room",
+                ping.node,
+                self.cfg
+                    .peers
+                    .iter()
+                    .map(|p| p.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if self.cfg.mutation == Mutation::TrustOneWayHeartbeat {
+            // Broken on purpose: hearing a peer is taken as the peer vouching for us.
+            if let Some(seen) = self.peers.get_mut(&ping.node) {
+                seen.vouched_ping = Some(now);
+                seen.answered_ping = Some(now);
+            }
+            self.recompute_vouch(now);
+        }
+        Ok(Pong {
+            version: WIRE_VERSION,
+            cluster: self.cfg.cluster.clone(),
+            room: self.cfg.room.clone(),
+            node: self.cfg.node.clone(),
+            seq: ping.seq,
+            epoch: self.run.epoch,
+            phase: self.run.phase.wire(),
+            vouch: self.vouching(),
+        })
+    }
+
+    fn evaluate(&mut self, now: Millis, out: &mut AgentStep) {
+        let t = self.cfg.timings.clone();
+        match self.run.phase {
+            Phase::Starting => {
+                if self.lease_valid(now) {
+                    self.become_active(now, out, false);
+                }
+            }
+            Phase::Active { .. } => {
+                if !self.authority(now) {
+                    let reason = if self.run.lease.is_some() || self.run.alone_since.is_some() {
+                        "the lease from the witness ran out and there is no peer contact"
+                    } else {
+                        "no lease from the witness and no peer contact"
+                    };
+                    self.start_fencing(now, reason.to_string(), out);
+                    return;
+                }
+                self.consider_takeover(now, out);
+            }
+            Phase::Fencing { .. } => {}
+            Phase::Fenced { since } => {
+                if self.lease_valid(now) && now >= since + t.min_fenced_ms {
+                    self.become_active(now, out, true);
+                }
+            }
+        }
+    }
+
+    fn become_active(&mut self, now: Millis, out: &mut AgentStep, unfence: bool) {
+        self.run.phase = Phase::Active { since: now };
+        self.run.had_contact = false;
+        self.run.vouched_until = None;
+        for s in self.peers.values_mut() {
+            s.vouched_ping = None;
+        }
+        let alone = matches!(
+            self.run.lease.as_ref().map(|l| l.mode),
+            Some(LeaseMode::Alone { .. })
+        );
+        self.run.alone_since = alone.then_some(now);
+        self.report_dirty = true;
+        if unfence {
+            out.actions.push(AgentAction::Unfence {
+                epoch: self.run.epoch,
+            });
+        }
+    }
+
+    fn consider_takeover(&mut self, now: Millis, out: &mut AgentStep) {
+        if self.run.takeover {
+            return;
+        }
+        let Some(lease) = self.run.lease.as_ref() else {
+            return;
+        };
+        if now >= lease.expires {
+            return;
+        }
+        let LeaseMode::Alone { takeover } = lease.mode else {
+            return;
+        };
+        let Some(alone_since) = self.run.alone_since else {
+            return;
+        };
+        let allowed = if self.cfg.mutation == Mutation::TakeoverWithoutWait {
+            takeover != TakeoverPermit::Release
+        } else {
+            takeover == TakeoverPermit::Allowed
+                && now >= alone_since + self.cfg.timings.node_takeover_wait_ms()
+        };
+        if allowed {
+            self.run.takeover = true;
+            self.report_dirty = true;
+            out.actions.push(AgentAction::TakeOver {
+                epoch: lease.epoch,
+                proof: lease.proof.clone(),
+            });
+        }
+    }
+
+    fn timers(&mut self, now: Millis, out: &mut AgentStep) {
+        let t = &self.cfg.timings;
+        if self
+            .last_ping
+            .is_none_or(|l| now >= l + t.heartbeat_interval_ms)
+        {
+            self.last_ping = Some(now);
+            for (node, seen) in self.peers.iter_mut() {
+                self.seq += 1;
+                seen.pending = Some((self.seq, now));
+                out.actions.push(AgentAction::SendPing {
+                    to: node.clone(),
+                    ping: Ping {
+                        version: WIRE_VERSION,
+                        cluster: self.cfg.cluster.clone(),
+                        room: self.cfg.room.clone(),
+                        node: self.cfg.node.clone(),
+                        seq: self.seq,
+                        epoch: self.run.epoch,
+                    },
+                });
+            }
+        }
+        let due = self
+            .last_renew
+            .is_none_or(|l| now >= l + t.renew_interval_ms);
+        let allowed = self.renew_not_before.is_none_or(|n| now >= n);
+        if (due || self.report_dirty) && allowed {
+            self.last_renew = Some(now);
+            self.renew_not_before = None;
+            self.report_dirty = false;
+            out.actions
+                .push(AgentAction::SendLease(self.lease_request(now)));
+        }
+    }
+}

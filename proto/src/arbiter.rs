@@ -1,0 +1,714 @@
+//! The witness's arbiter for one cluster: decides which room may act alone when the rooms are
+//! split, grants time-bounded leases, and never lets two rooms hold the right to act alone at
+//! once.
+//!
+//! A pure state machine: [`Arbiter::step`] takes the witness's monotonic time and one input and
+//! returns what to persist and what to answer. The shell must write [`ArbiterStep::persist`]
+//! durably (fsync) *before* it sends [`ArbiterStep::reply`]; if the write fails it must not send
+//! the reply and must rebuild the arbiter with [`Arbiter::restart`] from what is on disk.
+use crate::config::{Mutation, Timings};
+use crate::ids::{ClusterId, Epoch, NodeId, RoomId};
+use crate::time::Millis;
+use crate::wire::{
+    AdminCommand, LeaseMode, LeaseReply, LeaseRequest, NodePhase, TakeoverPermit, Verdict,
+    WIRE_VERSION,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Per-cluster arbitration settings.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ArbiterConfig {
+    pub timings: Timings,
+    /// In a split where both rooms reach the witness, this room survives.
+    pub preferred_room: Option<RoomId>,
+    /// Let a fenced room rejoin by itself once both rooms have seen each other for
+    /// `rejoin_stable_ms`; otherwise only `witness admin release` does it.
+    pub auto_rejoin: bool,
+    #[serde(skip)]
+    pub mutation: Mutation,
+}
+
+impl Default for ArbiterConfig {
+    fn default() -> Self {
+        ArbiterConfig {
+            timings: Timings::default(),
+            preferred_room: None,
+            auto_rejoin: true,
+            mutation: Mutation::None,
+        }
+    }
+}
+
+/// Who may act alone.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "mode", content = "room")]
+pub enum Mode {
+    /// Both rooms run; nobody may act alone.
+    Paired,
+    /// Only `room` may run; the other is fenced. Takeover once the bound has passed.
+    Alone(RoomId),
+    /// `room` still runs alone but must release its takeover; the other room rejoins next.
+    Releasing(RoomId),
+}
+
+impl Mode {
+    pub fn survivor(&self) -> Option<&RoomId> {
+        match self {
+            Mode::Paired => None,
+            Mode::Alone(r) | Mode::Releasing(r) => Some(r),
+        }
+    }
+}
+
+/// The durable part of a cluster's arbitration state: written (and flushed) before any reply
+/// that depends on it leaves the witness.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    pub epoch: Epoch,
+    pub mode: Mode,
+    /// The (at most two) rooms of this cluster, in the order they first called.
+    pub rooms: Vec<RoomId>,
+    /// The room that last survived a split; kept when the rooms split again (no oscillation).
+    pub last_survivor: Option<RoomId>,
+    pub paused: bool,
+}
+
+impl ClusterRecord {
+    fn new() -> Self {
+        ClusterRecord {
+            epoch: Epoch(1),
+            mode: Mode::Paired,
+            rooms: Vec::new(),
+            last_survivor: None,
+            paused: false,
+        }
+    }
+}
+
+/// What the witness last heard from one node (memory only).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NodeSeen {
+    pub room: RoomId,
+    pub last_seen: Millis,
+    pub phase: NodePhase,
+    pub epoch: Epoch,
+    pub peer_contact: bool,
+    pub peer_reachable: bool,
+    pub claim: bool,
+    pub takeover: bool,
+    pub health: u32,
+}
+
+/// One input to the arbiter.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ArbiterInput {
+    Lease(LeaseRequest),
+    /// Time passed; lets decisions that depend only on silence be made.
+    Tick,
+    Admin(AdminCommand),
+}
+
+/// Something worth a log line and a metric.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum ArbiterEvent {
+    ModeChanged {
+        epoch: Epoch,
+        from: Mode,
+        to: Mode,
+        why: String,
+    },
+    RecoveryFinished {
+        epoch: Epoch,
+    },
+    EpochJumped {
+        from: Epoch,
+        to: Epoch,
+    },
+    Refused {
+        node: NodeId,
+        reason: String,
+    },
+}
+
+/// What one step decided.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ArbiterStep {
+    /// Write this durably before sending `reply`.
+    pub persist: Option<ClusterRecord>,
+    pub reply: Option<LeaseReply>,
+    /// For an admin command: `Err` with the reason it was refused.
+    pub admin_result: Option<Result<String, String>>,
+    pub events: Vec<ArbiterEvent>,
+}
+
+/// The arbiter for one cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Arbiter {
+    cfg: ArbiterConfig,
+    cluster: ClusterId,
+    record: ClusterRecord,
+    /// When this incarnation of the arbiter started (witness-local).
+    incarnation_start: Millis,
+    /// Set when the witness lost (or never had) this cluster's state: it grants nothing before.
+    recovering_until: Option<Millis>,
+    /// The highest epoch any node reported while recovering.
+    max_epoch_seen: Epoch,
+    mode_since: Millis,
+    nodes: BTreeMap<NodeId, NodeSeen>,
+    /// Per room, when this incarnation last granted it anything.
+    last_grant: BTreeMap<RoomId, Millis>,
+    /// Per room, when it was last granted the right to act alone (or might have been).
+    last_alone_grant: BTreeMap<RoomId, Millis>,
+    /// In `Alone`: when the other room's leases and fences are surely over.
+    takeover_at: Millis,
+    /// In `Alone`: since when every report from both rooms says the link works.
+    reachable_since: Option<Millis>,
+}
+
+impl Arbiter {
+    /// A cluster that calls for the first time, in a store that is intact (so it was never
+    /// granted anything before).
+    pub fn create(cfg: ArbiterConfig, cluster: ClusterId, now: Millis) -> Arbiter {
+        Arbiter {
+            cfg,
+            cluster,
+            record: ClusterRecord::new(),
+            incarnation_start: now,
+            recovering_until: None,
+            max_epoch_seen: Epoch(0),
+            mode_since: now,
+            nodes: BTreeMap::new(),
+            last_grant: BTreeMap::new(),
+            last_alone_grant: BTreeMap::new(),
+            takeover_at: now,
+            reachable_since: None,
+        }
+    }
+
+    /// The witness restarted with this cluster's record intact. Grants made before the restart
+    /// are forgotten, so every room is treated as if it had been granted a lease just now.
+    pub fn restart(
+        cfg: ArbiterConfig,
+        cluster: ClusterId,
+        record: ClusterRecord,
+        now: Millis,
+    ) -> Arbiter {
+        let mut a = Arbiter::create(cfg, cluster, now);
+        for room in &record.rooms {
+            a.last_grant.insert(room.clone(), now);
+            if record.mode.survivor() != Some(room) {
+                a.last_alone_grant.insert(room.clone(), now);
+            }
+        }
+        a.takeover_at = now + a.cfg.timings.witness_takeover_wait_ms();
+        a.record = record;
+        a
+    }
+
+    /// The witness lost its state (empty or missing store): it grants nothing until every lease
+    /// and fence it may have forgotten has run out.
+    pub fn recover(cfg: ArbiterConfig, cluster: ClusterId, now: Millis) -> Arbiter {
+        let mut a = Arbiter::create(cfg, cluster, now);
+        a.recovering_until = Some(now + a.cfg.timings.forgotten_state_wait_ms());
+        a
+    }
+
+    pub fn record(&self) -> &ClusterRecord {
+        &self.record
+    }
+    pub fn cluster(&self) -> &ClusterId {
+        &self.cluster
+    }
+    pub fn config(&self) -> &ArbiterConfig {
+        &self.cfg
+    }
+    pub fn nodes(&self) -> &BTreeMap<NodeId, NodeSeen> {
+        &self.nodes
+    }
+    pub fn recovering_until(&self) -> Option<Millis> {
+        self.recovering_until
+    }
+    pub fn mode_since(&self) -> Millis {
+        self.mode_since
+    }
+    /// In `Alone`: when the takeover becomes allowed (witness-local).
+    pub fn takeover_at(&self) -> Option<Millis> {
+        matches!(self.record.mode, Mode::Alone(_)).then_some(self.takeover_at)
+    }
+
+    /// One step: `now` is the witness's monotonic time.
+    pub fn step(&mut self, now: Millis, input: ArbiterInput) -> ArbiterStep {
+        let before = self.record.clone();
+        let mut out = ArbiterStep::default();
+        match input {
+            ArbiterInput::Tick => self.evaluate(now, &mut out),
+            ArbiterInput::Admin(cmd) => {
+                let r = self.admin(now, cmd, &mut out);
+                out.admin_result = Some(r);
+            }
+            ArbiterInput::Lease(req) => {
+                let reply = self.lease(now, req, &mut out);
+                out.reply = Some(reply);
+            }
+        }
+        if self.record != before && self.cfg.mutation != Mutation::GrantWithoutPersist {
+            out.persist = Some(self.record.clone());
+        }
+        out
+    }
+
+    fn reply(&self, req: &LeaseRequest, verdict: Verdict) -> LeaseReply {
+        LeaseReply {
+            version: WIRE_VERSION,
+            cluster: req.cluster.clone(),
+            room: req.room.clone(),
+            node: req.node.clone(),
+            epoch: self.record.epoch,
+            verdict,
+            proof: None,
+        }
+    }
+
+    fn lease(&mut self, now: Millis, req: LeaseRequest, out: &mut ArbiterStep) -> LeaseReply {
+        if req.cluster != self.cluster {
+            let reason = format!(
+                "request for cluster {} reached the arbiter of cluster {}",
+                req.cluster, self.cluster
+            );
+            out.events.push(ArbiterEvent::Refused {
+                node: req.node.clone(),
+                reason: reason.clone(),
+            });
+            return self.reply(&req, Verdict::Fence { reason });
+        }
+        if !self.record.rooms.contains(&req.room) {
+            if self.record.rooms.len() >= 2 {
+                let reason = format!(
+                    "cluster {} already has rooms {} and {}; room {} is refused (a cluster has two rooms)",
+                    self.cluster, self.record.rooms[0], self.record.rooms[1], req.room
+                );
+                out.events.push(ArbiterEvent::Refused {
+                    node: req.node.clone(),
+                    reason: reason.clone(),
+                });
+                return self.reply(&req, Verdict::Fence { reason });
+            }
+            self.record.rooms.push(req.room.clone());
+        }
+        if let Some(old) = self.nodes.get(&req.node) {
+            if old.room != req.room {
+                let reason = format!(
+                    "node {} reported from room {} before and now from room {}; a node belongs to one room",
+                    req.node, old.room, req.room
+                );
+                out.events.push(ArbiterEvent::Refused {
+                    node: req.node.clone(),
+                    reason: reason.clone(),
+                });
+                return self.reply(&req, Verdict::Fence { reason });
+            }
+        }
+        self.max_epoch_seen = self.max_epoch_seen.max(req.epoch);
+        if self.recovering_until.is_none() && req.epoch > self.record.epoch {
+            // Only after lost state (or a restored old backup): never reuse an epoch a node
+            // has already seen.
+            let from = self.record.epoch;
+            self.record.epoch = req.epoch.next();
+            out.events.push(ArbiterEvent::EpochJumped {
+                from,
+                to: self.record.epoch,
+            });
+        }
+        let seen = NodeSeen {
+            room: req.room.clone(),
+            last_seen: now,
+            phase: req.phase,
+            epoch: req.epoch,
+            peer_contact: req.peer_contact,
+            peer_reachable: req.peer_reachable,
+            claim: req.claim,
+            takeover: req.takeover,
+            health: req.health,
+        };
+        self.nodes.insert(req.node.clone(), seen);
+        if !req.peer_reachable {
+            self.reachable_since = None;
+        }
+        self.evaluate(now, out);
+
+        if let Some(until) = self.recovering_until {
+            return self.reply(
+                &req,
+                Verdict::Retry {
+                    after_ms: until.since(now).max(1),
+                    reason: format!(
+                        "the witness lost its state and waits {} ms more for every lease it may have forgotten to run out",
+                        until.since(now)
+                    ),
+                },
+            );
+        }
+        let t = &self.cfg.timings;
+        let verdict = match self.record.mode.clone() {
+            Mode::Paired => Verdict::Grant {
+                mode: LeaseMode::Paired,
+                valid_ms: t.lease_ms,
+            },
+            Mode::Alone(room) if room == req.room => {
+                if now < self.alone_free_at(&room) {
+                    // The other room may still hold a right to act alone from before: keep this
+                    // room running paired until that has surely expired.
+                    Verdict::Grant {
+                        mode: LeaseMode::Paired,
+                        valid_ms: t.lease_ms,
+                    }
+                } else {
+                    let permit = if now >= self.takeover_at || self.other_room_all_fenced(now) {
+                        TakeoverPermit::Allowed
+                    } else {
+                        TakeoverPermit::Wait
+                    };
+                    self.last_alone_grant.insert(room.clone(), now);
+                    Verdict::Grant {
+                        mode: LeaseMode::Alone { takeover: permit },
+                        valid_ms: t.lease_ms,
+                    }
+                }
+            }
+            Mode::Releasing(room) if room == req.room => {
+                self.last_alone_grant.insert(room.clone(), now);
+                Verdict::Grant {
+                    mode: LeaseMode::Alone {
+                        takeover: TakeoverPermit::Release,
+                    },
+                    valid_ms: t.lease_ms,
+                }
+            }
+            Mode::Alone(room) => Verdict::Fence {
+                reason: format!(
+                    "room {room} acts alone since epoch {}; room {} must stay fenced until it rejoins",
+                    self.record.epoch, req.room
+                ),
+            },
+            Mode::Releasing(room) => Verdict::Fence {
+                reason: format!(
+                    "room {room} is releasing its takeover (epoch {}); room {} rejoins after that",
+                    self.record.epoch, req.room
+                ),
+            },
+        };
+        if matches!(verdict, Verdict::Grant { .. }) {
+            self.last_grant.insert(req.room.clone(), now);
+        }
+        self.reply(&req, verdict)
+    }
+
+    /// The earliest time `room` may be granted the right to act alone: the other room's last
+    /// such right has surely expired by then.
+    fn alone_free_at(&self, room: &RoomId) -> Millis {
+        let wait = self.cfg.timings.alone_handover_wait_ms();
+        self.last_alone_grant
+            .iter()
+            .filter(|(r, _)| *r != room)
+            .map(|(_, t)| *t + wait)
+            .max()
+            .unwrap_or(Millis::ZERO)
+    }
+
+    fn other_room(&self, room: &RoomId) -> Option<&RoomId> {
+        self.record.rooms.iter().find(|r| *r != room)
+    }
+
+    fn fresh(&self, n: &NodeSeen, now: Millis) -> bool {
+        now.since(n.last_seen) <= self.cfg.timings.silence_ms
+    }
+
+    fn room_silent(&self, room: &RoomId, now: Millis) -> bool {
+        !self
+            .nodes
+            .values()
+            .any(|n| &n.room == room && self.fresh(n, now))
+    }
+
+    fn room_claims(&self, room: &RoomId, now: Millis) -> bool {
+        self.nodes
+            .values()
+            .any(|n| &n.room == room && self.fresh(n, now) && n.claim)
+    }
+
+    /// After the decision, every node of the other room this incarnation knows has confirmed it
+    /// is fenced at the current epoch. Only trusted once every lease from before this
+    /// incarnation has run out (so no unknown node can hold one).
+    fn other_room_all_fenced(&self, now: Millis) -> bool {
+        let Some(survivor) = self.record.mode.survivor() else {
+            return false;
+        };
+        if now < self.incarnation_start + self.cfg.timings.witness_takeover_wait_ms() {
+            return false;
+        }
+        let mut any = false;
+        for n in self.nodes.values().filter(|n| &n.room != survivor) {
+            any = true;
+            let confirmed = n.phase == NodePhase::Fenced
+                && n.epoch >= self.record.epoch
+                && n.last_seen >= self.mode_since;
+            if !confirmed {
+                return false;
+            }
+        }
+        any
+    }
+
+    fn health(&self, room: &RoomId, now: Millis) -> u64 {
+        self.nodes
+            .values()
+            .filter(|n| &n.room == room && self.fresh(n, now) && n.phase == NodePhase::Active)
+            .map(|n| n.health as u64 + 1)
+            .sum()
+    }
+
+    /// The split policy: preferred room, else the room that survived last time, else the
+    /// healthier room, else the smaller room name.
+    fn choose(&self, a: &RoomId, b: &RoomId, now: Millis) -> (RoomId, String) {
+        if let Some(p) = &self.cfg.preferred_room {
+            if p == a || p == b {
+                return (p.clone(), format!("room {p} is the preferred room"));
+            }
+        }
+        if let Some(s) = &self.record.last_survivor {
+            if s == a || s == b {
+                return (s.clone(), format!("room {s} survived the last split"));
+            }
+        }
+        let (ha, hb) = (self.health(a, now), self.health(b, now));
+        if ha != hb {
+            let w = if ha > hb { a } else { b };
+            return (
+                w.clone(),
+                format!("room {w} reports the higher health ({ha} vs {hb})"),
+            );
+        }
+        let w = if a <= b { a } else { b };
+        (
+            w.clone(),
+            format!("tie broken by name: room {w} sorts first"),
+        )
+    }
+
+    fn set_mode(&mut self, now: Millis, to: Mode, why: String, out: &mut ArbiterStep) {
+        let from = self.record.mode.clone();
+        self.record.epoch = self.record.epoch.next();
+        self.record.mode = to.clone();
+        self.mode_since = now;
+        self.reachable_since = None;
+        if let Mode::Alone(room) = &to {
+            self.record.last_survivor = Some(room.clone());
+            let other_last = self
+                .other_room(room)
+                .and_then(|o| self.last_grant.get(o))
+                .copied()
+                .unwrap_or(Millis::ZERO);
+            self.takeover_at = now.max(other_last + self.cfg.timings.witness_takeover_wait_ms());
+        }
+        out.events.push(ArbiterEvent::ModeChanged {
+            epoch: self.record.epoch,
+            from,
+            to,
+            why,
+        });
+    }
+
+    /// Decisions that follow from what the arbiter knows at `now`.
+    fn evaluate(&mut self, now: Millis, out: &mut ArbiterStep) {
+        if let Some(until) = self.recovering_until {
+            if now < until {
+                return;
+            }
+            self.recovering_until = None;
+            self.record.epoch = self.record.epoch.max(self.max_epoch_seen).next();
+            self.record.mode = Mode::Paired;
+            self.mode_since = now;
+            out.events.push(ArbiterEvent::RecoveryFinished {
+                epoch: self.record.epoch,
+            });
+        }
+        if self.record.paused {
+            return;
+        }
+        let t = self.cfg.timings.clone();
+        match self.record.mode.clone() {
+            Mode::Paired => {
+                let rooms = self.record.rooms.clone();
+                let decision = match rooms.as_slice() {
+                    [a] if self.room_claims(a, now) => Some((
+                        a.clone(),
+                        format!("room {a} lost its peer and no other room has ever called"),
+                    )),
+                    [a, b] => {
+                        let (ca, cb) = (self.room_claims(a, now), self.room_claims(b, now));
+                        if ca && cb {
+                            let (w, why) = self.choose(a, b, now);
+                            Some((w, format!("both rooms lost sight of each other; {why}")))
+                        } else if ca && self.room_silent(b, now) {
+                            Some((
+                                a.clone(),
+                                format!("room {a} lost its peer and room {b} is silent"),
+                            ))
+                        } else if cb && self.room_silent(a, now) {
+                            Some((
+                                b.clone(),
+                                format!("room {b} lost its peer and room {a} is silent"),
+                            ))
+                        } else {
+                            None
+                        }
+                    }
+                    _ => None,
+                };
+                if let Some((winner, why)) = decision {
+                    self.set_mode(now, Mode::Alone(winner), why, out);
+                }
+            }
+            Mode::Alone(room) => {
+                if !self.cfg.auto_rejoin {
+                    return;
+                }
+                let Some(other) = self.other_room(&room).cloned() else {
+                    return;
+                };
+                let fresh: Vec<&NodeSeen> =
+                    self.nodes.values().filter(|n| self.fresh(n, now)).collect();
+                let both_heard =
+                    fresh.iter().any(|n| n.room == room) && fresh.iter().any(|n| n.room == other);
+                let all_reach = fresh.iter().all(|n| n.peer_reachable);
+                if !(both_heard && all_reach) {
+                    self.reachable_since = None;
+                    return;
+                }
+                let since = *self.reachable_since.get_or_insert(now);
+                if now.since(since) >= t.rejoin_stable_ms {
+                    self.set_mode(
+                        now,
+                        Mode::Releasing(room.clone()),
+                        format!(
+                            "rooms {room} and {other} have seen each other for {} ms; room {room} releases its takeover",
+                            now.since(since)
+                        ),
+                        out,
+                    );
+                }
+            }
+            Mode::Releasing(room) => {
+                if now.since(self.mode_since) >= t.alone_handover_wait_ms() {
+                    self.set_mode(
+                        now,
+                        Mode::Paired,
+                        format!(
+                            "room {room}'s takeover leases have run out; both rooms run paired"
+                        ),
+                        out,
+                    );
+                }
+            }
+        }
+    }
+
+    fn admin(
+        &mut self,
+        now: Millis,
+        cmd: AdminCommand,
+        out: &mut ArbiterStep,
+    ) -> Result<String, String> {
+        match cmd {
+            AdminCommand::ForceSurvivor {
+                room,
+                other_room_down,
+            } => {
+                if !self.record.rooms.contains(&room) && self.record.rooms.len() >= 2 {
+                    return Err(format!(
+                        "cluster {} has no room {room} (rooms: {})",
+                        self.cluster,
+                        self.record
+                            .rooms
+                            .iter()
+                            .map(|r| r.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+                if !self.record.rooms.contains(&room) {
+                    self.record.rooms.push(room.clone());
+                }
+                if other_room_down {
+                    // The operator certifies the other room is powered off: nothing to wait for.
+                    self.recovering_until = None;
+                    self.last_alone_grant.retain(|r, _| *r == room);
+                    if let Some(o) = self.other_room(&room).cloned() {
+                        self.last_grant.remove(&o);
+                    }
+                } else if let Some(until) = self.recovering_until.take() {
+                    // Still wait out what a lost state may have forgotten.
+                    for r in self.record.rooms.clone() {
+                        self.last_grant.insert(r.clone(), until);
+                        if r != room {
+                            self.last_alone_grant.insert(r, until);
+                        }
+                    }
+                    self.record.epoch = self.record.epoch.max(self.max_epoch_seen);
+                }
+                self.set_mode(
+                    now,
+                    Mode::Alone(room.clone()),
+                    format!(
+                        "operator override: room {room} acts alone{}",
+                        if other_room_down {
+                            " (other room certified powered off)"
+                        } else {
+                            ""
+                        }
+                    ),
+                    out,
+                );
+                if other_room_down {
+                    self.takeover_at = now;
+                }
+                Ok(format!(
+                    "room {room} acts alone at epoch {}",
+                    self.record.epoch
+                ))
+            }
+            AdminCommand::Release => match self.record.mode.clone() {
+                Mode::Alone(room) => {
+                    self.set_mode(
+                        now,
+                        Mode::Releasing(room.clone()),
+                        format!("operator release: room {room} releases its takeover"),
+                        out,
+                    );
+                    Ok(format!(
+                        "room {room} releases its takeover at epoch {}",
+                        self.record.epoch
+                    ))
+                }
+                other => Err(format!(
+                    "nothing to release: cluster {} is {:?}, not acting alone",
+                    self.cluster, other
+                )),
+            },
+            AdminCommand::Pause => {
+                self.record.paused = true;
+                Ok(format!(
+                    "arbitration paused for cluster {}: no split or rejoin decisions until resume",
+                    self.cluster
+                ))
+            }
+            AdminCommand::Resume => {
+                self.record.paused = false;
+                self.evaluate(now, out);
+                Ok(format!("arbitration resumed for cluster {}", self.cluster))
+            }
+        }
+    }
+}

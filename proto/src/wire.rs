@@ -1,0 +1,197 @@
+//! Wire types: every message between an agent and the witness, and between agents of the two
+//! rooms. JSON over mutual TLS; every message carries `version` and a receiver refuses versions
+//! it does not speak (see [`check_version`]).
+//!
+//! Identity fields (`cluster`, `room`, `node`) must match the sender's client certificate; the
+//! shells check that before a message reaches a state machine.
+use crate::ids::{ClusterId, Epoch, NodeId, RoomId};
+use serde::{Deserialize, Serialize};
+
+/// The one wire version this build speaks.
+pub const WIRE_VERSION: u32 = 1;
+
+/// Refuses a message of a version this build does not speak, with a message for the operator.
+pub fn check_version(got: u32) -> Result<(), String> {
+    if got == WIRE_VERSION {
+        Ok(())
+    } else {
+        Err(format!(
+            "wire version {got} is not supported: this build speaks version {WIRE_VERSION}; \
+             upgrade the older side so both speak the same version"
+        ))
+    }
+}
+
+/// Where a node is in its life, as it reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodePhase {
+    /// Booted, has not yet been granted anything; runs no workloads.
+    Starting,
+    /// Runs its workloads.
+    Active,
+    /// Lost the right to run; the fencing drivers are running.
+    Fencing,
+    /// Fencing confirmed: workloads stopped, DRBD secondary, node tainted.
+    Fenced,
+}
+
+/// A node's lease request (also its report): `POST /v1/lease` on the witness.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRequest {
+    pub version: u32,
+    pub cluster: ClusterId,
+    pub room: RoomId,
+    pub node: NodeId,
+    /// The highest epoch this node has seen.
+    pub epoch: Epoch,
+    pub phase: NodePhase,
+    /// This node holds peer contact: a vouch from every node of the other room, recent enough.
+    pub peer_contact: bool,
+    /// Every node of the other room answered a recent ping (vouching or not): the link works.
+    pub peer_reachable: bool,
+    /// This running node lost peer contact and asks to act alone.
+    pub claim: bool,
+    /// This node has taken over the other room's workloads.
+    pub takeover: bool,
+    /// A health score (higher is healthier), used only to break a split tie.
+    pub health: u32,
+}
+
+/// What the witness allows a survivor to do about the other room's workloads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TakeoverPermit {
+    /// Not yet: the other room may still hold a lease or be fencing. Keep a takeover already made.
+    Wait,
+    /// The other room's leases and fence deadline are over: take over (after your own wait).
+    Allowed,
+    /// The other room is rejoining: release the takeover now.
+    Release,
+}
+
+/// The kind of right a grant gives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "mode")]
+pub enum LeaseMode {
+    /// Both rooms run; this node keeps vouching for the other room.
+    Paired,
+    /// Only this node's room may run; it stops vouching for the other room.
+    Alone { takeover: TakeoverPermit },
+}
+
+/// The witness's answer to a lease request.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "verdict")]
+pub enum Verdict {
+    /// Run, for `valid_ms` counted from when you sent the request.
+    Grant {
+        #[serde(flatten)]
+        mode: LeaseMode,
+        valid_ms: u64,
+    },
+    /// Your room may not run: fence now.
+    Fence { reason: String },
+    /// Nothing granted now (the witness is waiting out forgotten leases, or arbitration is
+    /// paused); keep what you have and ask again.
+    Retry { after_ms: u64, reason: String },
+}
+
+/// The reply to a [`LeaseRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseReply {
+    pub version: u32,
+    pub cluster: ClusterId,
+    pub room: RoomId,
+    pub node: NodeId,
+    pub epoch: Epoch,
+    pub verdict: Verdict,
+    /// A signed proof of the grant (a JWT naming cluster, room, epoch and validity), added by the
+    /// witness service; `None` from the pure arbiter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
+}
+
+/// A heartbeat from one node to a node of the other room: `POST /v1/heartbeat` on the agent.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ping {
+    pub version: u32,
+    pub cluster: ClusterId,
+    pub room: RoomId,
+    pub node: NodeId,
+    pub seq: u64,
+    pub epoch: Epoch,
+}
+
+/// The answer to a [`Ping`]. `vouch` is the responder's promise that it is running paired: it
+/// has not been granted the right to act alone, so its room will not take over while the pinger
+/// relies on this answer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pong {
+    pub version: u32,
+    pub cluster: ClusterId,
+    pub room: RoomId,
+    pub node: NodeId,
+    pub seq: u64,
+    pub epoch: Epoch,
+    pub phase: NodePhase,
+    pub vouch: bool,
+}
+
+/// The operator's commands to the witness (admin certificate only; every use is audited).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "command")]
+pub enum AdminCommand {
+    /// The double fault: let `room` act alone. With `other_room_down` the operator certifies
+    /// that every node of the other room is powered off, so the takeover need not wait.
+    ForceSurvivor { room: RoomId, other_room_down: bool },
+    /// End the survivor's sole right: release the takeover and let the fenced room rejoin.
+    Release,
+    /// Stop making split and rejoin decisions (maintenance); renewals continue as they are.
+    Pause,
+    /// Resume arbitration.
+    Resume,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grant_serializes_flat_and_round_trips() {
+        let r = LeaseReply {
+            version: WIRE_VERSION,
+            cluster: "c1".into(),
+            room: "a".into(),
+            node: "n1".into(),
+            epoch: Epoch(3),
+            verdict: Verdict::Grant {
+                mode: LeaseMode::Alone {
+                    takeover: TakeoverPermit::Allowed,
+                },
+                valid_ms: 4000,
+            },
+            proof: None,
+        };
+        let s = serde_json::to_string(&r).unwrap();
+        assert!(
+            s.contains(r#""verdict":"grant","mode":"alone","takeover":"allowed","valid_ms":4000"#),
+            "{s}"
+        );
+        let back: LeaseReply = serde_json::from_str(&s).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn unknown_fields_and_versions_are_refused() {
+        let bad = r#"{"version":1,"cluster":"c","room":"a","node":"n","epoch":0,"phase":"active",
+            "peer_contact":true,"peer_reachable":true,"claim":false,"takeover":false,"health":1,"extra":1}"#;
+        assert!(serde_json::from_str::<LeaseRequest>(bad).is_err());
+        assert!(check_version(2).unwrap_err().contains("version 2"));
+        assert!(check_version(WIRE_VERSION).is_ok());
+    }
+}
