@@ -79,3 +79,93 @@ pub fn check_name(kind: &str, s: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Who a client certificate speaks for. Encoded as a SAN URI:
+/// `witness://<cluster>/<room>/<node>` for a node's agent, `witness-admin://<name>` for an
+/// operator. The witness and the agents take identity only from the certificate, never from a
+/// message body.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Identity {
+    Node {
+        cluster: ClusterId,
+        room: RoomId,
+        node: NodeId,
+    },
+    Admin {
+        name: String,
+    },
+}
+
+impl Identity {
+    pub const NODE_SCHEME: &'static str = "witness://";
+    pub const ADMIN_SCHEME: &'static str = "witness-admin://";
+
+    /// The SAN URI that encodes this identity.
+    pub fn to_uri(&self) -> String {
+        match self {
+            Identity::Node {
+                cluster,
+                room,
+                node,
+            } => format!("{}{cluster}/{room}/{node}", Self::NODE_SCHEME),
+            Identity::Admin { name } => format!("{}{name}", Self::ADMIN_SCHEME),
+        }
+    }
+
+    /// Parses a SAN URI; the error says what was expected.
+    pub fn parse_uri(uri: &str) -> Result<Identity, String> {
+        if let Some(rest) = uri.strip_prefix(Self::NODE_SCHEME) {
+            let parts: Vec<&str> = rest.split('/').collect();
+            let [cluster, room, node] = parts.as_slice() else {
+                return Err(format!(
+                    "certificate identity {uri:?} is not of the form witness://<cluster>/<room>/<node>"
+                ));
+            };
+            check_name("cluster", cluster)?;
+            check_name("room", room)?;
+            check_name("node", node)?;
+            return Ok(Identity::Node {
+                cluster: ClusterId::new(*cluster),
+                room: RoomId::new(*room),
+                node: NodeId::new(*node),
+            });
+        }
+        if let Some(name) = uri.strip_prefix(Self::ADMIN_SCHEME) {
+            check_name("admin", name)?;
+            return Ok(Identity::Admin {
+                name: name.to_string(),
+            });
+        }
+        Err(format!(
+            "certificate identity {uri:?} has no witness identity: expected a SAN URI \
+             witness://<cluster>/<room>/<node> or witness-admin://<name>"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_round_trip_through_uris() {
+        let n = Identity::Node {
+            cluster: "hospital-1".into(),
+            room: "a".into(),
+            node: "node-a1".into(),
+        };
+        assert_eq!(n.to_uri(), "witness://hospital-1/a/node-a1");
+        assert_eq!(Identity::parse_uri(&n.to_uri()).unwrap(), n);
+        let a = Identity::Admin { name: "ops".into() };
+        assert_eq!(Identity::parse_uri(&a.to_uri()).unwrap(), a);
+    }
+
+    #[test]
+    fn malformed_identities_are_refused_with_the_expected_form() {
+        let e = Identity::parse_uri("witness://c/a").unwrap_err();
+        assert!(e.contains("witness://<cluster>/<room>/<node>"), "{e}");
+        assert!(Identity::parse_uri("spiffe://x").is_err());
+        assert!(Identity::parse_uri("witness://c/A B/n").is_err());
+    }
+}
