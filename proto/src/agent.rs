@@ -180,6 +180,8 @@ pub struct NodeAgent {
     renew_not_before: Option<Millis>,
     /// Something the witness should hear about changed: renew now rather than at the interval.
     report_dirty: bool,
+    /// Restarted while fencing: the drivers must run again (they are idempotent).
+    refence: bool,
     health: u32,
 }
 
@@ -194,13 +196,14 @@ impl NodeAgent {
             .collect();
         NodeAgent {
             cfg,
-            run,
             peers,
             seq: 0,
             last_ping: None,
             last_renew: None,
             renew_not_before: None,
             report_dirty: true,
+            refence: matches!(run.phase, Phase::Fencing { .. }),
+            run,
             health: 0,
         }
     }
@@ -293,6 +296,13 @@ impl NodeAgent {
         let before = self.run.clone();
         let claim_before = self.claims(now);
         let mut out = AgentStep::default();
+        if self.refence {
+            self.refence = false;
+            out.actions.push(AgentAction::Fence {
+                epoch: self.run.epoch,
+                reason: "the agent restarted while fencing; fencing again".to_string(),
+            });
+        }
         match input {
             AgentInput::Tick => {}
             AgentInput::Health(h) => {
