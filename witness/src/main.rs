@@ -1,1 +1,451 @@
-fn main() {}
+//! The `witness` binary: `serve`, `certs`, `status` and `admin`. A thin edge over the library;
+//! errors become one clear message and an exit status (64 for a bad configuration or usage).
+#![forbid(unsafe_code)]
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use proto::wire::AdminCommand;
+use proto::RoomId;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use witness::certs::{self, Validity};
+use witness::config::{Config, TlsPaths, DEFAULT_DATA_DIR};
+
+/// EX_USAGE: bad configuration or arguments.
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "witness",
+    version,
+    about = "The two-room witness: grants time-bounded site leases over mutual TLS so that exactly one room runs when the rooms are split"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the witness (with no arguments: a demo setup in ./witness-data on loopback).
+    Serve(ServeArgs),
+    /// Issue certificates: a CA, the witness's server certificate, node and operator certificates.
+    #[command(subcommand)]
+    Certs(CertsCmd),
+    /// Show what a running witness knows.
+    Status {
+        /// Print the JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The witness's status port.
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:7480",
+            env = "WITNESS_STATUS_URL"
+        )]
+        url: String,
+    },
+    /// Send an operator command to a cluster (needs an admin certificate; every use is audited).
+    Admin(AdminArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The configuration file (TOML); every setting has a default.
+    #[arg(long, short, env = "WITNESS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Overrides data_dir.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Overrides listen (the lease API, mutual TLS).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Overrides status_listen (status page, metrics, probes; plain HTTP).
+    #[arg(long)]
+    status_listen: Option<String>,
+    /// Extra DNS name or IP for the generated server certificate (repeatable; demo mode).
+    #[arg(long = "server-name")]
+    server_names: Vec<String>,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+#[derive(Subcommand)]
+enum CertsCmd {
+    /// Create a CA (ca.pem, ca-key.pem).
+    Ca {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "witness CA")]
+        name: String,
+        #[arg(long, default_value_t = Validity::CA_DEFAULT_DAYS)]
+        days: u32,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue the witness's server certificate (server.pem, server-key.pem).
+    Server {
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// DNS name (repeatable); localhost is always included.
+        #[arg(long = "name")]
+        names: Vec<String>,
+        /// IP address (repeatable); 127.0.0.1 is always included.
+        #[arg(long = "ip")]
+        ips: Vec<String>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = Validity::LEAF_DEFAULT_DAYS)]
+        days: u32,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue a node certificate (witness://<cluster>/<room>/<node>) as <node>.pem.
+    Node {
+        #[arg(long)]
+        ca_dir: PathBuf,
+        #[arg(long)]
+        cluster: String,
+        #[arg(long)]
+        room: String,
+        #[arg(long)]
+        node: String,
+        /// Extra DNS name or IP for the agent's own TLS endpoint (repeatable).
+        #[arg(long = "san")]
+        sans: Vec<String>,
+        /// File name instead of <node> (e.g. when nodes of several clusters share a directory).
+        #[arg(long)]
+        file_name: Option<String>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = Validity::LEAF_DEFAULT_DAYS)]
+        days: u32,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue an operator certificate (witness-admin://<name>) as <name>.pem.
+    Admin {
+        #[arg(long)]
+        ca_dir: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = Validity::LEAF_DEFAULT_DAYS)]
+        days: u32,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Args)]
+struct AdminArgs {
+    #[arg(long)]
+    cluster: String,
+    /// The witness's lease API.
+    #[arg(long, default_value = "https://127.0.0.1:7443", env = "WITNESS_URL")]
+    url: String,
+    /// Where the demo certificates are (used for --ca/--cert/--key when those are not given).
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// The witness CA (default <data-dir>/certs/ca.pem).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// The operator certificate (default <data-dir>/certs/admin.pem).
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// The operator key (default <data-dir>/certs/admin-key.pem).
+    #[arg(long)]
+    key: Option<PathBuf>,
+    #[command(subcommand)]
+    command: AdminCmd,
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// The double fault: let ROOM act alone.
+    ForceSurvivor {
+        #[arg(long)]
+        room: String,
+        /// Certify that every node of the other room is powered off (takeover need not wait).
+        #[arg(long)]
+        other_room_down: bool,
+    },
+    /// End the survivor's sole right; the fenced room rejoins.
+    Release,
+    /// Stop split and rejoin decisions (maintenance).
+    Pause,
+    /// Resume arbitration.
+    Resume,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_CONFIG } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("witness: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(c) = e.downcast_ref::<witness::config::ConfigError>() {
+                eprintln!("witness: configuration refused: {c}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            if let Some(witness::ServerError::Config(c)) = e.downcast_ref::<witness::ServerError>()
+            {
+                eprintln!("witness: configuration refused: {c}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            eprintln!("witness: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve(a) => serve(a).await,
+        Command::Certs(c) => certs_cmd(c),
+        Command::Status { json, url } => {
+            let v = witness::client::fetch_status(&url).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", witness::client::render_table(&v)?);
+            }
+            Ok(())
+        }
+        Command::Admin(a) => admin(a).await,
+    }
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WITNESS_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+async fn serve(a: ServeArgs) -> Result<()> {
+    init_logs(a.log_json);
+    let mut config = match &a.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    let cli_err = |field: &str, reason: String| witness::config::ConfigError {
+        file: "<command line>".into(),
+        field: field.into(),
+        reason,
+    };
+    if let Some(d) = a.data_dir {
+        // Demo-mode certificate paths follow the data directory.
+        if config.tls.generate_missing {
+            config.tls = TlsPaths::in_data_dir(
+                &d,
+                config.tls.server_names.clone(),
+                config.tls.reload_interval_ms,
+            );
+        }
+        config.data_dir = d;
+    }
+    if let Some(l) = a.listen {
+        config.listen = l
+            .parse()
+            .map_err(|e| cli_err("--listen", format!("{l:?}: {e}")))?;
+    }
+    if let Some(l) = a.status_listen {
+        config.status_listen = l
+            .parse()
+            .map_err(|e| cli_err("--status-listen", format!("{l:?}: {e}")))?;
+    }
+    config.tls.server_names.extend(a.server_names);
+
+    let prepared = witness::server::prepare(config).await?;
+    let cfg = prepared.config().clone();
+    let listeners = witness::Listeners::bind(&cfg).await?;
+    let lease = listeners.lease.local_addr()?;
+    let status = listeners.status.local_addr()?;
+    print_banner(&cfg, &prepared.created_certs, lease, status);
+    witness::server::serve(prepared, listeners, shutdown_signal()).await?;
+    Ok(())
+}
+
+fn print_banner(
+    cfg: &Config,
+    created: &[PathBuf],
+    lease: std::net::SocketAddr,
+    status: std::net::SocketAddr,
+) {
+    let certs_dir = cfg
+        .tls
+        .ca
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    eprintln!("witness: data directory {}", cfg.data_dir.display());
+    if !created.is_empty() {
+        eprintln!(
+            "witness: created {} certificate files in {} (demo cluster `{}`: nodes {} ; operator `{}`)",
+            created.len(),
+            certs_dir.display(),
+            certs::DEMO_CLUSTER,
+            certs::DEMO_NODES
+                .iter()
+                .map(|(r, n)| format!("{n} (room {r})"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            certs::DEMO_ADMIN
+        );
+    }
+    eprintln!(
+        "witness: CA {} ; server certificate {} ; client certificates <name>.pem / <name>-key.pem in {}",
+        cfg.tls.ca.display(),
+        cfg.tls.cert.display(),
+        certs_dir.display()
+    );
+    eprintln!("witness: lease API https://{lease} (mutual TLS 1.3) ; status http://{status}/ (metrics /metrics, probes /healthz /readyz)");
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+        match term {
+            Ok(mut t) => {
+                tokio::select! {
+                    _ = t.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn certs_cmd(c: CertsCmd) -> Result<()> {
+    let show = |w: certs::Written| {
+        println!(
+            "wrote {} and {} (key mode 0600)",
+            w.cert.display(),
+            w.key.display()
+        );
+    };
+    match c {
+        CertsCmd::Ca {
+            out,
+            name,
+            days,
+            force,
+        } => {
+            show(certs::create_ca(&out, &name, Validity { days }, force)?);
+        }
+        CertsCmd::Server {
+            ca_dir,
+            names,
+            ips,
+            out,
+            days,
+            force,
+        } => {
+            let ca = certs::Ca::load(&ca_dir)?;
+            let all: Vec<String> = names.into_iter().chain(ips).collect();
+            show(ca.issue_server(&out, &all, Validity { days }, force)?);
+        }
+        CertsCmd::Node {
+            ca_dir,
+            cluster,
+            room,
+            node,
+            sans,
+            file_name,
+            out,
+            days,
+            force,
+        } => {
+            let ca = certs::Ca::load(&ca_dir)?;
+            show(ca.issue_node(
+                &out,
+                &cluster,
+                &room,
+                &node,
+                &sans,
+                file_name.as_deref(),
+                Validity { days },
+                force,
+            )?);
+            println!("identity witness://{cluster}/{room}/{node}");
+        }
+        CertsCmd::Admin {
+            ca_dir,
+            name,
+            out,
+            days,
+            force,
+        } => {
+            let ca = certs::Ca::load(&ca_dir)?;
+            show(ca.issue_admin(&out, &name, Validity { days }, force)?);
+            println!("identity witness-admin://{name}");
+        }
+    }
+    Ok(())
+}
+
+async fn admin(a: AdminArgs) -> Result<()> {
+    let certs_dir = a.data_dir.join("certs");
+    let creds = witness::client::AdminCreds {
+        ca: a.ca.unwrap_or_else(|| certs_dir.join("ca.pem")),
+        cert: a
+            .cert
+            .unwrap_or_else(|| certs_dir.join(format!("{}.pem", certs::DEMO_ADMIN))),
+        key: a
+            .key
+            .unwrap_or_else(|| certs_dir.join(format!("{}-key.pem", certs::DEMO_ADMIN))),
+    };
+    let cmd = match a.command {
+        AdminCmd::ForceSurvivor {
+            room,
+            other_room_down,
+        } => AdminCommand::ForceSurvivor {
+            room: RoomId::new(room),
+            other_room_down,
+        },
+        AdminCmd::Release => AdminCommand::Release,
+        AdminCmd::Pause => AdminCommand::Pause,
+        AdminCmd::Resume => AdminCommand::Resume,
+    };
+    let v = witness::client::admin(&a.url, &creds, &a.cluster, &cmd)
+        .await
+        .with_context(|| format!("admin command for cluster {}", a.cluster))?;
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}

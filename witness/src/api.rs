@@ -1,0 +1,421 @@
+//! The lease port's HTTP API (served over mutual TLS): `POST /v1/lease`, `POST
+//! /v1/admin/{cluster}` and `GET /v1/jwks`.
+//!
+//! Every request is checked in this order, and refused before any cluster state is read or
+//! changed: client certificate present and carrying a witness identity, the right kind of
+//! identity for the endpoint, the identity's request rate, the body size, the JSON (version
+//! first, then fields), and for leases that the body names exactly the certificate's cluster,
+//! room and node. Refusals are JSON `{"error": "...", "reason": "..."}`.
+use crate::audit::AuditEntry;
+use crate::clusters::TableError;
+use crate::server::App;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use proto::ids::Identity;
+use proto::wire::{check_version, AdminCommand, LeaseMode, LeaseRequest, TakeoverPermit, Verdict};
+use proto::ClusterId;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Who is on the other end of a connection, as its certificate says.
+#[derive(Clone, Debug)]
+pub enum PeerIdentity {
+    /// Plain HTTP, or TLS without a client certificate.
+    None,
+    /// A certificate from the CA whose identity could not be read.
+    Invalid(String),
+    Valid(Identity),
+}
+
+/// Per-connection facts, attached to every request of the connection.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub identity: PeerIdentity,
+}
+
+/// A refusal: status, metric reason, message.
+pub struct Refusal {
+    pub status: StatusCode,
+    pub reason: &'static str,
+    pub message: String,
+    pub retry_after_s: Option<u64>,
+}
+
+impl Refusal {
+    pub fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            reason,
+            message: message.into(),
+            retry_after_s: None,
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut r = (
+            self.status,
+            Json(json!({"error": self.message, "reason": self.reason})),
+        )
+            .into_response();
+        if let Some(s) = self.retry_after_s {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        r
+    }
+}
+
+/// The lease port's routes.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v1/lease", post(lease))
+        .route("/v1/admin/{cluster}", post(admin))
+        .route("/v1/jwks", get(jwks))
+        .fallback(not_found)
+        .with_state(app)
+}
+
+pub async fn not_found() -> Response {
+    Refusal::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint: the lease API is POST /v1/lease, POST /v1/admin/{cluster} and GET /v1/jwks",
+    )
+    .into_response()
+}
+
+pub async fn jwks(State(app): State<Arc<App>>) -> Response {
+    Json(app.proof.jwks().clone()).into_response()
+}
+
+fn table_refusal(e: TableError) -> Refusal {
+    match e {
+        TableError::UnknownCluster(_) => Refusal::new(StatusCode::NOT_FOUND, "unknown_cluster", e.to_string()),
+        TableError::Store(_) | TableError::TooManyClusters(..) => Refusal {
+            retry_after_s: Some(1),
+            ..Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("the witness cannot answer durably right now: {e}; nothing was granted, ask again"),
+            )
+        },
+        TableError::Internal(_) => Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+/// Reads the body, refusing one larger than the limit.
+async fn read_body(app: &App, body: Body) -> Result<bytes::Bytes, Refusal> {
+    let limit = app.config.limits.body_limit_bytes;
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .map(|s| s.to_string().contains("length limit"))
+            .unwrap_or(false)
+            || e.to_string().contains("length limit");
+        if too_large {
+            Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request body is larger than {limit} bytes (limits.body_limit_bytes)"),
+            )
+        } else {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("cannot read the request body: {e}"),
+            )
+        }
+    })
+}
+
+/// Parses a versioned JSON body: the version is checked before any other field, so a newer
+/// agent is told about the version, not about a field it added.
+fn parse_versioned<T: serde::de::DeserializeOwned>(raw: &[u8], what: &str) -> Result<T, Refusal> {
+    let v: serde_json::Value = serde_json::from_slice(raw).map_err(|e| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("{what} is not valid JSON: {e}"),
+        )
+    })?;
+    let obj = v.as_object().ok_or_else(|| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("{what} must be a JSON object"),
+        )
+    })?;
+    let version = obj.get("version").ok_or_else(|| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("{what}: missing field `version`"),
+        )
+    })?;
+    let version = version
+        .as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("{what}: field `version` must be a small unsigned integer, got {version}"),
+            )
+        })?;
+    check_version(version)
+        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "unsupported_version", e))?;
+    serde_json::from_value(v).map_err(|e| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("{what} is malformed: {e}"),
+        )
+    })
+}
+
+fn rate_limit(app: &App, who: &str) -> Result<(), Refusal> {
+    app.limiter.check(who).map_err(|wait| Refusal {
+        retry_after_s: Some(wait.ceil().max(1.0) as u64),
+        ..Refusal::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "{who} sends more than {} requests per second (limits.requests_per_second_per_identity); slow down",
+                app.config.limits.requests_per_second_per_identity
+            ),
+        )
+    })
+}
+
+/// `POST /v1/lease`.
+pub async fn lease(
+    State(app): State<Arc<App>>,
+    Extension(peer): Extension<Peer>,
+    body: Body,
+) -> Response {
+    let t0 = std::time::Instant::now();
+    let r = match lease_inner(&app, &peer, body).await {
+        Ok(r) => r,
+        Err(refusal) => {
+            app.metrics.refuse(refusal.reason, true);
+            tracing::warn!(peer = %peer.addr, reason = refusal.reason, error = %refusal.message, "lease request refused");
+            refusal.into_response()
+        }
+    };
+    app.metrics
+        .lease_duration
+        .observe(t0.elapsed().as_secs_f64());
+    r
+}
+
+fn node_identity(peer: &Peer, endpoint: &str) -> Result<Identity, Refusal> {
+    match &peer.identity {
+        PeerIdentity::None => Err(Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "no_client_cert",
+            format!(
+                "no client certificate: {endpoint} needs mutual TLS with a certificate signed by the witness CA \
+                 (issue one with `witness certs node` or `witness certs admin`)"
+            ),
+        )),
+        PeerIdentity::Invalid(e) => Err(Refusal::new(StatusCode::FORBIDDEN, "bad_identity", e.clone())),
+        PeerIdentity::Valid(id) => Ok(id.clone()),
+    }
+}
+
+async fn lease_inner(app: &App, peer: &Peer, body: Body) -> Result<Response, Refusal> {
+    let id = node_identity(peer, "the lease API")?;
+    let Identity::Node {
+        cluster,
+        room,
+        node,
+    } = &id
+    else {
+        return Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "identity_mismatch",
+            format!(
+                "{} is an operator certificate; leases are held with a node certificate witness://<cluster>/<room>/<node>",
+                id.to_uri()
+            ),
+        ));
+    };
+    let who = id.to_uri();
+    rate_limit(app, &who)?;
+    let raw = read_body(app, body).await?;
+    let req: LeaseRequest = parse_versioned(&raw, "the lease request")?;
+    if &req.cluster != cluster || &req.room != room || &req.node != node {
+        return Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "identity_mismatch",
+            format!(
+                "the certificate is {who} but the request speaks for cluster {} room {} node {}; a node may only ask for its own lease",
+                req.cluster, req.room, req.node
+            ),
+        ));
+    }
+    let outcome = app.table.lease(req).await.map_err(table_refusal)?;
+    let mut reply = outcome.reply;
+    app.metrics
+        .lease_requests
+        .with_label_values(&[outcome.result])
+        .inc();
+    if let Verdict::Grant { mode, valid_ms } = &reply.verdict {
+        let (m, takeover) = match mode {
+            LeaseMode::Paired => ("paired", None),
+            LeaseMode::Alone { takeover } => (
+                "alone",
+                Some(match takeover {
+                    TakeoverPermit::Wait => "wait",
+                    TakeoverPermit::Allowed => "allowed",
+                    TakeoverPermit::Release => "release",
+                }),
+            ),
+        };
+        match app.proof.sign(
+            reply.cluster.as_str(),
+            reply.room.as_str(),
+            reply.node.as_str(),
+            reply.epoch.0,
+            m,
+            takeover,
+            *valid_ms,
+        ) {
+            Ok(t) => reply.proof = Some(t),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot sign a lease proof; the grant is sent without one")
+            }
+        }
+    }
+    Ok(Json(reply).into_response())
+}
+
+fn command_label(c: &AdminCommand) -> &'static str {
+    match c {
+        AdminCommand::ForceSurvivor { .. } => "force_survivor",
+        AdminCommand::Release => "release",
+        AdminCommand::Pause => "pause",
+        AdminCommand::Resume => "resume",
+    }
+}
+
+/// `POST /v1/admin/{cluster}`: operator certificate only; every use with a verified
+/// certificate is audited before the answer is sent.
+pub async fn admin(
+    State(app): State<Arc<App>>,
+    Extension(peer): Extension<Peer>,
+    Path(cluster): Path<String>,
+    body: Body,
+) -> Response {
+    let id = match node_identity(&peer, "the admin API") {
+        Ok(id) => id,
+        Err(r) => {
+            app.metrics.refuse(r.reason, false);
+            tracing::warn!(peer = %peer.addr, reason = r.reason, error = %r.message, "admin request refused");
+            return r.into_response();
+        }
+    };
+    let who = id.to_uri();
+    let mut entry = AuditEntry::now(
+        who.clone(),
+        peer.addr.to_string(),
+        cluster.clone(),
+        serde_json::Value::Null,
+    );
+    let result = admin_inner(&app, &id, &cluster, body, &mut entry).await;
+    let response = match result {
+        Ok(r) => r,
+        Err(r) => {
+            app.metrics.refuse(r.reason, false);
+            entry.outcome = "refused".into();
+            entry.message = r.message.clone();
+            tracing::warn!(%who, %cluster, reason = r.reason, error = %r.message, "admin request refused");
+            r.into_response()
+        }
+    };
+    if let Err(e) = app.audit.append(&entry).await {
+        tracing::error!(error = %e, %who, %cluster, "cannot write the audit log");
+        return Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "audit_failed",
+            format!(
+                "the audit log could not be written ({e}); outcome of the command: {} {}",
+                entry.outcome, entry.message
+            ),
+        )
+        .into_response();
+    }
+    response
+}
+
+async fn admin_inner(
+    app: &App,
+    id: &Identity,
+    cluster: &str,
+    body: Body,
+    entry: &mut AuditEntry,
+) -> Result<Response, Refusal> {
+    let Identity::Admin { name } = id else {
+        return Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "not_admin",
+            format!(
+                "{} is a node certificate; the admin API needs an operator certificate witness-admin://<name> \
+                 (issue one with `witness certs admin`)",
+                id.to_uri()
+            ),
+        ));
+    };
+    rate_limit(app, &id.to_uri())?;
+    let raw = read_body(app, body).await?;
+    entry.command = serde_json::from_slice(&raw)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&raw).into_owned()));
+    proto::ids::check_name("cluster", cluster)
+        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "bad_request", e))?;
+    let cmd: AdminCommand = serde_json::from_slice(&raw).map_err(|e| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!(
+                "the admin command is malformed: {e}; send e.g. {{\"command\":\"force_survivor\",\"room\":\"a\",\"other_room_down\":false}}, \
+                 {{\"command\":\"release\"}}, {{\"command\":\"pause\"}} or {{\"command\":\"resume\"}}"
+            ),
+        )
+    })?;
+    if let AdminCommand::ForceSurvivor { room, .. } = &cmd {
+        proto::ids::check_name("room", room.as_str())
+            .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "bad_request", e))?;
+    }
+    let label = command_label(&cmd);
+    app.metrics.admin_commands.with_label_values(&[label]).inc();
+    let cluster_id = ClusterId::new(cluster);
+    let out = app
+        .table
+        .admin(&cluster_id, cmd)
+        .await
+        .map_err(table_refusal)?;
+    entry.outcome = if out.ok { "ok" } else { "rejected" }.into();
+    entry.message = out.message.clone();
+    entry.epoch_after = Some(out.epoch);
+    tracing::info!(admin = %name, %cluster, command = label, ok = out.ok, epoch = out.epoch, message = %out.message, "admin command");
+    let status = if out.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::CONFLICT
+    };
+    let mut body = serde_json::to_value(&out).unwrap_or_default();
+    if !out.ok {
+        if let Some(o) = body.as_object_mut() {
+            o.insert("error".into(), json!(out.message));
+        }
+    }
+    Ok((status, Json(body)).into_response())
+}

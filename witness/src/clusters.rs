@@ -1,0 +1,815 @@
+//! The table of clusters: one `proto::arbiter::Arbiter` per cluster, the persist-before-reply
+//! contract around its `step`, the ticker for time-based decisions, and the snapshot the status
+//! page shows.
+//!
+//! Concurrency: the table is split into shards (`std::sync::Mutex<HashMap>`), each held only to
+//! find or insert a cluster's slot. A slot holds its arbiter behind a `tokio::sync::Mutex`, held
+//! across the durable write: a reply that depends on a new record is sent only after that record
+//! is flushed, and no later reply of the same cluster can overtake the write. Different clusters
+//! never wait for each other. Plain renewals change no record, so they touch no disk.
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError, StoredCluster};
+use proto::arbiter::{
+    Arbiter, ArbiterEvent, ArbiterInput, ArbiterStep, ClusterRecord, Mode, NodeSeen,
+};
+use proto::wire::{AdminCommand, LeaseMode, LeaseReply, LeaseRequest, NodePhase, Verdict};
+use proto::{ClusterId, Millis, NodeId, RoomId};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use thiserror::Error;
+
+/// The witness's monotonic clock in protocol milliseconds. `tokio::time`, so tests can pause it.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    origin: tokio::time::Instant,
+}
+
+impl Clock {
+    pub fn start() -> Clock {
+        Clock {
+            origin: tokio::time::Instant::now(),
+        }
+    }
+    pub fn now(&self) -> Millis {
+        Millis(self.origin.elapsed().as_millis() as u64)
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum TableError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the witness keeps at most {0} clusters (limits.max_clusters); raise the limit to add cluster {1}")]
+    TooManyClusters(usize, ClusterId),
+    #[error("cluster {0} is unknown: no node of it has called this witness and the store has no record of it; check the name")]
+    UnknownCluster(ClusterId),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+const SHARDS: usize = 64;
+
+/// One cluster: its arbiter and what the shell keeps beside it.
+pub struct Slot {
+    cluster: ClusterId,
+    /// Held for one step and its durable write (never while awaiting anything else).
+    state: tokio::sync::Mutex<SlotState>,
+}
+
+struct SlotState {
+    arbiter: Arbiter,
+    /// The store holds this cluster's recovering marker.
+    recovering_marked: bool,
+    /// The marker must be written (and flushed) before this cluster's next write or reply.
+    needs_mark: bool,
+    /// Label under which the cluster is counted in `witness_clusters{mode}`.
+    mode_label: &'static str,
+    /// The epoch shown in `witness_cluster_epoch`.
+    epoch_shown: u64,
+    /// The room shown as 1 in `witness_room_alone`.
+    alone_shown: Option<RoomId>,
+    /// The cluster is in the ticker's set.
+    hot: bool,
+    /// What each node was last answered (label, when), for logs and the status page.
+    last_verdict: BTreeMap<NodeId, (&'static str, Millis)>,
+    /// When this slot was loaded (a room not heard since counts as silent since then).
+    loaded_at: Millis,
+}
+
+/// What a lease request got.
+pub struct LeaseOutcome {
+    pub reply: LeaseReply,
+    /// The `witness_lease_requests_total` result label.
+    pub result: &'static str,
+}
+
+/// What an admin command got.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct AdminOutcome {
+    pub cluster: String,
+    pub ok: bool,
+    pub message: String,
+    pub epoch: u64,
+    pub mode: String,
+}
+
+/// The table of every cluster this witness knows.
+pub struct ClusterTable {
+    shards: Vec<std::sync::Mutex<HashMap<ClusterId, Arc<Slot>>>>,
+    /// Clusters loaded (bounded by `limits.max_clusters`).
+    count: AtomicUsize,
+    /// Clusters with a pending time-based decision; the ticker steps only these.
+    hot: std::sync::Mutex<HashSet<ClusterId>>,
+    /// While set and not passed: the store lost its state and an unknown cluster may hold
+    /// leases this witness forgot, so it is recovered rather than created.
+    lost_until: std::sync::Mutex<Option<Millis>>,
+    store: Store,
+    config: Arc<Config>,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these short locks leaves plain data; keep serving.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub fn mode_label(a: &Arbiter) -> &'static str {
+    if a.recovering_until().is_some() {
+        return "recovering";
+    }
+    match a.record().mode {
+        Mode::Paired => "paired",
+        Mode::Alone(_) => "alone",
+        Mode::Releasing(_) => "releasing",
+    }
+}
+
+fn mode_name(m: &Mode) -> &'static str {
+    match m {
+        Mode::Paired => "paired",
+        Mode::Alone(_) => "alone",
+        Mode::Releasing(_) => "releasing",
+    }
+}
+
+/// The result label of a verdict.
+pub fn verdict_label(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::Grant {
+            mode: LeaseMode::Paired,
+            ..
+        } => "grant_paired",
+        Verdict::Grant {
+            mode: LeaseMode::Alone { .. },
+            ..
+        } => "grant_alone",
+        Verdict::Fence { .. } => "fence",
+        Verdict::Retry { .. } => "retry",
+    }
+}
+
+impl ClusterTable {
+    pub fn new(
+        store: Store,
+        lost_state: bool,
+        config: Arc<Config>,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+    ) -> ClusterTable {
+        let lost_until = lost_state.then(|| clock.now() + config.max_forgotten_state_wait_ms());
+        ClusterTable {
+            shards: (0..SHARDS)
+                .map(|_| std::sync::Mutex::new(HashMap::new()))
+                .collect(),
+            count: AtomicUsize::new(0),
+            hot: std::sync::Mutex::new(HashSet::new()),
+            lost_until: std::sync::Mutex::new(lost_until),
+            store,
+            config,
+            clock,
+            metrics,
+        }
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Milliseconds left in the lost-state window (None when the store is intact).
+    pub fn lost_window_left(&self) -> Option<u64> {
+        let now = self.clock.now();
+        (*lock(&self.lost_until)).map(|u| u.since(now))
+    }
+
+    fn shard(&self, cluster: &ClusterId) -> &std::sync::Mutex<HashMap<ClusterId, Arc<Slot>>> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        cluster.hash(&mut h);
+        &self.shards[(h.finish() as usize) % SHARDS]
+    }
+
+    /// Builds an arbiter from what the store says (and whether its marker must be written).
+    fn build(
+        &self,
+        cluster: &ClusterId,
+        stored: StoredCluster,
+        now: Millis,
+    ) -> (Arbiter, bool, bool) {
+        let cfg = self.config.cluster_config(cluster);
+        let lost_open = (*lock(&self.lost_until)).is_some_and(|u| now < u);
+        match (stored.recovering, stored.record) {
+            (true, _) => (Arbiter::recover(cfg, cluster.clone(), now), true, false),
+            (false, Some(rec)) => (
+                Arbiter::restart(cfg, cluster.clone(), rec, now),
+                false,
+                false,
+            ),
+            (false, None) if lost_open => {
+                (Arbiter::recover(cfg, cluster.clone(), now), false, true)
+            }
+            (false, None) => (Arbiter::create(cfg, cluster.clone(), now), false, false),
+        }
+    }
+
+    /// The slot of a cluster, loading it from the store; `may_create` lets a cluster unknown to
+    /// the store be created (a node with a valid certificate called).
+    fn slot(&self, cluster: &ClusterId, may_create: bool) -> Result<Arc<Slot>, TableError> {
+        let mut map = lock(self.shard(cluster));
+        if let Some(s) = map.get(cluster) {
+            return Ok(s.clone());
+        }
+        let stored = self.store.load(cluster)?;
+        if !may_create && stored.record.is_none() && !stored.recovering {
+            return Err(TableError::UnknownCluster(cluster.clone()));
+        }
+        let max = self.config.limits.max_clusters;
+        if self.count.load(Ordering::Relaxed) >= max {
+            return Err(TableError::TooManyClusters(max, cluster.clone()));
+        }
+        let now = self.clock.now();
+        let (arbiter, recovering_marked, needs_mark) = self.build(cluster, stored, now);
+        let how = if recovering_marked || needs_mark {
+            "recovering (state may have been lost: grants nothing until the forgotten-state wait is over)"
+        } else if arbiter.record().rooms.is_empty() {
+            "new"
+        } else {
+            "restarted from its stored record"
+        };
+        tracing::info!(
+            %cluster,
+            epoch = %arbiter.record().epoch,
+            mode = mode_label(&arbiter),
+            "cluster loaded: {how}"
+        );
+        let label = mode_label(&arbiter);
+        self.metrics.clusters.with_label_values(&[label]).inc();
+        let slot = Arc::new(Slot {
+            cluster: cluster.clone(),
+            state: tokio::sync::Mutex::new(SlotState {
+                arbiter,
+                recovering_marked,
+                needs_mark,
+                mode_label: label,
+                epoch_shown: 0,
+                alone_shown: None,
+                hot: false,
+                last_verdict: BTreeMap::new(),
+                loaded_at: now,
+            }),
+        });
+        map.insert(cluster.clone(), slot.clone());
+        self.count.fetch_add(1, Ordering::Relaxed);
+        Ok(slot)
+    }
+
+    fn loaded(&self, cluster: &ClusterId) -> Option<Arc<Slot>> {
+        lock(self.shard(cluster)).get(cluster).cloned()
+    }
+
+    fn all_slots(&self) -> Vec<Arc<Slot>> {
+        let mut v: Vec<Arc<Slot>> = self
+            .shards
+            .iter()
+            .flat_map(|s| lock(s).values().cloned().collect::<Vec<_>>())
+            .collect();
+        v.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+        v
+    }
+
+    async fn ensure_marked(
+        &self,
+        cluster: &ClusterId,
+        st: &mut SlotState,
+    ) -> Result<(), TableError> {
+        if st.needs_mark {
+            self.store.mark_recovering(cluster).await?;
+            st.needs_mark = false;
+            st.recovering_marked = true;
+        }
+        Ok(())
+    }
+
+    /// Rebuilds a cluster's arbiter from disk after a failed write.
+    fn rebuild(&self, cluster: &ClusterId, st: &mut SlotState, now: Millis) {
+        let stored = match self.store.load(cluster) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(%cluster, error = %e, "cannot read the cluster back after a failed write; treating its state as lost");
+                StoredCluster {
+                    record: None,
+                    recovering: true,
+                }
+            }
+        };
+        let unreadable = stored.recovering && stored.record.is_none();
+        let (mut a, marked, mut needs) = self.build(cluster, stored, now);
+        if !marked && !needs && a.record().rooms.is_empty() {
+            // No record on disk at all: be conservative after an I/O failure.
+            a = Arbiter::recover(self.config.cluster_config(cluster), cluster.clone(), now);
+            needs = true;
+        }
+        st.arbiter = a;
+        st.recovering_marked = marked && !unreadable;
+        st.needs_mark = needs || unreadable;
+    }
+
+    /// Makes a step's record durable, then logs and counts what it did. On a failed write the
+    /// arbiter is rebuilt from disk and the caller must not send the step's reply.
+    async fn commit(
+        &self,
+        cluster: &ClusterId,
+        st: &mut SlotState,
+        step: &ArbiterStep,
+        now: Millis,
+    ) -> Result<(), TableError> {
+        if let Some(rec) = &step.persist {
+            let recovery_done = st.recovering_marked && st.arbiter.recovering_until().is_none();
+            let t0 = std::time::Instant::now();
+            let r = self.store.save(cluster, rec, recovery_done).await;
+            self.metrics
+                .persist_duration
+                .observe(t0.elapsed().as_secs_f64());
+            if let Err(e) = r {
+                self.metrics.persist_failures.inc();
+                tracing::error!(
+                    %cluster,
+                    epoch = %rec.epoch,
+                    error = %e,
+                    "durable write failed: the reply is withheld and the cluster is rebuilt from disk"
+                );
+                self.rebuild(cluster, st, now);
+                self.update_gauges(cluster, st, now);
+                return Err(e.into());
+            }
+            if recovery_done {
+                st.recovering_marked = false;
+            }
+        }
+        for ev in &step.events {
+            match ev {
+                ArbiterEvent::ModeChanged {
+                    epoch,
+                    from,
+                    to,
+                    why,
+                } => {
+                    self.metrics
+                        .mode_changes
+                        .with_label_values(&[mode_name(to)])
+                        .inc();
+                    tracing::info!(
+                        %cluster,
+                        %epoch,
+                        from = ?from,
+                        to = ?to,
+                        survivor = to.survivor().map(|r| r.as_str()).unwrap_or("-"),
+                        why = %why,
+                        "mode changed"
+                    );
+                }
+                ArbiterEvent::RecoveryFinished { epoch } => {
+                    tracing::info!(%cluster, %epoch, "forgotten-state wait is over; the cluster is granted again");
+                }
+                ArbiterEvent::EpochJumped { from, to } => {
+                    tracing::warn!(%cluster, %from, %to, "a node reported a higher epoch than the stored one; epoch jumped past it");
+                }
+                ArbiterEvent::Refused { node, reason } => {
+                    tracing::warn!(%cluster, %node, %reason, "arbiter refused a node");
+                }
+            }
+        }
+        self.update_gauges(cluster, st, now);
+        Ok(())
+    }
+
+    fn update_gauges(&self, cluster: &ClusterId, st: &mut SlotState, now: Millis) {
+        let label = mode_label(&st.arbiter);
+        if label != st.mode_label {
+            self.metrics
+                .clusters
+                .with_label_values(&[st.mode_label])
+                .dec();
+            self.metrics.clusters.with_label_values(&[label]).inc();
+            st.mode_label = label;
+        }
+        let rec = st.arbiter.record();
+        if rec.epoch.0 != st.epoch_shown {
+            self.metrics
+                .cluster_epoch
+                .with_label_values(&[cluster.as_str()])
+                .set(rec.epoch.0 as i64);
+            st.epoch_shown = rec.epoch.0;
+        }
+        let alone = rec.mode.survivor().cloned();
+        if alone != st.alone_shown {
+            for r in &rec.rooms {
+                let v = i64::from(Some(r) == alone.as_ref());
+                self.metrics
+                    .room_alone
+                    .with_label_values(&[cluster.as_str(), r.as_str()])
+                    .set(v);
+            }
+            st.alone_shown = alone;
+        }
+        let hot = needs_tick(&st.arbiter, now);
+        if hot != st.hot {
+            let mut set = lock(&self.hot);
+            if hot {
+                set.insert(cluster.clone());
+            } else {
+                set.remove(cluster);
+            }
+            st.hot = hot;
+        }
+    }
+
+    /// Answers a lease request whose identity the caller has already checked.
+    pub async fn lease(&self, req: LeaseRequest) -> Result<LeaseOutcome, TableError> {
+        let cluster = req.cluster.clone();
+        let slot = self.slot(&cluster, true)?;
+        let mut st = slot.state.lock().await;
+        self.ensure_marked(&cluster, &mut st).await?;
+        let now = self.clock.now();
+        let (room, node) = (req.room.clone(), req.node.clone());
+        let step = st.arbiter.step(now, ArbiterInput::Lease(req));
+        self.commit(&cluster, &mut st, &step, now).await?;
+        let reply = step.reply.ok_or_else(|| {
+            TableError::Internal("the arbiter gave no reply to a lease request".into())
+        })?;
+        let result = verdict_label(&reply.verdict);
+        let prev = st.last_verdict.insert(node.clone(), (result, now));
+        if prev.map(|p| p.0) != Some(result) {
+            tracing::info!(%cluster, %room, %node, epoch = %reply.epoch, verdict = ?reply.verdict, "verdict for this node changed");
+        } else {
+            tracing::debug!(%cluster, %room, %node, epoch = %reply.epoch, verdict = result, "lease answered");
+        }
+        Ok(LeaseOutcome { reply, result })
+    }
+
+    /// Runs an operator command on a known cluster.
+    pub async fn admin(
+        &self,
+        cluster: &ClusterId,
+        cmd: AdminCommand,
+    ) -> Result<AdminOutcome, TableError> {
+        let slot = self.slot(cluster, false)?;
+        let mut st = slot.state.lock().await;
+        self.ensure_marked(cluster, &mut st).await?;
+        let now = self.clock.now();
+        let step = st.arbiter.step(now, ArbiterInput::Admin(cmd));
+        self.commit(cluster, &mut st, &step, now).await?;
+        let result = step
+            .admin_result
+            .unwrap_or_else(|| Err("the arbiter gave no result".into()));
+        let rec = st.arbiter.record();
+        let (ok, message) = match result {
+            Ok(m) => (true, m),
+            Err(m) => (false, m),
+        };
+        Ok(AdminOutcome {
+            cluster: cluster.to_string(),
+            ok,
+            message,
+            epoch: rec.epoch.0,
+            mode: mode_text(&st.arbiter),
+        })
+    }
+
+    /// Steps every cluster with a pending time-based decision. Bounded work: only the hot set,
+    /// and a cluster busy with a request is skipped (that request evaluates it anyway).
+    pub async fn tick(&self) {
+        let now = self.clock.now();
+        let close = {
+            let mut lu = lock(&self.lost_until);
+            match *lu {
+                Some(u) if now >= u => {
+                    *lu = None;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if close {
+            match self.store.close_lost_window().await {
+                Ok(()) => tracing::info!(
+                    "the lost-state window is over: clusters that call from now on are new"
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot record the end of the lost-state window; it stays open");
+                    *lock(&self.lost_until) = Some(now);
+                }
+            }
+        }
+        let hot: Vec<ClusterId> = lock(&self.hot).iter().cloned().collect();
+        for cluster in hot {
+            let Some(slot) = self.loaded(&cluster) else {
+                lock(&self.hot).remove(&cluster);
+                continue;
+            };
+            let Ok(mut st) = slot.state.try_lock() else {
+                continue;
+            };
+            if let Err(e) = self.ensure_marked(&cluster, &mut st).await {
+                tracing::error!(%cluster, error = %e, "cannot write the recovering marker");
+                continue;
+            }
+            let now = self.clock.now();
+            let step = st.arbiter.step(now, ArbiterInput::Tick);
+            if let Err(e) = self.commit(&cluster, &mut st, &step, now).await {
+                tracing::error!(%cluster, error = %e, "tick could not persist its decision");
+            }
+        }
+    }
+
+    /// Refreshes the gauges that age with time (`witness_room_last_seen_seconds`).
+    pub fn refresh_age_gauges(&self) {
+        let now = self.clock.now();
+        for slot in self.all_slots() {
+            let Ok(st) = slot.state.try_lock() else {
+                continue;
+            };
+            for (room, seen) in room_last_seen(&st.arbiter) {
+                let since = seen.unwrap_or(st.loaded_at);
+                self.metrics
+                    .room_last_seen
+                    .with_label_values(&[slot.cluster.as_str(), room.as_str()])
+                    .set(now.since(since) as f64 / 1000.0);
+            }
+        }
+    }
+
+    pub fn cluster_count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// What the status page shows: every loaded cluster, and every cluster in the store that
+    /// has not called since this witness started.
+    pub async fn snapshot(&self) -> Vec<ClusterStatus> {
+        let now = self.clock.now();
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        for slot in self.all_slots() {
+            let st = slot.state.lock().await;
+            seen.insert(slot.cluster.clone());
+            out.push(status_of(&slot.cluster, &st, now));
+        }
+        for name in self.store.cluster_names() {
+            if seen.contains(&name) {
+                continue;
+            }
+            let stored = self.store.load(&name).unwrap_or_default();
+            out.push(status_unloaded(&name, stored));
+        }
+        out.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+        out
+    }
+}
+
+fn needs_tick(a: &Arbiter, now: Millis) -> bool {
+    if a.recovering_until().is_some() || a.record().mode != Mode::Paired {
+        return true;
+    }
+    let horizon = 2 * a.config().timings.silence_ms;
+    a.nodes()
+        .values()
+        .any(|n| n.claim && now.since(n.last_seen) <= horizon)
+}
+
+fn room_last_seen(a: &Arbiter) -> Vec<(RoomId, Option<Millis>)> {
+    a.record()
+        .rooms
+        .iter()
+        .map(|r| {
+            let newest = a
+                .nodes()
+                .values()
+                .filter(|n| &n.room == r)
+                .map(|n| n.last_seen)
+                .max();
+            (r.clone(), newest)
+        })
+        .collect()
+}
+
+/// "who may act alone", in words.
+fn mode_text(a: &Arbiter) -> String {
+    if let Some(u) = a.recovering_until() {
+        return format!("recovering until {u} (witness clock)");
+    }
+    match &a.record().mode {
+        Mode::Paired => "paired: both rooms run, nobody may act alone".into(),
+        Mode::Alone(r) => format!("alone: only room {r} may run"),
+        Mode::Releasing(r) => format!("releasing: room {r} runs alone and releases its takeover"),
+    }
+}
+
+/// One node on the status page.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct NodeStatus {
+    pub node: String,
+    pub last_seen_ms_ago: u64,
+    pub phase: NodePhase,
+    pub epoch: u64,
+    pub peer_contact: bool,
+    pub peer_reachable: bool,
+    pub claim: bool,
+    pub takeover: bool,
+    pub health: u32,
+    pub last_verdict: Option<String>,
+}
+
+/// One room on the status page.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct RoomStatus {
+    pub room: String,
+    /// None when no node of the room has called since the witness started.
+    pub last_seen_ms_ago: Option<u64>,
+    pub silent: bool,
+    /// This room holds the right to act alone.
+    pub alone: bool,
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// One cluster on the status page.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct ClusterStatus {
+    pub cluster: String,
+    pub epoch: u64,
+    /// paired, alone, releasing or recovering.
+    pub mode: String,
+    pub survivor: Option<String>,
+    /// Who may act alone, in words.
+    pub summary: String,
+    pub paused: bool,
+    pub recovering_ms_left: Option<u64>,
+    pub takeover_allowed_in_ms: Option<u64>,
+    pub mode_since_ms_ago: Option<u64>,
+    pub preferred_room: Option<String>,
+    pub auto_rejoin: bool,
+    pub rooms: Vec<RoomStatus>,
+    pub alarms: Vec<String>,
+    /// False for a cluster known from the store that has not called since the witness started.
+    pub loaded: bool,
+}
+
+fn node_status(
+    id: &NodeId,
+    n: &NodeSeen,
+    now: Millis,
+    last: Option<&(&'static str, Millis)>,
+) -> NodeStatus {
+    NodeStatus {
+        node: id.to_string(),
+        last_seen_ms_ago: now.since(n.last_seen),
+        phase: n.phase,
+        epoch: n.epoch.0,
+        peer_contact: n.peer_contact,
+        peer_reachable: n.peer_reachable,
+        claim: n.claim,
+        takeover: n.takeover,
+        health: n.health,
+        last_verdict: last.map(|l| l.0.to_string()),
+    }
+}
+
+fn status_of(cluster: &ClusterId, st: &SlotState, now: Millis) -> ClusterStatus {
+    let a = &st.arbiter;
+    let rec = a.record();
+    let t = &a.config().timings;
+    let survivor = rec.mode.survivor().cloned();
+    let mut alarms = Vec::new();
+    if let Some(u) = a.recovering_until() {
+        alarms.push(format!(
+            "recovering: the witness may have lost state for this cluster and grants nothing for {} ms more",
+            u.since(now)
+        ));
+    }
+    if rec.paused {
+        alarms.push(
+            "paused: an operator paused arbitration; no split or rejoin decisions are made".into(),
+        );
+    }
+    match &rec.mode {
+        Mode::Alone(r) => alarms.push(format!(
+            "room {r} acts alone (epoch {}); the other room must stay fenced",
+            rec.epoch
+        )),
+        Mode::Releasing(r) => alarms.push(format!(
+            "room {r} is releasing its takeover; the other room rejoins next"
+        )),
+        Mode::Paired => {}
+    }
+    if rec.rooms.len() < 2 {
+        alarms.push(format!(
+            "only {} room(s) have called: a cluster needs both rooms reporting",
+            rec.rooms.len()
+        ));
+    }
+    let mut rooms = Vec::new();
+    for (room, newest) in room_last_seen(a) {
+        let silent = newest.is_none_or(|s| now.since(s) > t.silence_ms);
+        let ago = newest.map(|s| now.since(s));
+        if silent {
+            match ago {
+                Some(ms) => alarms.push(format!(
+                    "room {room} silent for {:.1} s",
+                    ms as f64 / 1000.0
+                )),
+                None => alarms.push(format!(
+                    "room {room} has not called since the witness started ({:.1} s ago)",
+                    now.since(st.loaded_at) as f64 / 1000.0
+                )),
+            }
+        }
+        let mut nodes = Vec::new();
+        for (id, n) in a.nodes().iter().filter(|(_, n)| n.room == room) {
+            let fresh = now.since(n.last_seen) <= t.silence_ms;
+            if fresh && rec.mode == Mode::Paired && n.phase == NodePhase::Active {
+                if !n.peer_contact || !n.peer_reachable {
+                    alarms.push(format!(
+                        "partial peer loss: node {id} (room {room}) reports peer_contact={} peer_reachable={}",
+                        n.peer_contact, n.peer_reachable
+                    ));
+                }
+                if n.claim {
+                    alarms.push(format!(
+                        "node {id} (room {room}) claims to act alone: a split is being decided"
+                    ));
+                }
+            }
+            nodes.push(node_status(id, n, now, st.last_verdict.get(id)));
+        }
+        rooms.push(RoomStatus {
+            alone: survivor.as_ref() == Some(&room),
+            room: room.to_string(),
+            last_seen_ms_ago: ago,
+            silent,
+            nodes,
+        });
+    }
+    ClusterStatus {
+        cluster: cluster.to_string(),
+        epoch: rec.epoch.0,
+        mode: mode_label(a).to_string(),
+        survivor: survivor.map(|r| r.to_string()),
+        summary: mode_text(a),
+        paused: rec.paused,
+        recovering_ms_left: a.recovering_until().map(|u| u.since(now)),
+        takeover_allowed_in_ms: a.takeover_at().map(|u| u.since(now)),
+        mode_since_ms_ago: Some(now.since(a.mode_since())),
+        preferred_room: a.config().preferred_room.as_ref().map(|r| r.to_string()),
+        auto_rejoin: a.config().auto_rejoin,
+        rooms,
+        alarms,
+        loaded: true,
+    }
+}
+
+fn status_unloaded(cluster: &ClusterId, stored: StoredCluster) -> ClusterStatus {
+    let rec = stored.record.unwrap_or(ClusterRecord {
+        epoch: proto::Epoch(0),
+        mode: Mode::Paired,
+        rooms: Vec::new(),
+        last_survivor: None,
+        paused: false,
+    });
+    let survivor = rec.mode.survivor().cloned();
+    ClusterStatus {
+        cluster: cluster.to_string(),
+        epoch: rec.epoch.0,
+        mode: if stored.recovering {
+            "recovering".into()
+        } else {
+            mode_name(&rec.mode).into()
+        },
+        survivor: survivor.as_ref().map(|r| r.to_string()),
+        summary: "known from the store; no node has called since the witness started".into(),
+        paused: rec.paused,
+        recovering_ms_left: None,
+        takeover_allowed_in_ms: None,
+        mode_since_ms_ago: None,
+        preferred_room: None,
+        auto_rejoin: true,
+        rooms: rec
+            .rooms
+            .iter()
+            .map(|r| RoomStatus {
+                room: r.to_string(),
+                last_seen_ms_ago: None,
+                silent: true,
+                alone: survivor.as_ref() == Some(r),
+                nodes: Vec::new(),
+            })
+            .collect(),
+        alarms: vec!["no node of this cluster has called since the witness started".into()],
+        loaded: false,
+    }
+}
