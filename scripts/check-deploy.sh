@@ -231,7 +231,7 @@ for ov in sorted(glob.glob(f"{deploy}/kubernetes/overlays/*/")):
                 if need not in keys:
                     errors.append(f"{name}: no toleration for {need}")
             vols = {v["name"]: v for v in spec["volumes"]}
-            secret = vols["tls"]["secret"]["secretName"]
+            secret = vols["tls-secret"]["secret"]["secretName"]
             cm = vols["config"]["configMap"]["name"]
             names = {(d["kind"], d["metadata"]["name"]) for d in docs}
             if ("Secret", secret) not in names or ("ConfigMap", cm) not in names:
@@ -594,6 +594,9 @@ for room, node, peer, hb, st, phb in (("room-a", "node-a1", "node-b1", pah, pas,
     open(f"{m}/agent-{room}.toml", "w").write(dump(a) + "\n")
 EOF
     # dotted cluster keys ([clusters.hospital-1]) are fine bare in TOML (a-z0-9-).
+    for room in room-a room-b; do
+        run "witness-agent check-config (sample agent.toml of $room)" "$AGENT_BIN" check-config --config "$M/agent-$room.toml"
+    done
     "$WITNESS_BIN" serve --config "$M/witness.toml" >"$M/witness.log" 2>&1 &
     PIDS+=($!)
     WPID=$!
@@ -649,7 +652,8 @@ EOF
     run "witness admin --cluster hospital-1 release" admin release
     sleep 1
     run "witness status --json" sh -c "'$WITNESS_BIN' status --json --url http://127.0.0.1:$P_STATUS >'$M/status.json' && python3 -m json.tool '$M/status.json' >/dev/null"
-    run "witness-agent status --json (WITNESS_AGENT_CONFIG)" env WITNESS_AGENT_CONFIG="$M/agent-room-a.toml" "$AGENT_BIN" status --json
+    run "witness-agent status --json --url (room-a)" "$AGENT_BIN" status --json --url "http://127.0.0.1:$P_A_ST"
+    run "witness-agent status (room-b, table)" "$AGENT_BIN" status --url "http://127.0.0.1:$P_B_ST"
     fetch "http://127.0.0.1:$P_STATUS/metrics" >"$M/witness-2.prom"
     fetch "http://127.0.0.1:$P_A_ST/metrics" >>"$M/agent-a.prom"
     fetch "http://127.0.0.1:$P_B_ST/metrics" >>"$M/agent-b.prom"
