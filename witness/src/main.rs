@@ -212,10 +212,25 @@ fn main() -> ExitCode {
                 eprintln!("witness: configuration refused: {c}");
                 return ExitCode::from(EXIT_CONFIG);
             }
-            eprintln!("witness: {e:#}");
+            eprintln!("witness: {}", render_chain(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes, each cause shown once (our messages often already quote theirs).
+fn render_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&c);
+        }
+    }
+    out
 }
 
 async fn dispatch(cli: Cli) -> Result<()> {

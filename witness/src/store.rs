@@ -126,6 +126,26 @@ impl Store {
         Ok((store, origin))
     }
 
+    /// Creates a brand-new store that counts as intact: for a first install where it is
+    /// certain that no witness ever granted anything to the clusters that will call (tests,
+    /// benchmarks, a lab). Refuses a path that already exists. Without this, a new store is
+    /// treated as lost state and waits out the protocol's forgotten-state bound first.
+    pub async fn init_fresh(path: &Path) -> Result<(), StoreError> {
+        if path.exists() {
+            return Err(StoreError::Open {
+                path: path.to_path_buf(),
+                source: sled::Error::Unsupported(
+                    "the store already exists; only a new store can be initialised as intact"
+                        .into(),
+                ),
+            });
+        }
+        let (s, _) = Store::open(path).await?;
+        s.close_lost_window().await?;
+        drop(s);
+        Ok(())
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

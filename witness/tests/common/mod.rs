@@ -1,0 +1,192 @@
+//! Shared helpers for the witness's integration tests: short protocol timings, starting a real
+//! witness in-process on port 0, mutual-TLS clients built from the demo certificates, and lease
+//! request bodies.
+#![allow(dead_code)]
+
+use proto::Timings;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use witness::config::Config;
+use witness::server::RunningServer;
+
+/// Valid timings small enough for quick tests. The watchdog must be whole seconds, so the
+/// forgotten-state wait is about k·(200 + 100 + 1000) ≈ 1.33 s.
+pub fn short_timings() -> Timings {
+    let t = Timings {
+        heartbeat_interval_ms: 50,
+        peer_timeout_ms: 100,
+        renew_interval_ms: 100,
+        lease_ms: 200,
+        silence_ms: 250,
+        fence_deadline_ms: 100,
+        watchdog_timeout_ms: 1000,
+        drift_ppm: 10_000,
+        rejoin_stable_ms: 200,
+        min_fenced_ms: 100,
+    };
+    t.validate().expect("test timings are valid");
+    t
+}
+
+pub fn test_config(dir: &Path) -> Config {
+    let mut c = Config::for_tests(dir).with_timings(short_timings());
+    c.tick_interval_ms = 20;
+    c.tls.reload_interval_ms = 100;
+    c
+}
+
+/// Starts a witness whose store is new and intact (no forgotten-state wait).
+pub async fn start_fresh(config: Config) -> RunningServer {
+    let store = witness::server::store_path(&config);
+    if !store.exists() {
+        std::fs::create_dir_all(&config.data_dir).expect("data dir");
+        witness::store::Store::init_fresh(&store)
+            .await
+            .expect("init store");
+    }
+    witness::server::start(config)
+        .await
+        .expect("witness starts")
+}
+
+pub fn certs_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("certs")
+}
+
+/// A client presenting `<certs>/<name>.pem` and trusting `<certs>/ca.pem`.
+pub fn client(data_dir: &Path, name: &str) -> reqwest::Client {
+    let d = certs_dir(data_dir);
+    client_with(
+        &d.join("ca.pem"),
+        &d.join(format!("{name}.pem")),
+        &d.join(format!("{name}-key.pem")),
+    )
+}
+
+pub fn client_with(ca: &Path, cert: &Path, key: &Path) -> reqwest::Client {
+    witness::client::mtls_client(ca, cert, key).expect("client")
+}
+
+/// A client with no client certificate.
+pub fn anonymous_client(data_dir: &Path) -> reqwest::Client {
+    let ca = std::fs::read(certs_dir(data_dir).join("ca.pem")).expect("ca");
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("ca pem"))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+pub fn plain() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+pub fn lease_body(cluster: &str, room: &str, node: &str, epoch: u64, claim: bool) -> Value {
+    json!({
+        "version": 1,
+        "cluster": cluster,
+        "room": room,
+        "node": node,
+        "epoch": epoch,
+        "phase": "active",
+        "peer_contact": !claim,
+        "peer_reachable": !claim,
+        "claim": claim,
+        "takeover": false,
+        "health": 1
+    })
+}
+
+/// POSTs a lease request; returns status and JSON body.
+pub async fn lease(c: &reqwest::Client, base: &str, body: &Value) -> (u16, Value) {
+    let r = c
+        .post(format!("{base}/v1/lease"))
+        .json(body)
+        .send()
+        .await
+        .expect("request reaches the witness");
+    let s = r.status().as_u16();
+    let v = r.json().await.unwrap_or(Value::Null);
+    (s, v)
+}
+
+pub async fn post_raw(
+    c: &reqwest::Client,
+    url: &str,
+    body: Vec<u8>,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let r = c
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("request reaches the witness");
+    let s = r.status().as_u16();
+    let h = r.headers().clone();
+    let v = r.json().await.unwrap_or(Value::Null);
+    (s, v, h)
+}
+
+pub fn verdict(v: &Value) -> String {
+    let verdict = v["verdict"]["verdict"].as_str().unwrap_or("?");
+    match v["verdict"]["mode"].as_str() {
+        Some(m) => format!("{verdict}_{m}"),
+        None => verdict.to_string(),
+    }
+}
+
+pub async fn status(base: &str) -> Value {
+    plain()
+        .get(format!("{base}/v1/status"))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("status json")
+}
+
+pub async fn metrics(base: &str) -> String {
+    plain()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// The value of one sample line (`name{labels} value`) in a Prometheus page, 0 when absent.
+pub fn sample(page: &str, name_and_labels: &str) -> f64 {
+    page.lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Polls `f` every 20 ms until it returns Some, or panics after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {within:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
