@@ -1,0 +1,300 @@
+//! Moving protocol messages: the lease client (`POST https://witness/v1/lease`), the heartbeat
+//! client (`POST https://<peer>/v1/heartbeat`) and the heartbeat server, all over mutual TLS.
+//!
+//! The server takes identity only from the client certificate: a heartbeat whose body names a
+//! different cluster, room or node than the certificate is refused (403) before it reaches the
+//! state machine; one without a witness node identity is refused with 401. The state machine
+//! then refuses pings from nodes that are not in its peer list (403 with its reason).
+use crate::config::Config;
+use crate::tls::{cert_identity, PeerExpectation, TlsError, TlsState};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Extension, Json, Router};
+use proto::ids::Identity;
+use proto::wire::{check_version, LeaseReply, LeaseRequest, Ping, Pong};
+use proto::NodeId;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tower::ServiceExt;
+
+/// Heartbeat connections served at once; more are closed at accept.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Largest heartbeat body accepted.
+pub const MAX_BODY: usize = 16 * 1024;
+/// A TLS handshake must finish within this.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// HTTPS clients built from one reading of the certificates (rebuilt on reload, so new
+/// connections use the new certificates).
+#[derive(Clone)]
+pub struct Clients {
+    witness: reqwest::Client,
+    lease_url: String,
+    peers: BTreeMap<NodeId, (reqwest::Client, String)>,
+}
+
+impl Clients {
+    /// Builds the witness client (timeout: the renew interval, after which a newer request is
+    /// due anyway) and one client per peer (timeout: the heartbeat interval, after which a newer
+    /// ping replaces this one).
+    pub fn build(cfg: &Config, tls: &TlsState) -> Result<Clients, TlsError> {
+        let t = &cfg.timings;
+        let terr = |e: reqwest::Error| TlsError {
+            field: "tls".into(),
+            reason: format!("building the HTTPS client: {e}"),
+        };
+        let witness = reqwest::Client::builder()
+            .use_preconfigured_tls(tls.witness_client()?)
+            .timeout(Duration::from_millis(t.renew_interval_ms))
+            .connect_timeout(Duration::from_millis(t.renew_interval_ms))
+            .no_proxy()
+            .build()
+            .map_err(terr)?;
+        let mut peers = BTreeMap::new();
+        for p in &cfg.peers {
+            let client = reqwest::Client::builder()
+                .use_preconfigured_tls(tls.peer_client(PeerExpectation {
+                    cluster: cfg.cluster.clone(),
+                    own_room: cfg.room.clone(),
+                    node: p.node.clone(),
+                })?)
+                .timeout(Duration::from_millis(t.heartbeat_interval_ms))
+                .connect_timeout(Duration::from_millis(t.heartbeat_interval_ms))
+                .no_proxy()
+                .build()
+                .map_err(terr)?;
+            peers.insert(
+                NodeId::new(&p.node),
+                (client, format!("https://{}/v1/heartbeat", p.address)),
+            );
+        }
+        Ok(Clients {
+            witness,
+            lease_url: format!("{}/v1/lease", cfg.witness_url.trim_end_matches('/')),
+            peers,
+        })
+    }
+
+    /// Sends a lease request; the reply is checked for version and addressee.
+    pub async fn lease(&self, req: &LeaseRequest) -> Result<LeaseReply, String> {
+        let resp = self
+            .witness
+            .post(&self.lease_url)
+            .json(req)
+            .send()
+            .await
+            .map_err(|e| format!("witness unreachable: {}", error_chain(&e)))?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| format!("witness reply unreadable: {e}"))?;
+        if !status.is_success() {
+            return Err(format!(
+                "witness answered {status}: {}",
+                String::from_utf8_lossy(&body).trim()
+            ));
+        }
+        let reply: LeaseReply = serde_json::from_slice(&body)
+            .map_err(|e| format!("witness reply is not a lease reply: {e}"))?;
+        check_version(reply.version)?;
+        if reply.cluster != req.cluster || reply.room != req.room || reply.node != req.node {
+            return Err(format!(
+                "witness reply is addressed to {}/{}/{}, not to us",
+                reply.cluster, reply.room, reply.node
+            ));
+        }
+        Ok(reply)
+    }
+
+    /// Pings one peer; the pong is checked for version and sender.
+    pub async fn ping(&self, to: &NodeId, ping: &Ping) -> Result<Pong, String> {
+        let (client, url) = self
+            .peers
+            .get(to)
+            .ok_or_else(|| format!("{to} is not a configured peer"))?;
+        let resp = client
+            .post(url)
+            .json(ping)
+            .send()
+            .await
+            .map_err(|e| format!("peer {to} unreachable: {}", error_chain(&e)))?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| format!("peer {to} reply unreadable: {e}"))?;
+        if !status.is_success() {
+            return Err(format!(
+                "peer {to} answered {status}: {}",
+                String::from_utf8_lossy(&body).trim()
+            ));
+        }
+        let pong: Pong = serde_json::from_slice(&body)
+            .map_err(|e| format!("peer {to} reply is not a pong: {e}"))?;
+        check_version(pong.version)?;
+        if &pong.node != to || pong.cluster != ping.cluster {
+            return Err(format!(
+                "peer {to} answered as {}/{}/{}",
+                pong.cluster, pong.room, pong.node
+            ));
+        }
+        Ok(pong)
+    }
+}
+
+/// The full cause chain of an error (reqwest hides the TLS reason in its sources).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// A ping for the main loop, with the channel for its answer.
+pub struct PingRequest {
+    pub ping: Ping,
+    pub reply: oneshot::Sender<Result<Pong, String>>,
+}
+
+/// Who the client certificate of a connection says it is (or why it says nothing usable).
+#[derive(Clone, Debug)]
+struct PeerIdentity(Result<Identity, String>);
+
+fn refuse(status: StatusCode, msg: impl Into<String>) -> Response {
+    let msg = msg.into();
+    tracing::warn!(status = status.as_u16(), "heartbeat refused: {msg}");
+    (status, Json(json!({"error": msg}))).into_response()
+}
+
+async fn heartbeat(
+    State(tx): State<mpsc::Sender<PingRequest>>,
+    Extension(id): Extension<PeerIdentity>,
+    body: axum::body::Bytes,
+) -> Response {
+    let id = match id.0 {
+        Ok(Identity::Node {
+            cluster,
+            room,
+            node,
+        }) => (cluster, room, node),
+        Ok(Identity::Admin { name }) => {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "admin certificate {name:?} cannot send heartbeats: use a node certificate"
+                ),
+            )
+        }
+        Err(e) => return refuse(StatusCode::UNAUTHORIZED, format!("client certificate: {e}")),
+    };
+    let ping: Ping = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("body is not a ping: {e}")),
+    };
+    if let Err(e) = check_version(ping.version) {
+        return refuse(StatusCode::BAD_REQUEST, e);
+    }
+    if (&ping.cluster, &ping.room, &ping.node) != (&id.0, &id.1, &id.2) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            format!(
+                "heartbeat names witness://{}/{}/{} but the client certificate is witness://{}/{}/{}: \
+                 a node may only speak for itself",
+                ping.cluster, ping.room, ping.node, id.0, id.1, id.2
+            ),
+        );
+    }
+    let (rtx, rrx) = oneshot::channel();
+    if tx.send(PingRequest { ping, reply: rtx }).await.is_err() {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the agent is shutting down",
+        );
+    }
+    match tokio::time::timeout(Duration::from_secs(1), rrx).await {
+        Ok(Ok(Ok(pong))) => (StatusCode::OK, Json(pong)).into_response(),
+        Ok(Ok(Err(reason))) => refuse(StatusCode::FORBIDDEN, reason),
+        _ => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the agent did not answer in time",
+        ),
+    }
+}
+
+/// Serves heartbeats on `listener` until `shutdown` flips. Every new connection uses the newest
+/// TLS configuration from `tls`.
+pub async fn serve_heartbeats(
+    listener: TcpListener,
+    tls: watch::Receiver<Arc<TlsState>>,
+    pings: mpsc::Sender<PingRequest>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let router = Router::new()
+        .route("/v1/heartbeat", post(heartbeat))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(pings);
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (stream, addr) = tokio::select! {
+            _ = shutdown.changed() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("heartbeat accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::warn!(%addr, "too many heartbeat connections; closing this one");
+            continue;
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.borrow().server.clone());
+        let router = router.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let tls_stream =
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::warn!(%addr, "heartbeat TLS handshake refused: {e}");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let id = match tls_stream.get_ref().1.peer_certificates() {
+                Some([leaf, ..]) => cert_identity(leaf),
+                _ => Err("no client certificate".to_string()),
+            };
+            let id = PeerIdentity(id);
+            let svc =
+                router.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(id.clone());
+                    req
+                });
+            let svc = hyper_util::service::TowerToHyperService::new(svc);
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(tls_stream), svc);
+            tokio::select! {
+                r = conn => if let Err(e) = r {
+                    tracing::debug!(%addr, "heartbeat connection ended: {e}");
+                },
+                _ = shutdown.changed() => {}
+            }
+        });
+    }
+}

@@ -1,0 +1,200 @@
+//! The node's view for humans and machines: `/v1/status` (JSON), `/v1/fence-peer` (the DRBD
+//! handler's question), `/metrics`, `/healthz` and `/readyz`, on a plain-HTTP listener meant for
+//! localhost, the kubelet and Prometheus.
+use crate::actuator::{FencingStatus, TakeoverStatus};
+use crate::drivers::watchdog::WatchdogStatus;
+use crate::metrics::Metrics;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use proto::agent::AgentAction;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// `/healthz` fails when the main loop has not published a view for this long.
+pub const STALE: Duration = Duration::from_secs(3);
+
+/// The lease as the node holds it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LeaseStatus {
+    pub valid: bool,
+    /// `paired` or `alone`.
+    pub mode: Option<String>,
+    /// With `alone`: `wait`, `allowed` or `release`.
+    pub takeover_permit: Option<String>,
+    pub epoch: Option<u64>,
+    pub remaining_ms: u64,
+    pub has_proof: bool,
+}
+
+/// What we know of the witness.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WitnessStatus {
+    pub url: String,
+    pub reachable: bool,
+    pub last_answer_ago_ms: Option<u64>,
+    /// grant, fence or retry, with the witness's reason where it gave one.
+    pub last_verdict: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// What we know of one node of the other room.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PeerStatus {
+    pub node: String,
+    pub address: String,
+    /// It answered a ping within the peer timeout.
+    pub reachable: bool,
+    /// Its last answer vouched for us.
+    pub vouch: Option<bool>,
+    pub phase: Option<String>,
+    pub epoch: Option<u64>,
+    pub last_answer_ago_ms: Option<u64>,
+    pub last_error: Option<String>,
+}
+
+/// Our certificate.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CertStatus {
+    pub identity: String,
+    pub expires_in_s: i64,
+    pub reload_error: Option<String>,
+}
+
+/// The takeover: the protocol's flag and the work on the other room's nodes.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TakeoverView {
+    /// The state machine has taken over the other room.
+    pub active: bool,
+    pub work: TakeoverStatus,
+}
+
+/// The answer to the DRBD fence-peer handler.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FencePeerAnswer {
+    /// The other room is provably stopped and this room may act alone: DRBD may resume IO.
+    pub peer_fenced: bool,
+    pub phase: String,
+    pub reason: String,
+}
+
+/// Everything `/v1/status` shows.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StatusReport {
+    pub cluster: String,
+    pub room: String,
+    pub node: String,
+    /// starting, active, fencing, fenced.
+    pub phase: String,
+    pub phase_for_ms: Option<u64>,
+    /// Fencing failed or overran: the watchdog is expected to reset this node.
+    pub escalated: bool,
+    /// The node may run now (valid lease or peer contact).
+    pub authority: bool,
+    /// Our pongs vouch for the other room (running paired).
+    pub vouching: bool,
+    /// We asked the witness to let our room act alone.
+    pub claiming: bool,
+    pub watchdog_petting: bool,
+    pub epoch: u64,
+    pub lease: LeaseStatus,
+    pub witness: WitnessStatus,
+    pub peer_contact: bool,
+    pub peer_reachable: bool,
+    pub peers: Vec<PeerStatus>,
+    pub fencing: FencingStatus,
+    pub takeover: TakeoverView,
+    pub watchdog: WatchdogStatus,
+    pub certificate: CertStatus,
+    /// Kubernetes actions started but not yet confirmed.
+    pub pending: Vec<AgentAction>,
+    pub fence_peer: FencePeerAnswer,
+    /// When the main loop published this view (not serialized).
+    #[serde(skip)]
+    pub published: Option<tokio::time::Instant>,
+}
+
+#[derive(Clone)]
+struct Shared {
+    report: watch::Receiver<StatusReport>,
+    metrics: Metrics,
+}
+
+async fn status(State(s): State<Shared>) -> Json<StatusReport> {
+    Json(s.report.borrow().clone())
+}
+
+async fn fence_peer(State(s): State<Shared>) -> Json<FencePeerAnswer> {
+    Json(s.report.borrow().fence_peer.clone())
+}
+
+async fn metrics_page(State(s): State<Shared>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn healthz(State(s): State<Shared>) -> Response {
+    let fresh = s
+        .report
+        .borrow()
+        .published
+        .is_some_and(|t| t.elapsed() < STALE);
+    if fresh {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the agent's main loop is not running\n",
+        )
+            .into_response()
+    }
+}
+
+async fn readyz(State(s): State<Shared>) -> Response {
+    let r = s.report.borrow().clone();
+    if r.phase == "active" && r.authority {
+        (StatusCode::OK, "active\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: phase {}, authority {}\n", r.phase, r.authority),
+        )
+            .into_response()
+    }
+}
+
+/// The status router (also used directly by tests).
+pub fn router(report: watch::Receiver<StatusReport>, metrics: Metrics) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/fence-peer", get(fence_peer))
+        .route("/metrics", get(metrics_page))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(Shared { report, metrics })
+}
+
+/// Serves the status endpoints until `shutdown` flips.
+pub async fn serve(
+    listener: TcpListener,
+    report: watch::Receiver<StatusReport>,
+    metrics: Metrics,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let app = router(report, metrics);
+    let r = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.changed().await;
+        })
+        .await;
+    if let Err(e) = r {
+        tracing::error!("status server failed: {e}");
+    }
+}
