@@ -541,6 +541,7 @@ EOF
         "$WITNESS_BIN" certs server --ca-dir "$M/ca" --name localhost --ip 127.0.0.1 --out "$M/server" &&
         "$WITNESS_BIN" certs node --ca-dir "$M/ca" --cluster hospital-1 --room room-a --node node-a1 --out "$M/nodes" &&
         "$WITNESS_BIN" certs node --ca-dir "$M/ca" --cluster hospital-1 --room room-b --node node-b1 --out "$M/nodes" &&
+        "$WITNESS_BIN" certs node --ca-dir "$M/ca" --cluster store-0042 --room room-a --node edge-1 --out "$M/nodes" &&
         "$WITNESS_BIN" certs admin --ca-dir "$M/ca" --name ops --out "$M/admin"
     } >"$M/certs.log" 2>&1 || ok_certs=0
     if [ "$ok_certs" = 1 ]; then
@@ -577,8 +578,6 @@ def val(v):
     if isinstance(v, str): return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, list): return "[" + ", ".join(val(x) for x in v) + "]"
     raise TypeError(v)
-def quote_keys(s):
-    return s
 w = tomllib.load(open(f"{deploy}/witness/witness.toml", "rb"))
 w.update(data_dir=f"{m}/witness-data", listen=f"127.0.0.1:{pl}", status_listen=f"127.0.0.1:{ps}")
 w["tls"] = dict(w.get("tls", {}), ca=f"{m}/ca/ca.pem", cert=f"{m}/server/server.pem", key=f"{m}/server/server-key.pem")
@@ -592,11 +591,18 @@ for room, node, peer, hb, st, phb in (("room-a", "node-a1", "node-b1", pah, pas,
     for s in ("kubernetes", "vm", "drbd", "watchdog"):
         a[s] = dict(a.get(s, {}), enabled=False)
     open(f"{m}/agent-{room}.toml", "w").write(dump(a) + "\n")
+# The plain-host sample: only certificate paths (and the absent watchdog device) changed.
+h = tomllib.load(open(f"{deploy}/agent-systemd/agent.toml", "rb"))
+h["tls"] = dict(ca=f"{m}/ca/ca.pem", cert=f"{m}/nodes/edge-1.pem", key=f"{m}/nodes/edge-1-key.pem")
+h["run_dir"] = f"{m}/run-edge"
+h["watchdog"] = dict(h.get("watchdog", {}), enabled=False)
+open(f"{m}/agent-edge.toml", "w").write(dump(h) + "\n")
 EOF
     # dotted cluster keys ([clusters.hospital-1]) are fine bare in TOML (a-z0-9-).
     for room in room-a room-b; do
         run "witness-agent check-config (sample agent.toml of $room)" "$AGENT_BIN" check-config --config "$M/agent-$room.toml"
     done
+    run "witness-agent check-config (plain-host sample agent-systemd/agent.toml)" "$AGENT_BIN" check-config --config "$M/agent-edge.toml"
     "$WITNESS_BIN" serve --config "$M/witness.toml" >"$M/witness.log" 2>&1 &
     PIDS+=($!)
     WPID=$!
