@@ -145,19 +145,24 @@ struct AdminArgs {
     #[arg(long)]
     cluster: String,
     /// The witness's lease API.
-    #[arg(long, default_value = "https://127.0.0.1:7443", env = "WITNESS_URL")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "https://127.0.0.1:7443",
+        env = "WITNESS_URL"
+    )]
     url: String,
     /// Where the demo certificates are (used for --ca/--cert/--key when those are not given).
-    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    #[arg(long, global = true, default_value = DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
     /// The witness CA (default <data-dir>/certs/ca.pem).
-    #[arg(long)]
+    #[arg(long, global = true)]
     ca: Option<PathBuf>,
     /// The operator certificate (default <data-dir>/certs/admin.pem).
-    #[arg(long)]
+    #[arg(long, global = true)]
     cert: Option<PathBuf>,
     /// The operator key (default <data-dir>/certs/admin-key.pem).
-    #[arg(long)]
+    #[arg(long, global = true)]
     key: Option<PathBuf>,
     #[command(subcommand)]
     command: AdminCmd,
@@ -463,4 +468,15 @@ async fn admin(a: AdminArgs) -> Result<()> {
         .with_context(|| format!("admin command for cluster {}", a.cluster))?;
     println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 }

@@ -15,6 +15,14 @@ struct Binary {
     status_url: String,
 }
 
+impl Drop for Binary {
+    /// A failing test must not leave a witness running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn write_config(dir: &Path) -> PathBuf {
     let t = short_timings();
     let cfg = format!(
