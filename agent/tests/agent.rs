@@ -1,0 +1,638 @@
+//! Integration tests of the agent shell: real agents (in-process, via `agent::start`) with real
+//! mTLS, a scripted fake witness, the Kubernetes API double, a `drbdadm` stand-in and a
+//! watchdog file. Short timings (see `support::TIMINGS`) keep each scenario to a few seconds.
+mod support;
+
+use proto::wire::TakeoverPermit;
+use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn phase(s: &Value) -> &str {
+    s["phase"].as_str().unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_nodes_make_no_fencing_call_at_all() {
+    init();
+    let pki = Pki::new();
+    let witness = FakeWitness::start(&pki, |r| Answer::Reply(reply(r, 1, paired(300), None))).await;
+    let kube = KubeDouble::start().await;
+    {
+        let mut w = kube.world.lock().unwrap();
+        for n in ["node-a1", "node-b1"] {
+            w.add_node(n);
+        }
+        w.add_vm("default", "vm-a", "node-a1");
+    }
+    // Reserve the heartbeat ports first so each agent can name the other.
+    let la = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let lb = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (pa, pb) = (la.local_addr().unwrap(), lb.local_addr().unwrap());
+    drop((la, lb));
+    let mut a = NodeSetup::new(&pki, "a", "node-a1", &witness.url());
+    a.listen = pa.to_string();
+    a.peers = vec![("node-b1".into(), pb.to_string())];
+    a.kube_url = Some(kube.url());
+    let mut b = NodeSetup::new(&pki, "b", "node-b1", &witness.url());
+    b.listen = pb.to_string();
+    b.peers = vec![("node-a1".into(), pa.to_string())];
+    b.kube_url = Some(kube.url());
+    let ra = start(a.config(&pki)).await;
+    let rb = start(b.config(&pki)).await;
+
+    for r in [&ra, &rb] {
+        r.wait_for(WAIT, "active with peer contact", |s| {
+            phase(s) == "active" && s["peer_contact"] == true
+        })
+        .await;
+    }
+    let pets_before = file_len(&a.watchdog);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let s = ra.status().await;
+    assert_eq!(phase(&s), "active", "{s}");
+    assert_eq!(s["lease"]["mode"], "paired");
+    assert_eq!(s["peers"][0]["reachable"], true);
+    assert_eq!(s["peers"][0]["vouch"], true);
+    assert_eq!(s["fencing"]["state"], "idle");
+    assert!(
+        file_len(&a.watchdog) > pets_before,
+        "the watchdog is petted while healthy"
+    );
+
+    // Radio silence: no Kubernetes call of any kind, no drbdadm, no hook.
+    assert!(
+        kube.calls().is_empty(),
+        "unexpected API calls: {:?}",
+        kube.calls()
+    );
+    assert_eq!(read(&a.drbd_log), "", "drbdadm must not be called");
+    assert_eq!(read(&b.drbd_log), "");
+    assert_eq!(read(&a.hook_log), "");
+    let m = ra.metrics().await;
+    assert!(m.contains("agent_phase{phase=\"active\"} 1"), "{m}");
+    assert!(m.contains("agent_peer_contact 1"), "{m}");
+    assert!(m.contains("agent_witness_reachable 1"), "{m}");
+    assert!(m.contains("agent_watchdog_held 1"), "{m}");
+    assert!(m.contains("agent_lease_valid 1"), "{m}");
+    assert!(
+        m.contains("agent_fence_actions_total{driver=\"vm\",result=\"ok\"} 0"),
+        "{m}"
+    );
+    ra.shutdown().await;
+    rb.shutdown().await;
+}
+
+/// Starts node-a1 in room a whose only peer never answers, active on a paired grant.
+async fn isolated_node(
+    pki: &Pki,
+    witness: &FakeWitness,
+    kube: &KubeDouble,
+    tweak: impl FnOnce(&mut NodeSetup),
+) -> (NodeSetup, Running) {
+    {
+        let mut w = kube.world.lock().unwrap();
+        w.add_node("node-a1");
+        w.add_node("node-b1");
+        w.add_vm("default", "vm-a", "node-a1");
+        w.add_vm("default", "vm-b", "node-b1");
+    }
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let mut a = NodeSetup::new(pki, "a", "node-a1", &witness.url());
+    a.peers = vec![("node-b1".into(), dead_addr.to_string())];
+    a.kube_url = Some(kube.url());
+    tweak(&mut a);
+    let r = start(a.config(pki)).await;
+    r.wait_for(WAIT, "active", |s| phase(s) == "active").await;
+    (a, r)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_peer_and_witness_runs_the_drivers_in_order_within_their_deadlines() {
+    init();
+    let pki = Pki::new();
+    let witness = FakeWitness::start(&pki, |r| Answer::Reply(reply(r, 3, paired(300), None))).await;
+    let kube = KubeDouble::start().await;
+    let events_dir = tempfile::tempdir().unwrap();
+    let sock = events_dir.path().join("events.sock");
+    let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+    let lines = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let l2 = lines.clone();
+    tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        while let Ok((s, _)) = listener.accept().await {
+            let mut r = tokio::io::BufReader::new(s).lines();
+            while let Ok(Some(l)) = r.next_line().await {
+                l2.lock().unwrap().push(l);
+            }
+        }
+    });
+    let (a, r) = isolated_node(&pki, &witness, &kube, |a| {
+        a.event_socket = Some(sock.clone())
+    })
+    .await;
+    assert!(
+        kube.calls().is_empty(),
+        "no call while active: {:?}",
+        kube.calls()
+    );
+
+    // The witness goes away too: the lease runs out without peer contact.
+    let lost = Instant::now();
+    witness.set(|_| Answer::Unavailable);
+    let s = r.wait_for(WAIT, "fenced", |s| phase(s) == "fenced").await;
+    let fenced_after = lost.elapsed();
+    assert!(
+        fenced_after < Duration::from_secs(3),
+        "fenced after {fenced_after:?}"
+    );
+
+    let drivers: Vec<(&str, &str, u64)> = s["fencing"]["drivers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["driver"].as_str().unwrap(),
+                d["outcome"].as_str().unwrap(),
+                d["elapsed_ms"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let order: Vec<&str> = drivers.iter().map(|d| d.0).collect();
+    assert_eq!(order, ["vm", "drbd", "taint", "watchdog", "hooks"], "{s}");
+    for (d, outcome, ms) in &drivers {
+        assert_eq!(*outcome, "ok", "{d}: {s}");
+        let deadline = match *d {
+            "vm" | "drbd" => 300,
+            "taint" => 200,
+            _ => 300,
+        };
+        assert!(*ms <= deadline, "{d} took {ms} ms");
+    }
+    assert_eq!(s["fencing"]["state"], "confirmed");
+    assert_eq!(s["epoch"], 3);
+
+    // The real calls, in order: VMI list by label, VM stop, then the node taint.
+    let calls = kube.calls();
+    let seq: Vec<String> = calls
+        .iter()
+        .map(|c| format!("{} {}", c.method, c.uri))
+        .collect();
+    assert!(
+        seq[0].starts_with("GET /apis/kubevirt.io/v1/virtualmachineinstances?"),
+        "{seq:?}"
+    );
+    assert!(
+        seq[0].contains("labelSelector=kubevirt.io%2FnodeName%3Dnode-a1"),
+        "{seq:?}"
+    );
+    assert_eq!(
+        seq[1],
+        "PUT /apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/vm-a/stop"
+    );
+    assert!(
+        seq.iter().all(|c| !c.contains("vm-b")),
+        "only this node's VMs: {seq:?}"
+    );
+    let patch = calls
+        .iter()
+        .find(|c| c.method == "PATCH")
+        .expect("taint patch");
+    assert!(
+        patch.uri.starts_with("/api/v1/nodes/node-a1"),
+        "{}",
+        patch.uri
+    );
+    assert!(
+        patch.body.contains("\"op\":\"test\""),
+        "guarded: {}",
+        patch.body
+    );
+    let node = kube.node("node-a1");
+    assert_eq!(node["spec"]["taints"][0]["key"], "witness.dev/fenced");
+    assert_eq!(node["spec"]["taints"][0]["value"], "3");
+    assert_eq!(node["spec"]["taints"][0]["effect"], "NoExecute");
+    assert_eq!(
+        read(&a.drbd_log),
+        "drbdadm secondary all\ndrbdadm role all\n"
+    );
+    assert_eq!(read(&a.hook_log), "fence epoch=3 c1/a/node-a1\n");
+
+    // A fenced node keeps petting (it runs nothing); the events told the recorder everything.
+    let len = file_len(&a.watchdog);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(file_len(&a.watchdog) > len, "fenced nodes keep petting");
+    let m = r.metrics().await;
+    assert!(
+        m.contains("agent_fence_actions_total{driver=\"drbd\",result=\"ok\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("agent_phase{phase=\"fenced\"} 1"), "{m}");
+    let ev = lines.lock().unwrap().clone();
+    let phases: Vec<String> = ev
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == "phase")
+        .map(|v| v["phase"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        phases,
+        ["starting", "active", "fencing", "fenced"],
+        "{ev:?}"
+    );
+    assert!(
+        ev.iter()
+            .any(|l| l.contains("\"event\":\"fence\"") && l.contains("\"node\":\"node-a1\"")),
+        "{ev:?}"
+    );
+    r.shutdown().await;
+    // Stopped while fenced: the watchdog was disarmed with the magic character.
+    assert!(
+        read(&a.watchdog).ends_with('V'),
+        "magic close expected when fenced"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_drbdadm_stops_the_watchdog_petting() {
+    init();
+    let pki = Pki::new();
+    let witness = FakeWitness::start(&pki, |r| Answer::Reply(reply(r, 1, paired(300), None))).await;
+    let kube = KubeDouble::start().await;
+    let (a, r) = isolated_node(&pki, &witness, &kube, |a| a.drbd_hang = true).await;
+    witness.set(|_| Answer::Unavailable);
+    let s = r
+        .wait_for(WAIT, "escalated", |s| s["escalated"] == true)
+        .await;
+    assert_eq!(phase(&s), "fencing");
+    let drbd = &s["fencing"]["drivers"][1];
+    assert_eq!(drbd["driver"], "drbd");
+    assert_eq!(drbd["outcome"], "overran", "{s}");
+    // Petting stops: the file does not grow any more.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let len = file_len(&a.watchdog);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        file_len(&a.watchdog),
+        len,
+        "the watchdog must not be petted any more"
+    );
+    let s = r.status().await;
+    assert_eq!(s["watchdog_petting"], false);
+    assert_eq!(s["watchdog"]["held"], true);
+    // The remaining drivers still ran, after the escalation.
+    let s = r
+        .wait_for(WAIT, "all drivers reported", |s| {
+            s["fencing"]["drivers"]
+                .as_array()
+                .is_some_and(|d| d.len() == 5)
+        })
+        .await;
+    assert_eq!(s["fencing"]["state"], "failed");
+    let m = r.metrics().await;
+    assert!(
+        m.contains("agent_fence_actions_total{driver=\"drbd\",result=\"overran\"} 1"),
+        "{m}"
+    );
+    r.shutdown().await;
+    // Stopped while fencing: the watchdog stays armed (no magic close).
+    assert!(!read(&a.watchdog).ends_with('V'), "must stay armed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survivor_takes_over_only_after_the_bound_and_releases_after_rejoin() {
+    init();
+    let pki = Pki::new();
+    // The witness: paired until the node claims, then alone with the takeover allowed (the
+    // witness's own wait is its business; here it allows at once so the node's wait shows).
+    let first_alone: Arc<std::sync::Mutex<Option<Instant>>> = Default::default();
+    let release = Arc::new(AtomicBool::new(false));
+    let (fa, rel) = (first_alone.clone(), release.clone());
+    let witness = FakeWitness::start(&pki, move |r| {
+        if rel.load(Ordering::SeqCst) {
+            return Answer::Reply(reply(
+                r,
+                6,
+                alone(TakeoverPermit::Release, 300),
+                Some("jwt-6"),
+            ));
+        }
+        if r.claim || r.takeover || fa.lock().unwrap().is_some() {
+            fa.lock().unwrap().get_or_insert_with(Instant::now);
+            return Answer::Reply(reply(
+                r,
+                5,
+                alone(TakeoverPermit::Allowed, 300),
+                Some("jwt-5"),
+            ));
+        }
+        Answer::Reply(reply(r, 4, paired(300), None))
+    })
+    .await;
+    let kube = KubeDouble::start().await;
+    let (a, r) = isolated_node(&pki, &witness, &kube, |_| {}).await;
+
+    let s = r
+        .wait_for(WAIT, "takeover applied", |s| {
+            s["takeover"]["work"]["state"] == "applied"
+        })
+        .await;
+    assert_eq!(s["takeover"]["active"], true);
+    assert_eq!(phase(&s), "active", "the survivor keeps running");
+    let alone_at = first_alone.lock().unwrap().expect("alone granted");
+    let patch = kube
+        .calls()
+        .into_iter()
+        .find(|c| c.method == "PATCH" && c.uri.contains("node-b1"))
+        .expect("out-of-service patch");
+    let waited = patch.at.duration_since(alone_at);
+    assert!(
+        waited >= Duration::from_millis(NODE_TAKEOVER_WAIT_MS - 50),
+        "took over after {waited:?}, before the bound of {NODE_TAKEOVER_WAIT_MS} ms"
+    );
+    let b1 = kube.node("node-b1");
+    let t = &b1["spec"]["taints"][0];
+    assert_eq!(t["key"], "node.kubernetes.io/out-of-service");
+    assert_eq!(t["value"], "nodeshutdown");
+    assert_eq!(t["effect"], "NoExecute");
+    assert_eq!(
+        b1["metadata"]["annotations"]["witness.dev/takeover-epoch"],
+        "5"
+    );
+    assert_eq!(
+        b1["metadata"]["annotations"]["witness.dev/takeover-proof"],
+        "jwt-5"
+    );
+    // Our own node is left alone, and nothing of ours was fenced.
+    assert!(kube.node("node-a1")["spec"].get("taints").is_none());
+    assert_eq!(read(&a.drbd_log), "");
+    assert!(read(&a.hook_log).contains("takeover epoch=5"));
+    // The DRBD fence-peer handler now lets IO resume.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_witness-agent"))
+        .args([
+            "drbd-fence-peer",
+            "--status-url",
+            &format!("http://{}", r.status),
+            "--timeout-ms",
+            "2000",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(r.metrics().await.contains("agent_takeover_active 1"));
+
+    // The other room rejoins: the witness says release.
+    release.store(true, Ordering::SeqCst);
+    let s = r
+        .wait_for(WAIT, "takeover released", |s| {
+            s["takeover"]["work"]["state"] == "released"
+        })
+        .await;
+    assert_eq!(s["takeover"]["active"], false);
+    let b1 = kube.node("node-b1");
+    assert!(
+        b1["spec"]["taints"].as_array().is_none_or(|t| t.is_empty()),
+        "out-of-service lifted: {b1}"
+    );
+    assert!(
+        b1["metadata"]["annotations"]
+            .get("witness.dev/takeover-epoch")
+            .is_none(),
+        "{b1}"
+    );
+    assert!(read(&a.hook_log).contains("release epoch=6"));
+    assert!(s["pending"].as_array().unwrap().is_empty(), "{s}");
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_resumes_its_phase_and_repeats_unfinished_work() {
+    init();
+    let pki = Pki::new();
+    let witness = FakeWitness::start(&pki, |r| Answer::Reply(reply(r, 2, paired(300), None))).await;
+    let kube = KubeDouble::start().await;
+    let (a, r) = isolated_node(&pki, &witness, &kube, |_| {}).await;
+    r.shutdown().await;
+    // Stopped while active: left armed.
+    assert!(!read(&a.watchdog).ends_with('V'));
+    let state: Value = serde_json::from_str(&read(&a.run_dir().join("state.json"))).unwrap();
+    assert_eq!(state["run"]["phase"]["phase"], "active", "{state}");
+    // The successor on the same boot starts where its predecessor was: active, not starting.
+    let r = start(a.config(&pki)).await;
+    let s = r.status().await;
+    assert_eq!(phase(&s), "active", "{s}");
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_heartbeats_are_refused_with_a_clear_reason() {
+    init();
+    let pki = Pki::new();
+    let witness = FakeWitness::start(&pki, |r| Answer::Reply(reply(r, 1, paired(300), None))).await;
+    let kube = KubeDouble::start().await;
+    let (_a, r) = isolated_node(&pki, &witness, &kube, |_| {}).await;
+    let url = format!("https://{}/v1/heartbeat", r.peer);
+    let client_for = |cert: &Issued| {
+        let t = agent::tls::TlsState::load(&agent::config::TlsConfig {
+            ca: pki.ca.clone(),
+            cert: cert.cert.clone(),
+            key: cert.key.clone(),
+        })
+        .unwrap();
+        let tls = t
+            .peer_client(agent::tls::PeerExpectation {
+                cluster: "c1".into(),
+                own_room: "b".into(),
+                node: "node-a1".into(),
+            })
+            .unwrap();
+        reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .no_proxy()
+            .build()
+            .unwrap()
+    };
+    let ping = |room: &str, node: &str, version: u32| serde_json::json!({"version": version, "cluster": "c1", "room": room, "node": node, "seq": 1, "epoch": 0});
+    let b1 = client_for(&pki.node("c1", "b", "node-b1"));
+    // A good ping is answered with a pong.
+    let resp = b1
+        .post(&url)
+        .json(&ping("b", "node-b1", 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let pong: proto::wire::Pong = resp.json().await.unwrap();
+    assert_eq!(pong.node.as_str(), "node-a1");
+    // A body naming another node than the certificate: 403.
+    let resp = b1
+        .post(&url)
+        .json(&ping("b", "node-b2", 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let body = resp.text().await.unwrap();
+    assert!(
+        body.contains("client certificate is witness://c1/b/node-b1"),
+        "{body}"
+    );
+    // A node that is not a peer: refused by the state machine.
+    let b9 = client_for(&pki.node("c1", "b", "node-b9"));
+    let resp = b9
+        .post(&url)
+        .json(&ping("b", "node-b9", 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(resp
+        .text()
+        .await
+        .unwrap()
+        .contains("not in this node's list of peers"));
+    // A node of our own room: refused.
+    let a2 = client_for(&pki.node("c1", "a", "node-a2"));
+    let resp = a2
+        .post(&url)
+        .json(&ping("a", "node-a2", 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(resp.text().await.unwrap().contains("other room only"));
+    // Another wire version, and garbage: 400.
+    let resp = b1
+        .post(&url)
+        .json(&ping("b", "node-b1", 2))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(resp.text().await.unwrap().contains("wire version 2"));
+    let resp = b1.post(&url).body("{\"hello\":1}").send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    // An admin certificate does not heartbeat.
+    let admin = pki.issue("ops", &["witness-admin://ops"], &[]);
+    let resp = client_for(&admin)
+        .post(&url)
+        .json(&ping("b", "node-b1", 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    // A certificate from another CA, or none at all, does not get through the handshake.
+    let other = Pki::new();
+    let foreign = other.node("c1", "b", "node-b1");
+    let t = agent::tls::TlsState::load(&agent::config::TlsConfig {
+        ca: pki.ca.clone(),
+        cert: foreign.cert.clone(),
+        key: foreign.key.clone(),
+    })
+    .unwrap();
+    let c = reqwest::Client::builder()
+        .use_preconfigured_tls(
+            t.peer_client(agent::tls::PeerExpectation {
+                cluster: "c1".into(),
+                own_room: "b".into(),
+                node: "node-a1".into(),
+            })
+            .unwrap(),
+        )
+        .build()
+        .unwrap();
+    assert!(c
+        .post(&url)
+        .json(&ping("b", "node-b1", 1))
+        .send()
+        .await
+        .is_err());
+    r.shutdown().await;
+}
+
+fn bin() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_witness-agent"))
+}
+
+#[test]
+fn bad_config_is_refused_with_file_field_and_reason_and_exit_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    std::fs::write(
+        &path,
+        "cluster = \"c1\"\nroom = \"a\"\nnode = \"node-a1\"\nwitness_url = \"https://w:7443\"\n\
+         [tls]\nca = \"/nonexistent/ca.pem\"\ncert = \"/x\"\nkey = \"/y\"\n\
+         [[peers]]\nnode = \"node-b1\"\naddress = \"10.0.2.11:7444\"\n[vm]\nstop_mode = \"pause\"\n",
+    )
+    .unwrap();
+    let out = bin().args(["run", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(err.contains("vm.stop_mode"), "{err}");
+    assert!(err.contains("\"pause\""), "{err}");
+
+    // WITNESS_AGENT_CONFIG names the file; WITNESS_AGENT_NODE overrides the node (here to a
+    // bad name).
+    std::fs::write(
+        &path,
+        read(&path).replace("[vm]\nstop_mode = \"pause\"\n", ""),
+    )
+    .unwrap();
+    let out = bin()
+        .arg("run")
+        .env("WITNESS_AGENT_CONFIG", &path)
+        .env("WITNESS_AGENT_NODE", "Node_A1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(": node: "));
+
+    // Missing certificate files are named with their field.
+    let out = bin().args(["run", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tls.ca") && err.contains("/nonexistent/ca.pem"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_certificate_of_another_node_is_refused_at_start() {
+    let pki = Pki::new();
+    let a = NodeSetup::new(&pki, "a", "node-a1", "https://127.0.0.1:1");
+    let other = pki.node("c1", "a", "node-a9");
+    let mut cfg = {
+        let mut s = NodeSetup::new(&pki, "a", "node-a1", "https://127.0.0.1:1");
+        s.peers = vec![("node-b1".into(), "127.0.0.1:1".into())];
+        s.config(&pki)
+    };
+    cfg.tls.cert = other.cert;
+    cfg.tls.key = other.key;
+    let _ = a;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let e = match rt.block_on(agent::start(cfg, rx)) {
+        Err(e) => e,
+        Ok(_) => panic!("started with another node's certificate"),
+    };
+    assert_eq!(e.exit_code(), 64);
+    let msg = e.to_string();
+    assert!(
+        msg.contains("tls.cert") && msg.contains("witness://c1/a/node-a9"),
+        "{msg}"
+    );
+}
