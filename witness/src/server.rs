@@ -533,7 +533,8 @@ async fn ticker(app: Arc<App>, mut stop: watch::Receiver<bool>) {
         }
         app.table.tick().await;
         n += 1;
-        if n % 150 == 0 {
+        if n >= 150 {
+            n = 0;
             app.limiter.prune();
         }
     }

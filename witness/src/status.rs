@@ -3,7 +3,7 @@
 //! probes `/healthz` (process alive) and `/readyz` (store open, TLS loaded), and the JWKS.
 use crate::clusters::ClusterStatus;
 use crate::server::App;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -66,6 +66,15 @@ pub struct StatusDoc {
     pub audit: Vec<serde_json::Value>,
 }
 
+/// `?cluster=NAME` narrows the status to one cluster.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct StatusQuery {
+    pub cluster: Option<String>,
+}
+
+/// Clusters shown in full on the HTML page; beyond this only clusters with alarms are listed.
+const HTML_MAX_CLUSTERS: usize = 200;
+
 pub async fn build(app: &App) -> StatusDoc {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -100,8 +109,16 @@ pub async fn build(app: &App) -> StatusDoc {
     }
 }
 
-async fn status_json(State(app): State<Arc<App>>) -> Response {
-    Json(build(&app).await).into_response()
+fn filtered(mut doc: StatusDoc, q: &StatusQuery) -> StatusDoc {
+    if let Some(c) = &q.cluster {
+        doc.clusters.retain(|s| &s.cluster == c);
+        doc.audit.retain(|a| a.get("cluster").and_then(|v| v.as_str()) == Some(c.as_str()));
+    }
+    doc
+}
+
+async fn status_json(State(app): State<Arc<App>>, Query(q): Query<StatusQuery>) -> Response {
+    Json(filtered(build(&app).await, &q)).into_response()
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
@@ -271,6 +288,18 @@ pub fn render_html(doc: &StatusDoc) -> String {
     h
 }
 
-async fn page(State(app): State<Arc<App>>) -> Response {
-    Html(render_html(&build(&app).await)).into_response()
+async fn page(State(app): State<Arc<App>>, Query(q): Query<StatusQuery>) -> Response {
+    let mut doc = filtered(build(&app).await, &q);
+    let total = doc.clusters.len();
+    let mut note = String::new();
+    if total > HTML_MAX_CLUSTERS {
+        doc.clusters.retain(|c| !c.alarms.is_empty());
+        doc.clusters.truncate(HTML_MAX_CLUSTERS);
+        note = format!(
+            "<p><small>{total} clusters: showing {} with alarms; use <code>/?cluster=NAME</code> or <code>/v1/status</code> for the rest.</small></p>",
+            doc.clusters.len()
+        );
+    }
+    let html = render_html(&doc).replacen("<h2>Clusters", &format!("{note}<h2>Clusters"), 1);
+    Html(html).into_response()
 }

@@ -71,6 +71,12 @@ fn spawn(dir: &Path, config: &Path, run: u32) -> Binary {
         .stderr(Stdio::from(err))
         .spawn()
         .expect("witness binary starts");
+    // Owned by the guard at once, so a failed start is killed too.
+    let mut b = Binary {
+        child,
+        lease_url: String::new(),
+        status_url: String::new(),
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -88,11 +94,9 @@ fn spawn(dir: &Path, config: &Path, run: u32) -> Binary {
                 .expect("status url")
                 .trim_end_matches('/')
                 .to_string();
-            return Binary {
-                child,
-                lease_url: lease,
-                status_url: status,
-            };
+            b.lease_url = lease;
+            b.status_url = status;
+            return b;
         }
         assert!(Instant::now() < deadline, "witness did not start: {text}");
         std::thread::sleep(Duration::from_millis(20));
