@@ -1,6 +1,7 @@
 //! Integration tests of the agent shell: real agents (in-process, via `agent::start`) with real
 //! mTLS, a scripted fake witness, the Kubernetes API double, a `drbdadm` stand-in and a
 //! watchdog file. Short timings (see `support::TIMINGS`) keep each scenario to a few seconds.
+mod driver_cases;
 mod support;
 
 use proto::wire::TakeoverPermit;
@@ -635,4 +636,80 @@ fn a_certificate_of_another_node_is_refused_at_start() {
         msg.contains("tls.cert") && msg.contains("witness://c1/a/node-a9"),
         "{msg}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_node_unfences_on_a_new_grant_and_removes_its_taint() {
+    init();
+    let pki = Pki::new();
+    let witness = FakeWitness::start(&pki, |r| Answer::Reply(reply(r, 1, paired(300), None))).await;
+    let kube = KubeDouble::start().await;
+    let (a, r) = isolated_node(&pki, &witness, &kube, |_| {}).await;
+    witness.set(|r| {
+        Answer::Reply(reply(
+            r,
+            2,
+            proto::wire::Verdict::Fence {
+                reason: "the other room survives".into(),
+            },
+            None,
+        ))
+    });
+    r.wait_for(WAIT, "fenced", |s| phase(s) == "fenced").await;
+    assert_eq!(kube.node("node-a1")["spec"]["taints"][0]["value"], "2");
+    // The partition heals: the witness grants again; after min_fenced_ms the node unfences.
+    witness.set(|r| Answer::Reply(reply(r, 3, paired(300), None)));
+    let s = r
+        .wait_for(WAIT, "active and untainted", |s| {
+            phase(s) == "active" && s["pending"].as_array().is_some_and(|p| p.is_empty())
+        })
+        .await;
+    assert!(
+        s["fencing"]["unfence"]
+            .as_str()
+            .unwrap()
+            .contains("removed taint"),
+        "{s}"
+    );
+    let taints = kube.node("node-a1")["spec"]["taints"].clone();
+    assert!(taints.as_array().is_some_and(|t| t.is_empty()), "{taints}");
+    let hooks = read(&a.hook_log);
+    assert!(
+        hooks.contains("fence epoch=2") && hooks.contains("unfence epoch=3"),
+        "{hooks}"
+    );
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_are_reloaded_without_a_restart() {
+    init();
+    let pki = Pki::new();
+    let witness = FakeWitness::start(&pki, |r| Answer::Reply(reply(r, 1, paired(300), None))).await;
+    let kube = KubeDouble::start().await;
+    let (a, r) = isolated_node(&pki, &witness, &kube, |_| {}).await;
+    let before = r.status().await["certificate"]["expires_in_s"]
+        .as_i64()
+        .unwrap();
+    // Rotate: same identity, a certificate expiring much sooner, written over the old files.
+    let new = pki.issue_until("rotated", &["witness://c1/a/node-a1"], &[], Some(2031));
+    std::fs::copy(&new.key, &a.certs.key).unwrap();
+    std::fs::copy(&new.cert, &a.certs.cert).unwrap();
+    let s = r
+        .wait_for(Duration::from_secs(8), "the new certificate", |s| {
+            s["certificate"]["expires_in_s"].as_i64().unwrap() < before - 1000
+        })
+        .await;
+    assert!(s["certificate"]["reload_error"].is_null(), "{s}");
+    // Still working with the new certificate: renewals keep the node active.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(phase(&r.status().await), "active");
+    let m = r.metrics().await;
+    let line = m
+        .lines()
+        .find(|l| l.starts_with("agent_certificate_expiry_seconds "))
+        .unwrap();
+    let v: i64 = line.split(' ').nth(1).unwrap().parse().unwrap();
+    assert!(v < before - 1000, "{line}");
+    r.shutdown().await;
 }

@@ -75,11 +75,25 @@ impl Pki {
 
     /// Issues a certificate with the given SAN URIs and IP/DNS names.
     pub fn issue(&self, file: &str, uris: &[&str], names: &[&str]) -> Issued {
+        self.issue_until(file, uris, names, None)
+    }
+
+    /// Like [`Pki::issue`], valid until January 1st of `year` when given.
+    pub fn issue_until(
+        &self,
+        file: &str,
+        uris: &[&str],
+        names: &[&str],
+        year: Option<i32>,
+    ) -> Issued {
         let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
             .unwrap();
         for u in uris {
             p.subject_alt_names
                 .push(SanType::URI((*u).try_into().unwrap()));
+        }
+        if let Some(y) = year {
+            p.not_after = rcgen::date_time_ymd(y, 1, 1);
         }
         p.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
