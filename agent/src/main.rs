@@ -10,6 +10,7 @@
 use agent::config::{Config, ENV_CONFIG};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -70,6 +71,7 @@ fn init_logs() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -173,58 +175,64 @@ fn status(url: &str, json: bool) -> anyhow::Result<()> {
             .context("reading the status")
     })?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        // A closed pipe (`| head`) is not an error worth a panic.
+        let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    let s = |p: &str| {
-        v.pointer(p)
-            .map(|x| match x {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-            .unwrap_or_else(|| "-".into())
+    let mut out = std::io::stdout().lock();
+    let s = |p: &str| match v.pointer(p) {
+        None | Some(serde_json::Value::Null) => "-".to_string(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
     };
-    println!(
+    let _ = writeln!(
+        out,
         "node      {} (room {}, cluster {})",
         s("/node"),
         s("/room"),
         s("/cluster")
     );
-    println!(
+    let _ = writeln!(
+        out,
         "phase     {}  for {} ms  escalated={}",
         s("/phase"),
         s("/phase_for_ms"),
         s("/escalated")
     );
-    println!(
+    let _ = writeln!(
+        out,
         "authority {}  vouching={}  claiming={}  epoch={}",
         s("/authority"),
         s("/vouching"),
         s("/claiming"),
         s("/epoch")
     );
-    println!(
+    let _ = writeln!(
+        out,
         "lease     valid={} mode={} permit={} remaining={} ms",
         s("/lease/valid"),
         s("/lease/mode"),
         s("/lease/takeover_permit"),
         s("/lease/remaining_ms")
     );
-    println!(
+    let _ = writeln!(
+        out,
         "witness   {} reachable={} last={} error={}",
         s("/witness/url"),
         s("/witness/reachable"),
         s("/witness/last_verdict"),
         s("/witness/last_error")
     );
-    println!(
+    let _ = writeln!(
+        out,
         "peers     contact={} reachable={}",
         s("/peer_contact"),
         s("/peer_reachable")
     );
     if let Some(peers) = v.get("peers").and_then(|p| p.as_array()) {
         for p in peers {
-            println!(
+            let _ = writeln!(
+                out,
                 "  {:<16} {:<22} reachable={} vouch={} phase={} error={}",
                 p["node"].as_str().unwrap_or("-"),
                 p["address"].as_str().unwrap_or("-"),
@@ -235,7 +243,8 @@ fn status(url: &str, json: bool) -> anyhow::Result<()> {
             );
         }
     }
-    println!(
+    let _ = writeln!(
+        out,
         "fencing   {} (epoch {}) {}",
         s("/fencing/state"),
         s("/fencing/epoch"),
@@ -243,7 +252,8 @@ fn status(url: &str, json: bool) -> anyhow::Result<()> {
     );
     if let Some(ds) = v.pointer("/fencing/drivers").and_then(|p| p.as_array()) {
         for d in ds {
-            println!(
+            let _ = writeln!(
+                out,
                 "  {:<9} {:<8} {:>5} ms  {}",
                 d["driver"].as_str().unwrap_or("-"),
                 d["outcome"].as_str().unwrap_or("-"),
@@ -252,19 +262,22 @@ fn status(url: &str, json: bool) -> anyhow::Result<()> {
             );
         }
     }
-    println!(
+    let _ = writeln!(
+        out,
         "takeover  active={} work={}",
         s("/takeover/active"),
         s("/takeover/work/state")
     );
-    println!(
+    let _ = writeln!(
+        out,
         "watchdog  enabled={} held={} device={} error={}",
         s("/watchdog/enabled"),
         s("/watchdog/held"),
         s("/watchdog/device"),
         s("/watchdog/error")
     );
-    println!(
+    let _ = writeln!(
+        out,
         "cert      {} expires in {} s",
         s("/certificate/identity"),
         s("/certificate/expires_in_s")
