@@ -133,6 +133,14 @@ impl Kube {
         self.client.is_ok()
     }
 
+    /// Why there is no client (`kubernetes.enabled = false`, or the configuration failed).
+    pub fn unavailable(&self) -> String {
+        match &self.client {
+            Ok(_) => String::new(),
+            Err(e) => format!("no Kubernetes API: {e}"),
+        }
+    }
+
     fn client(&self) -> Result<kube::Client, KubeError> {
         self.client.clone().map_err(KubeError::NotConfigured)
     }

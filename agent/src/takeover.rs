@@ -122,7 +122,7 @@ impl Takeover {
         let mut all_ok = true;
         let mut out = Vec::new();
         if !self.kube.enabled() {
-            let detail = "skipped: kubernetes is disabled".to_string();
+            let detail = format!("skipped: {}", self.kube.unavailable());
             return (
                 true,
                 self.other_nodes

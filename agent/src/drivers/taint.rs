@@ -81,7 +81,7 @@ impl FenceDriver for TaintDriver {
     ) -> BoxFuture<'a, Result<DriverReport, FenceError>> {
         Box::pin(async move {
             if !self.kube.enabled() {
-                return Ok(DriverReport::skipped("kubernetes is disabled"));
+                return Ok(DriverReport::skipped(self.kube.unavailable()));
             }
             let value = ctx.epoch.0.to_string();
             // Leave a tenth of the deadline so "no answer" is reported as skipped, not overrun.
@@ -119,7 +119,7 @@ impl FenceDriver for TaintDriver {
     ) -> BoxFuture<'a, Result<DriverReport, FenceError>> {
         Box::pin(async move {
             if !self.kube.enabled() {
-                return Ok(DriverReport::skipped("kubernetes is disabled"));
+                return Ok(DriverReport::skipped(self.kube.unavailable()));
             }
             match self
                 .kube

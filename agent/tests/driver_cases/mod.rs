@@ -333,3 +333,45 @@ async fn the_fence_peer_handler_exits_7_only_when_the_peer_is_provably_fenced() 
         .unwrap();
     assert_eq!(code, Some(1));
 }
+
+#[tokio::test]
+async fn a_watchdog_that_cannot_be_opened_is_reported_and_fails_the_fence_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = agent::config::WatchdogConfig {
+        enabled: true,
+        device: dir.path().join("no-such-watchdog"),
+        wdctl: String::new(),
+    };
+    let w = agent::drivers::watchdog::Watchdog::start(&cfg, 1000);
+    let mut st = w.status();
+    let s = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            let s = st.borrow_and_update().clone();
+            if s.error.is_some() {
+                return s;
+            }
+            st.changed().await.unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!s.held);
+    assert!(s.error.unwrap().contains("no-such-watchdog"));
+    let d = agent::drivers::watchdog::WatchdogDriver { status: w.status() };
+    let r = run_one(&d, &ctx(1), false).await;
+    assert_eq!(r.outcome, Outcome::Failed, "{}", r.detail);
+    // Once the device appears it is held (the open is retried every second).
+    std::fs::write(dir.path().join("no-such-watchdog"), b"").unwrap();
+    tokio::time::timeout(Duration::from_secs(3), async {
+        while !st.borrow_and_update().held {
+            st.changed().await.unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    w.pet();
+    tokio::task::spawn_blocking(move || w.close(true))
+        .await
+        .unwrap();
+    assert_eq!(read(&dir.path().join("no-such-watchdog")), "\0V");
+}
