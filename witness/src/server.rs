@@ -411,7 +411,7 @@ async fn connection(
                 addr,
                 identity: PeerIdentity::None,
             };
-            serve_http(TokioIo::new(stream), peer, router, app, stop).await
+            serve_http(stream, peer, router, app, stop).await
         }
         Kind::Tls(rx) => {
             let cfg = rx.borrow().config.clone();
@@ -436,26 +436,94 @@ async fn connection(
                 },
                 _ => PeerIdentity::None,
             };
-            serve_http(
-                TokioIo::new(tls),
-                Peer { addr, identity },
-                router,
-                app,
-                stop,
-            )
-            .await
+            serve_http(tls, Peer { addr, identity }, router, app, stop).await
         }
     }
 }
 
-/// When a connection last finished a request, and how many are in flight (idle timeout).
+/// What the connection's watchdog needs to enforce the header and idle timeouts.
 struct Activity {
+    /// When the last request was answered (witness clock, ms).
     last_ms: AtomicU64,
+    /// Requests being answered now.
     inflight: AtomicUsize,
+    /// 1 + when the first byte of a request head arrived with no request in flight; 0 = none.
+    head_since: AtomicU64,
+    /// Wakes the watchdog when a head starts, so it re-arms with the header deadline.
+    head_started: tokio::sync::Notify,
 }
 
+/// Wraps a connection's byte stream to note when the bytes of a new request head begin, so the
+/// header timeout counts from the first byte of a request rather than from the end of the
+/// previous one (which would make it an idle timeout).
+struct TimedIo<I> {
+    inner: I,
+    act: Arc<Activity>,
+    clock: Clock,
+}
+
+impl<I: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for TimedIo<I> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
+        let head_begins = matches!(r, std::task::Poll::Ready(Ok(())))
+            && buf.filled().len() > before
+            && this.act.inflight.load(Ordering::SeqCst) == 0;
+        let now = this.clock.now().0 + 1;
+        if head_begins
+            && this
+                .act
+                .head_since
+                .compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            this.act.head_started.notify_one();
+        }
+        r
+    }
+}
+
+impl<I: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for TimedIo<I> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Serves HTTP/1.1 on one connection until it closes, the client is idle for
+/// `idle_timeout_ms`, a request head takes longer than `header_timeout_ms`, or shutdown.
 async fn serve_http<I>(
-    io: TokioIo<I>,
+    io: I,
     peer: Peer,
     router: axum::Router,
     app: &App,
@@ -467,11 +535,20 @@ async fn serve_http<I>(
     let activity = Arc::new(Activity {
         last_ms: AtomicU64::new(clock.now().0),
         inflight: AtomicUsize::new(0),
+        head_since: AtomicU64::new(0),
+        head_started: tokio::sync::Notify::new(),
+    });
+    let io = TokioIo::new(TimedIo {
+        inner: io,
+        act: activity.clone(),
+        clock,
     });
     let act = activity.clone();
+    let addr = peer.addr;
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(peer.clone());
         act.inflight.fetch_add(1, Ordering::SeqCst);
+        act.head_since.store(0, Ordering::SeqCst);
         let act = act.clone();
         let fut = router.clone().oneshot(req);
         async move {
@@ -485,23 +562,33 @@ async fn serve_http<I>(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_millis(limits.header_timeout_ms))
+        // Enforced below from the first byte of each head; hyper's own would start counting
+        // as soon as the previous response is written.
+        .header_read_timeout(None)
         .max_buf_size(64 * 1024)
         .keep_alive(true);
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
-    let idle = limits.idle_timeout_ms;
+    let (idle, header) = (limits.idle_timeout_ms, limits.header_timeout_ms);
     let mut closing = *stop.borrow();
     if closing {
         conn.as_mut().graceful_shutdown();
     }
     loop {
-        let last = activity.last_ms.load(Ordering::SeqCst);
-        let wait = (last + idle).saturating_sub(clock.now().0).max(10);
+        let now = clock.now().0;
+        let head = activity.head_since.load(Ordering::SeqCst);
+        let deadline = if activity.inflight.load(Ordering::SeqCst) > 0 {
+            now + header.min(idle)
+        } else if head != 0 {
+            head - 1 + header
+        } else {
+            activity.last_ms.load(Ordering::SeqCst) + idle
+        };
+        let wait = deadline.saturating_sub(now).max(10);
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
-                    tracing::debug!(error = %e, "connection ended with an error");
+                    tracing::debug!(peer = %addr, error = %e, "connection ended with an error");
                 }
                 break;
             }
@@ -510,11 +597,25 @@ async fn serve_http<I>(
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = tokio::time::sleep(Duration::from_millis(wait)), if !closing => {
-                let last = activity.last_ms.load(Ordering::SeqCst);
-                if activity.inflight.load(Ordering::SeqCst) == 0 && clock.now().since(proto::Millis(last)) >= idle {
+            _ = activity.head_started.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(wait)) => {
+                if activity.inflight.load(Ordering::SeqCst) > 0 {
+                    continue;
+                }
+                let now = clock.now().0;
+                let head = activity.head_since.load(Ordering::SeqCst);
+                if head != 0 && now >= head - 1 + header {
+                    app.metrics.refusals.with_label_values(&["header_timeout"]).inc();
+                    tracing::warn!(peer = %addr, "request headers not complete within limits.header_timeout_ms; connection closed");
+                    break;
+                }
+                if head == 0 && !closing && now >= activity.last_ms.load(Ordering::SeqCst) + idle {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
+                }
+                if closing && head == 0 && now >= activity.last_ms.load(Ordering::SeqCst) + idle + header {
+                    // A client that ignores the close: drop the connection.
+                    break;
                 }
             }
         }

@@ -112,7 +112,8 @@ pub async fn build(app: &App) -> StatusDoc {
 fn filtered(mut doc: StatusDoc, q: &StatusQuery) -> StatusDoc {
     if let Some(c) = &q.cluster {
         doc.clusters.retain(|s| &s.cluster == c);
-        doc.audit.retain(|a| a.get("cluster").and_then(|v| v.as_str()) == Some(c.as_str()));
+        doc.audit
+            .retain(|a| a.get("cluster").and_then(|v| v.as_str()) == Some(c.as_str()));
     }
     doc
 }

@@ -407,3 +407,54 @@ async fn admin_endpoint_refuses_node_certificates_and_audits_force_survivor() {
     );
     w.stop().await.expect("clean stop");
 }
+
+#[tokio::test]
+async fn slow_request_headers_are_cut_off_but_an_idle_keep_alive_connection_is_kept() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = test_config(dir.path());
+    cfg.limits.header_timeout_ms = 300;
+    cfg.limits.idle_timeout_ms = 3_000;
+    let w = start_fresh(cfg).await;
+    let mut tls = raw_tls(w.lease_addr, dir.path(), "a1").await;
+    let body = serde_json::to_vec(&lease_body("demo", "a", "a1", 0, false)).expect("json");
+    let request = [
+        format!("POST /v1/lease HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len())
+            .into_bytes(),
+        body,
+    ]
+    .concat();
+    let mut buf = vec![0u8; 16 * 1024];
+    for round in 0..2 {
+        tls.write_all(&request).await.expect("write");
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), tls.read(&mut buf))
+            .await
+            .expect("answer in time")
+            .expect("read");
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(text.starts_with("HTTP/1.1 200"), "round {round}: {text}");
+        // Idle longer than the header timeout, shorter than the idle timeout: kept open.
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    }
+    // Half a request head, then nothing: cut off after the header timeout.
+    tls.write_all(b"POST /v1/lease HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .expect("write");
+    let t0 = std::time::Instant::now();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(5), tls.read(&mut buf))
+        .await
+        .expect("the witness closes the connection");
+    assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    assert!(
+        t0.elapsed() >= std::time::Duration::from_millis(250),
+        "{:?}",
+        t0.elapsed()
+    );
+    let m = metrics(&w.status_url()).await;
+    assert_eq!(
+        sample(&m, "witness_refusals_total{reason=\"header_timeout\"}"),
+        1.0,
+        "{m}"
+    );
+    w.stop().await.expect("stop");
+}

@@ -190,3 +190,40 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A raw TLS 1.3 connection to the lease port presenting `<certs>/<name>.pem`.
+pub async fn raw_tls(
+    addr: std::net::SocketAddr,
+    data: &Path,
+    name: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let d = certs_dir(data);
+    let load = |p: PathBuf| {
+        let pem = std::fs::read(p).expect("pem");
+        rustls_pemfile::certs(&mut pem.as_slice())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certs")
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in load(d.join("ca.pem")) {
+        roots.add(c).expect("root");
+    }
+    let key_pem = std::fs::read(d.join(format!("{name}-key.pem"))).expect("key");
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .expect("key pem")
+        .expect("a key");
+    let cfg = rustls::ClientConfig::builder_with_provider(witness::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls13")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(load(d.join(format!("{name}.pem"))), key)
+        .expect("client auth");
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").expect("name"),
+            tcp,
+        )
+        .await
+        .expect("handshake")
+}
