@@ -272,12 +272,6 @@ pub async fn start(cfg: Config, shutdown: watch::Receiver<bool>) -> Result<Start
         shutdown.clone(),
     ));
     let (report_tx, report_rx) = watch::channel(StatusReport::default());
-    tokio::spawn(crate::status::serve(
-        status_listener,
-        report_rx,
-        metrics.clone(),
-        shutdown.clone(),
-    ));
     let (net_tx, net_rx) = mpsc::channel(256);
     let peers = cfg
         .peers
@@ -316,6 +310,15 @@ pub async fn start(cfg: Config, shutdown: watch::Receiver<bool>) -> Result<Start
         agent,
         cfg,
     };
+    // The first view is published before anyone can ask for it.
+    let mut shell = shell;
+    shell.publish(shell.clock.now());
+    tokio::spawn(crate::status::serve(
+        status_listener,
+        report_rx,
+        shell.metrics.clone(),
+        shutdown.clone(),
+    ));
     let task = tokio::spawn(shell.run(shutdown, ping_rx, net_rx, fb_rx));
     Ok(Started {
         peer_addr,

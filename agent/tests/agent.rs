@@ -422,7 +422,9 @@ async fn survivor_takes_over_only_after_the_bound_and_releases_after_rejoin() {
 async fn a_restarted_agent_resumes_its_phase_and_repeats_unfinished_work() {
     init();
     let pki = Pki::new();
-    let witness = FakeWitness::start(&pki, |r| Answer::Reply(reply(r, 2, paired(300), None))).await;
+    // A long grant, so the lease is still valid when the successor starts.
+    let witness =
+        FakeWitness::start(&pki, |r| Answer::Reply(reply(r, 2, paired(5000), None))).await;
     let kube = KubeDouble::start().await;
     let (a, r) = isolated_node(&pki, &witness, &kube, |_| {}).await;
     r.shutdown().await;
