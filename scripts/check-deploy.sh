@@ -643,8 +643,8 @@ EOF
     [ "$active" = 1 ] && pass "both agents active (lease granted by the witness)" ||
         fail "the agents did not both become active within 20 s (agent_phase{phase=\"active\"})"
     fetch "http://127.0.0.1:$P_STATUS/metrics" >"$M/witness-1.prom"
-    fetch "http://127.0.0.1:$P_A_ST/metrics" >"$M/agent-a.prom"
-    fetch "http://127.0.0.1:$P_B_ST/metrics" >"$M/agent-b.prom"
+    fetch "http://127.0.0.1:$P_A_ST/metrics" >"$M/agent-a-1.prom"
+    fetch "http://127.0.0.1:$P_B_ST/metrics" >"$M/agent-b-1.prom"
     # Operator commands (the documented admin CLI), which also bring out the label values that
     # exist only once used: pause/resume, then force-survivor and release (mode changes).
     admin() {
@@ -661,11 +661,11 @@ EOF
     run "witness-agent status --json --url (room-a)" "$AGENT_BIN" status --json --url "http://127.0.0.1:$P_A_ST"
     run "witness-agent status (room-b, table)" "$AGENT_BIN" status --url "http://127.0.0.1:$P_B_ST"
     fetch "http://127.0.0.1:$P_STATUS/metrics" >"$M/witness-2.prom"
-    fetch "http://127.0.0.1:$P_A_ST/metrics" >>"$M/agent-a.prom"
-    fetch "http://127.0.0.1:$P_B_ST/metrics" >>"$M/agent-b.prom"
+    fetch "http://127.0.0.1:$P_A_ST/metrics" >"$M/agent-a-2.prom"
+    fetch "http://127.0.0.1:$P_B_ST/metrics" >"$M/agent-b-2.prom"
     cat "$M"/witness-*.prom "$M"/agent-*.prom >"$M/all.prom"
     if have promtool; then
-        for f in witness-1 agent-a; do
+        for f in witness-1 agent-a-1; do
             if promtool check metrics <"$M/$f.prom" >"$M/lint.$f" 2>&1; then
                 log "  info  promtool check metrics ($f): clean"
             else
@@ -675,7 +675,7 @@ EOF
         done
     fi
     run "every metric used by alerts.yaml and dashboard.json is exported by the binaries" \
-        python3 - "$WORK/used-metrics" "$M/all.prom" "$M/witness-1.prom" "$M/agent-a.prom" <<'EOF'
+        python3 - "$WORK/used-metrics" "$M/all.prom" "$M/notes" "$M/witness-1.prom" "$M/agent-a-1.prom" "$M/agent-b-1.prom" <<'EOF'
 import re, sys
 used = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 seen, types = set(), {}
@@ -689,7 +689,7 @@ for line in open(sys.argv[2]):
         if m:
             seen.add(m.group(1))
 first = set()
-for f in sys.argv[3:]:
+for f in sys.argv[4:]:
     for line in open(f):
         m = re.match(r"(?:# TYPE )?([A-Za-z_:][A-Za-z0-9_:]*)", line)
         if m:
@@ -702,11 +702,13 @@ for n, where in used:
         missing.append(f"{n} (used in {where}) is not exported")
     elif n not in first and base not in first:
         late.append(n)
-for n in late:
-    print(f"note: {n} appears only after an operator command or mode change (not pre-initialised)")
+with open(sys.argv[3], "w") as notes:
+    for n in late:
+        notes.write(f"{n} appears only after an operator command or a mode change (not pre-initialised)\n")
 print("\n".join(missing) or f"all {len(used)} names exported")
 sys.exit(1 if missing else 0)
 EOF
+    [ -s "$M/notes" ] && sed 's/^/  info  /' "$M/notes"
 fi
 
 # ------------------------------------------------------------------------------------------
