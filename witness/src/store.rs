@@ -18,6 +18,7 @@
 use proto::arbiter::ClusterRecord;
 use proto::ClusterId;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -69,12 +70,44 @@ pub struct StoredCluster {
 /// The sled database and its trees. Cheap to clone (sled handles are reference counted).
 #[derive(Clone)]
 pub struct Store {
-    db: sled::Db,
+    /// Shared by every handle; the flusher holds only a `Weak`, so dropping the last handle
+    /// closes the database (and releases its file lock) at once.
+    db: Arc<sled::Db>,
     clusters: sled::Tree,
     recovering: sled::Tree,
     meta: sled::Tree,
     audit: sled::Tree,
     path: PathBuf,
+    /// Requests to the group-commit task; each is answered once a flush that started after the
+    /// request was sent has completed.
+    flusher: tokio::sync::mpsc::UnboundedSender<FlushWaiter>,
+}
+
+type FlushWaiter = tokio::sync::oneshot::Sender<Result<(), sled::Error>>;
+
+/// Group commit: one `fsync` for every write waiting when it starts. Writes that arrive during
+/// a flush wait for the next one (they may not be covered by the one in progress). Runs the
+/// blocking flush on tokio's blocking pool (sled's own `flush_async` stalls when many run at
+/// once). Ends when every `Store` handle is dropped.
+async fn flusher(db: Weak<sled::Db>, mut rx: tokio::sync::mpsc::UnboundedReceiver<FlushWaiter>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while let Ok(w) = rx.try_recv() {
+            batch.push(w);
+        }
+        let Some(d) = db.upgrade() else {
+            return;
+        };
+        let r = match tokio::task::spawn_blocking(move || d.flush()).await {
+            Ok(r) => r.map(|_| ()),
+            Err(e) => Err(sled::Error::ReportableBug(format!(
+                "the flush task failed: {e}"
+            ))),
+        };
+        for w in batch {
+            let _ = w.send(r.clone());
+        }
+    }
 }
 
 const INITIALISED: &[u8] = b"initialised";
@@ -93,11 +126,21 @@ impl Store {
             .open()
             .map_err(open_err)?;
         let tree = |n: &str| db.open_tree(n).map_err(open_err);
+        let (clusters, recovering, meta, audit) = (
+            tree("clusters")?,
+            tree("recovering")?,
+            tree("meta")?,
+            tree("audit")?,
+        );
+        let (flush_tx, flush_rx) = tokio::sync::mpsc::unbounded_channel();
+        let db = Arc::new(db);
+        tokio::spawn(flusher(Arc::downgrade(&db), flush_rx));
         let store = Store {
-            clusters: tree("clusters")?,
-            recovering: tree("recovering")?,
-            meta: tree("meta")?,
-            audit: tree("audit")?,
+            flusher: flush_tx,
+            clusters,
+            recovering,
+            meta,
+            audit,
             db,
             path: path.to_path_buf(),
         };
@@ -151,14 +194,22 @@ impl Store {
     }
 
     async fn flush(&self, what: &str) -> Result<(), StoreError> {
-        self.db
-            .flush_async()
-            .await
-            .map(|_| ())
-            .map_err(|source| StoreError::Write {
-                what: what.to_string(),
-                source,
-            })
+        let err = |source| StoreError::Write {
+            what: what.to_string(),
+            source,
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.flusher.send(tx).map_err(|_| {
+            err(sled::Error::ReportableBug(
+                "the store flusher has stopped".into(),
+            ))
+        })?;
+        match rx.await {
+            Ok(r) => r.map_err(err),
+            Err(_) => Err(err(sled::Error::ReportableBug(
+                "the store flusher stopped before flushing".into(),
+            ))),
+        }
     }
 
     /// Flushes everything (shutdown).
