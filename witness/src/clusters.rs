@@ -196,7 +196,8 @@ impl ClusterTable {
         &self.shards[(h.finish() as usize) % SHARDS]
     }
 
-    /// Builds an arbiter from what the store says (and whether its marker must be written).
+    /// Builds an arbiter from what the store says. Returns it with whether the `recovering`
+    /// marker is on disk and whether it must be written before anything else.
     fn build(
         &self,
         cluster: &ClusterId,
@@ -206,7 +207,11 @@ impl ClusterTable {
         let cfg = self.config.cluster_config(cluster);
         let lost_open = (*lock(&self.lost_until)).is_some_and(|u| now < u);
         match (stored.recovering, stored.record) {
-            (true, _) => (Arbiter::recover(cfg, cluster.clone(), now), true, false),
+            (true, _) => (
+                Arbiter::recover(cfg, cluster.clone(), now),
+                stored.marker_on_disk,
+                !stored.marker_on_disk,
+            ),
             (false, Some(rec)) => (
                 Arbiter::restart(cfg, cluster.clone(), rec, now),
                 false,
@@ -306,19 +311,19 @@ impl ClusterTable {
                 StoredCluster {
                     record: None,
                     recovering: true,
+                    marker_on_disk: false,
                 }
             }
         };
-        let unreadable = stored.recovering && stored.record.is_none();
-        let (mut a, marked, mut needs) = self.build(cluster, stored, now);
+        let (mut a, mut marked, mut needs) = self.build(cluster, stored, now);
         if !marked && !needs && a.record().rooms.is_empty() {
             // No record on disk at all: be conservative after an I/O failure.
             a = Arbiter::recover(self.config.cluster_config(cluster), cluster.clone(), now);
-            needs = true;
+            (marked, needs) = (false, true);
         }
         st.arbiter = a;
-        st.recovering_marked = marked && !unreadable;
-        st.needs_mark = needs || unreadable;
+        st.recovering_marked = marked;
+        st.needs_mark = needs;
     }
 
     /// Makes a step's record durable, then logs and counts what it did. On a failed write the
@@ -565,7 +570,11 @@ impl ClusterTable {
             if seen.contains(&name) {
                 continue;
             }
-            let stored = self.store.load(&name).unwrap_or_default();
+            let stored = self.store.load(&name).unwrap_or(StoredCluster {
+                record: None,
+                recovering: true,
+                marker_on_disk: false,
+            });
             out.push(status_unloaded(&name, stored));
         }
         out.sort_by(|a, b| a.cluster.cmp(&b.cluster));

@@ -65,6 +65,9 @@ pub struct StoredCluster {
     pub record: Option<ClusterRecord>,
     /// The cluster had not finished waiting out forgotten state (or its record is unreadable).
     pub recovering: bool,
+    /// The `recovering` marker is on disk (false for an unreadable record without one: the
+    /// marker must then be written before anything else).
+    pub marker_on_disk: bool,
 }
 
 /// The sled database and its trees. Cheap to clone (sled handles are reference counted).
@@ -248,12 +251,14 @@ impl Store {
             return Ok(StoredCluster {
                 record: None,
                 recovering,
+                marker_on_disk: recovering,
             });
         };
         match serde_json::from_slice::<ClusterRecord>(&raw) {
             Ok(r) => Ok(StoredCluster {
                 record: Some(r),
                 recovering,
+                marker_on_disk: recovering,
             }),
             Err(e) => {
                 tracing::error!(
@@ -265,6 +270,7 @@ impl Store {
                 Ok(StoredCluster {
                     record: None,
                     recovering: true,
+                    marker_on_disk: recovering,
                 })
             }
         }

@@ -288,3 +288,61 @@ async fn empty_store_grants_nothing_until_the_forgotten_state_wait_has_passed() 
     assert!(sample(&m, "witness_lease_requests_total{result=\"retry\"}") >= 1.0);
     w.stop().await.expect("stop");
 }
+
+#[tokio::test]
+async fn unreadable_record_is_treated_as_lost_state_also_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = test_config(dir.path());
+    let w = start_fresh(cfg.clone()).await;
+    let a1 = client(dir.path(), "a1");
+    assert_eq!(
+        verdict(
+            &lease(
+                &a1,
+                &w.lease_url(),
+                &lease_body("demo", "a", "a1", 0, false)
+            )
+            .await
+            .1
+        ),
+        "grant_paired"
+    );
+    w.stop().await.expect("stop");
+
+    // Corrupt the record behind the witness's back.
+    {
+        let db = sled::open(witness::server::store_path(&cfg)).expect("open");
+        db.open_tree("clusters")
+            .expect("tree")
+            .insert("demo", &b"{not json"[..])
+            .expect("insert");
+        db.flush().expect("flush");
+    }
+    let w = witness::server::start(cfg.clone()).await.expect("restart");
+    let (_, v) = lease(
+        &a1,
+        &w.lease_url(),
+        &lease_body("demo", "a", "a1", 1, false),
+    )
+    .await;
+    assert_eq!(
+        verdict(&v),
+        "retry",
+        "an unreadable record means lost state: {v}"
+    );
+    w.stop().await.expect("stop");
+    // The request above wrote a readable record; the wait must still not be skipped.
+    let w = witness::server::start(cfg.clone()).await.expect("restart");
+    let (_, v) = lease(
+        &a1,
+        &w.lease_url(),
+        &lease_body("demo", "a", "a1", 1, false),
+    )
+    .await;
+    assert_eq!(
+        verdict(&v),
+        "retry",
+        "still recovering after a restart: {v}"
+    );
+    w.stop().await.expect("stop");
+}
