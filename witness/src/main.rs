@@ -47,6 +47,14 @@ enum Command {
     },
     /// Send an operator command to a cluster (needs an admin certificate; every use is audited).
     Admin(AdminArgs),
+    /// Validate a configuration file and print the settings and derived bounds per cluster.
+    CheckConfig {
+        #[arg(long, short, env = "WITNESS_CONFIG")]
+        config: Option<PathBuf>,
+        /// Do not check that the TLS files exist (validating a file for another machine).
+        #[arg(long)]
+        skip_file_checks: bool,
+    },
 }
 
 #[derive(Args)]
@@ -252,7 +260,59 @@ async fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Admin(a) => admin(a).await,
+        Command::CheckConfig {
+            config,
+            skip_file_checks,
+        } => check_config(config.as_deref(), !skip_file_checks),
     }
+}
+
+fn check_config(path: Option<&Path>, check_files: bool) -> Result<()> {
+    let config = match path {
+        Some(p) => Config::load_with(p, check_files)?,
+        None => Config::default(),
+    };
+    let name = path
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "<defaults>".into());
+    println!("{name}: valid");
+    println!("data_dir        {}", config.data_dir.display());
+    println!(
+        "listen          {} (lease API, mutual TLS 1.3)",
+        config.listen
+    );
+    println!("status_listen   {} (plain HTTP)", config.status_listen);
+    println!(
+        "tls             ca {} ; cert {} ; key {}{}",
+        config.tls.ca.display(),
+        config.tls.cert.display(),
+        config.tls.key.display(),
+        if config.tls.generate_missing {
+            " (demo: generated when missing)"
+        } else {
+            ""
+        }
+    );
+    let show = |label: &str, c: &proto::arbiter::ArbiterConfig| {
+        let t = &c.timings;
+        println!(
+            "{label}: preferred_room {} auto_rejoin {} lease {} ms renew {} ms silence {} ms; \
+             witness takeover wait {} ms, forgotten-state wait {} ms, worst-case room-loss takeover {} ms",
+            c.preferred_room.as_ref().map(|r| r.as_str()).unwrap_or("-"),
+            c.auto_rejoin,
+            t.lease_ms,
+            t.renew_interval_ms,
+            t.silence_ms,
+            t.witness_takeover_wait_ms(),
+            t.forgotten_state_wait_ms(),
+            t.worst_case_room_loss_takeover_ms()
+        );
+    };
+    show("defaults", &config.default_cluster);
+    for (c, cfg) in &config.clusters {
+        show(&format!("cluster {c}"), cfg);
+    }
+    Ok(())
 }
 
 fn init_logs(json: bool) {

@@ -305,3 +305,38 @@ fn certs_subcommands_issue_a_working_set_with_private_keys() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
 }
+
+#[test]
+fn check_config_accepts_the_shipped_deploy_configuration() {
+    let shipped =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/witness/witness.toml");
+    if !shipped.exists() {
+        eprintln!("skipped: {} is not in this checkout", shipped.display());
+        return;
+    }
+    let out = witness()
+        .args(["check-config", "--skip-file-checks", "--config"])
+        .arg(&shipped)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("valid") && text.contains("forgotten-state wait"),
+        "{text}"
+    );
+    // Without --skip-file-checks the missing TLS files are named (exit 64).
+    let out = witness()
+        .args(["check-config", "--config"])
+        .arg(&shipped)
+        .output()
+        .expect("run");
+    if !std::path::Path::new("/etc/witness/tls/ca.pem").exists() {
+        assert_eq!(out.status.code(), Some(64));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("tls.ca"));
+    }
+}
