@@ -187,7 +187,7 @@ pub fn render_html(doc: &StatusDoc) -> String {
         esc(&w.version),
         w.uptime_s,
         esc(&w.lease_listen),
-        esc(&w.store_origin),
+        if w.store_origin == "intact" { "intact" } else { "was empty at start (lost state)" },
         w.server_cert_expires_in_s / 86_400,
         w.ca_cert_expires_in_s / 86_400
     );
@@ -205,14 +205,20 @@ pub fn render_html(doc: &StatusDoc) -> String {
     for c in &doc.clusters {
         let _ = write!(
             h,
-            "<h3>{}</h3><table><tr><th>mode</th><th>who may act alone</th><th>epoch</th><th>preferred room</th><th>paused</th></tr>\
-             <tr class=\"mode-{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>",
+            "<h3>{}</h3><table><tr><th>mode</th><th>who may act alone</th><th>epoch</th><th>takeover</th><th>preferred room</th><th>auto rejoin</th><th>paused</th></tr>\
+             <tr class=\"mode-{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>",
             esc(&c.cluster),
             esc(&c.mode),
             esc(&c.mode),
             esc(&c.summary),
             c.epoch,
+            match c.takeover_allowed_in_ms {
+                None => "-".to_string(),
+                Some(0) => "allowed".to_string(),
+                Some(ms) => format!("in {:.1} s", ms as f64 / 1000.0),
+            },
             esc(c.preferred_room.as_deref().unwrap_or("-")),
+            c.auto_rejoin,
             c.paused
         );
         if c.alarms.is_empty() {
