@@ -214,7 +214,8 @@ impl Config {
                 .unwrap_or_else(|| "<document>".to_string());
             let line = e
                 .span()
-                .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
+                .and_then(|s| text.get(..s.start))
+                .map(|before| before.lines().count().max(1))
                 .unwrap_or(0);
             ConfigError::new(file, field, format!("{} (line {line})", e.message().trim()))
         })?;
