@@ -27,8 +27,15 @@ pub enum ClientError {
 }
 
 /// Fetches `/v1/status` as JSON.
-pub async fn fetch_status(url: &str) -> Result<serde_json::Value, ClientError> {
-    let u = format!("{}/v1/status", url.trim_end_matches('/'));
+pub async fn fetch_status(
+    url: &str,
+    cluster: Option<&str>,
+) -> Result<serde_json::Value, ClientError> {
+    let mut u = format!("{}/v1/status", url.trim_end_matches('/'));
+    if let Some(c) = cluster {
+        proto::ids::check_name("cluster", c).map_err(ClientError::Decode)?;
+        u.push_str(&format!("?cluster={c}"));
+    }
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()

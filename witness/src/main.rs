@@ -250,8 +250,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(a) => serve(a).await,
         Command::Certs(c) => certs_cmd(c),
-        Command::Status { json, url } => {
-            let v = witness::client::fetch_status(&url).await?;
+        Command::Status { json, url, cluster } => {
+            let v = witness::client::fetch_status(&url, cluster.as_deref()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
