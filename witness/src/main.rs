@@ -44,6 +44,9 @@ enum Command {
             env = "WITNESS_STATUS_URL"
         )]
         url: String,
+        /// Only this cluster.
+        #[arg(long)]
+        cluster: Option<String>,
     },
     /// Send an operator command to a cluster (needs an admin certificate; every use is audited).
     Admin(AdminArgs),
