@@ -244,6 +244,18 @@ impl NodeAgent {
                 .all(|s| s.answered_ping.is_some_and(|t| now < t + p))
     }
 
+    /// When the node's current right to run ends (or ended): the later of its grant's expiry
+    /// and, while it vouches, its peer contact's.
+    pub fn authority_end(&self) -> Option<Millis> {
+        let lease = self.run.lease.as_ref().map(|l| l.expires);
+        let peer = if self.vouching() {
+            self.run.vouched_until
+        } else {
+            None
+        };
+        lease.max(peer)
+    }
+
     /// The node may run now.
     pub fn authority(&self, now: Millis) -> bool {
         self.lease_valid(now) || self.peer_contact(now)
@@ -349,19 +361,37 @@ impl NodeAgent {
         if matches!(self.run.phase, Phase::Fencing { .. } | Phase::Fenced { .. }) {
             return;
         }
-        self.run.phase = Phase::Fencing {
-            since: now,
-            escalated: false,
+        self.run.phase = if self.run.phase == Phase::Starting {
+            // Nothing runs on a node that has not started: it is fenced already. The drivers
+            // still run once, idempotently, to make sure.
+            Phase::Fenced { since: now }
+        } else {
+            // The fence deadline counts from when the right to run ended, not from when this
+            // step noticed it: the bound `F + W` after the end of authority then holds however
+            // late the agent ticks.
+            let since = self.authority_end().map_or(now, |end| end.min(now));
+            Phase::Fencing {
+                since,
+                escalated: false,
+            }
         };
         self.run.lease = None;
         self.run.alone_since = None;
-        self.run.takeover = false;
         self.run.vouched_until = None;
         self.report_dirty = true;
         out.actions.push(AgentAction::Fence {
             epoch: self.run.epoch,
             reason,
         });
+        if self.run.takeover {
+            // A survivor that fences gives the other room's nodes back: they are fenced too
+            // (our fence taint and theirs keep workloads off), and a later rejoin must not find
+            // an out-of-service taint nobody owns.
+            self.run.takeover = false;
+            out.actions.push(AgentAction::ReleaseTakeover {
+                epoch: self.run.epoch,
+            });
+        }
     }
 
     fn on_lease_reply(
@@ -529,7 +559,9 @@ impl NodeAgent {
         match self.run.phase {
             Phase::Starting => {
                 if self.lease_valid(now) {
-                    self.become_active(now, out, false);
+                    // Unfence on the first activation too: a node fenced before a reboot still
+                    // carries our taint (idempotent when it does not).
+                    self.become_active(now, out, true);
                 }
             }
             Phase::Active { .. } => {

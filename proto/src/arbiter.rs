@@ -72,6 +72,14 @@ pub struct ClusterRecord {
     /// The room that last survived a split; kept when the rooms split again (no oscillation).
     pub last_survivor: Option<RoomId>,
     pub paused: bool,
+    /// The witness lost this cluster's state and has not yet waited out what it may have
+    /// forgotten: a restart starts that wait again.
+    #[serde(default)]
+    pub recovering: bool,
+    /// In `Alone`/`Releasing`: the survivor has been granted the right to act alone in this
+    /// epoch, so the other room's earlier rights had expired (a restart need not wait again).
+    #[serde(default)]
+    pub alone_granted: bool,
 }
 
 impl ClusterRecord {
@@ -82,6 +90,8 @@ impl ClusterRecord {
             rooms: Vec::new(),
             last_survivor: None,
             paused: false,
+            recovering: false,
+            alone_granted: false,
         }
     }
 }
@@ -195,10 +205,25 @@ impl Arbiter {
         record: ClusterRecord,
         now: Millis,
     ) -> Arbiter {
+        if record.recovering {
+            // Restarted in the middle of a recovery: wait it out again, from now.
+            let mut a = Arbiter::recover(cfg, cluster, now);
+            a.max_epoch_seen = record.epoch;
+            a.record = record;
+            return a;
+        }
         let mut a = Arbiter::create(cfg, cluster, now);
+        // Once the survivor of the current epoch has been granted its right, the other room's
+        // earlier rights had already expired and it gets none in this mode: only the survivor
+        // may hold one. Otherwise any room may hold one granted just before the restart.
+        let settled = if record.alone_granted {
+            record.mode.survivor().cloned()
+        } else {
+            None
+        };
         for room in &record.rooms {
             a.last_grant.insert(room.clone(), now);
-            if record.mode.survivor() != Some(room) {
+            if settled.as_ref().is_none_or(|s| s == room) {
                 a.last_alone_grant.insert(room.clone(), now);
             }
         }
@@ -212,6 +237,7 @@ impl Arbiter {
     pub fn recover(cfg: ArbiterConfig, cluster: ClusterId, now: Millis) -> Arbiter {
         let mut a = Arbiter::create(cfg, cluster, now);
         a.recovering_until = Some(now + a.cfg.timings.forgotten_state_wait_ms());
+        a.record.recovering = true;
         a
     }
 
@@ -371,6 +397,7 @@ impl Arbiter {
                         TakeoverPermit::Wait
                     };
                     self.last_alone_grant.insert(room.clone(), now);
+                    self.record.alone_granted = true;
                     Verdict::Grant {
                         mode: LeaseMode::Alone { takeover: permit },
                         valid_ms: t.lease_ms,
@@ -501,6 +528,8 @@ impl Arbiter {
         let from = self.record.mode.clone();
         self.record.epoch = self.record.epoch.next();
         self.record.mode = to.clone();
+        // Releasing keeps the survivor's settled right; a new Alone must be granted anew.
+        self.record.alone_granted = matches!(to, Mode::Releasing(_)) && self.record.alone_granted;
         self.mode_since = now;
         self.reachable_since = None;
         if let Mode::Alone(room) = &to {
@@ -527,6 +556,8 @@ impl Arbiter {
                 return;
             }
             self.recovering_until = None;
+            self.record.recovering = false;
+            self.record.alone_granted = false;
             self.record.epoch = self.record.epoch.max(self.max_epoch_seen).next();
             self.record.mode = Mode::Paired;
             self.mode_since = now;
@@ -644,11 +675,13 @@ impl Arbiter {
                 if other_room_down {
                     // The operator certifies the other room is powered off: nothing to wait for.
                     self.recovering_until = None;
+                    self.record.recovering = false;
                     self.last_alone_grant.retain(|r, _| *r == room);
                     if let Some(o) = self.other_room(&room).cloned() {
                         self.last_grant.remove(&o);
                     }
                 } else if let Some(until) = self.recovering_until.take() {
+                    self.record.recovering = false;
                     // Still wait out what a lost state may have forgotten.
                     for r in self.record.rooms.clone() {
                         self.last_grant.insert(r.clone(), until);

@@ -192,7 +192,7 @@ impl Timings {
                 ),
             );
         }
-        if t.watchdog_timeout_ms < 1_000 || t.watchdog_timeout_ms % 1_000 != 0 {
+        if t.watchdog_timeout_ms < 1_000 || !t.watchdog_timeout_ms.is_multiple_of(1_000) {
             return err(
                 "watchdog_timeout_ms",
                 "watchdog devices count whole seconds: use a multiple of 1000, at least 1000",
@@ -223,7 +223,8 @@ impl Timings {
             lease_ms: 30,
             silence_ms: 25,
             fence_deadline_ms: 10,
-            watchdog_timeout_ms: 10,
+            // longer than the longest tick of a fast clock (11), so petting once a tick holds
+            watchdog_timeout_ms: 15,
             drift_ppm: 100_000,
             rejoin_stable_ms: 30,
             min_fenced_ms: 10,
@@ -248,8 +249,10 @@ mod tests {
 
     #[test]
     fn widen_rounds_up_and_grows_with_drift() {
-        let mut t = Timings::default();
-        t.drift_ppm = 0;
+        let mut t = Timings {
+            drift_ppm: 0,
+            ..Timings::default()
+        };
         assert_eq!(t.widen(1000), 1000);
         t.drift_ppm = 10_000;
         // 1000 * 1.01 / 0.99 = 1020.2 -> 1021

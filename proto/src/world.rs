@@ -230,6 +230,21 @@ pub struct FaultBudget {
     pub witness_crashes: u32,
     pub witness_wipes: u32,
     pub fence_failures: u32,
+    /// Link cuts (each heal is free, but only if `Allow::heals`).
+    pub cuts: u32,
+    /// Messages held back (delayed past later ones, across any number of ticks).
+    pub holds: u32,
+}
+
+/// A directed link between groups of ends, cut or healed as one fault.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Link {
+    /// Every node of room `from` to every node of room `to`.
+    Rooms { from: RoomId, to: RoomId },
+    /// Every node of `room` to the witness.
+    RoomToWitness(RoomId),
+    /// The witness to every node of `room`.
+    WitnessToRoom(RoomId),
 }
 
 /// One step of the world.
@@ -237,6 +252,11 @@ pub struct FaultBudget {
 pub enum Action {
     /// True time advances one tick; every running process ticks.
     Tick,
+    /// Deliver every message in flight that is not held, and the answers they cause, in
+    /// channel order (a fair network).
+    DeliverAll,
+    /// Hold a message back: it stays in flight until delivered by [`Action::Deliver`].
+    Hold(Channel),
     Deliver(Channel),
     Drop(Channel),
     /// Node `i`'s fencing drivers finish: all confirmed, or one failed.
@@ -250,6 +270,8 @@ pub enum Action {
     WipeWitness,
     StartWitness,
     Admin(AdminAction),
+    /// Cut (`true`) or heal (`false`) a directed link.
+    SetLink(Link, bool),
 }
 
 /// Operator commands in the world (by room index: 0 = a, 1 = b).
@@ -267,9 +289,13 @@ pub struct World {
     pub witness: WitnessHost,
     pub nodes: Vec<NodeHost>,
     pub net: BTreeMap<Channel, Msg>,
+    /// Messages in flight that [`Action::DeliverAll`] passes over.
+    pub held: BTreeSet<Channel>,
     /// Directed links that drop everything (simulation and scenarios; the model checker drops
     /// single messages instead).
     pub cuts: BTreeSet<(End, End)>,
+    /// Links cut as a whole by [`Action::SetLink`].
+    pub cut_links: BTreeSet<Link>,
     pub budget: FaultBudget,
     pub ghost: Ghost,
 }
@@ -310,7 +336,9 @@ impl World {
             },
             nodes,
             net: BTreeMap::new(),
+            held: BTreeSet::new(),
             cuts: BTreeSet::new(),
+            cut_links: BTreeSet::new(),
             budget: FaultBudget::default(),
             ghost: Ghost::default(),
         }
@@ -320,11 +348,33 @@ impl World {
         self.nodes.iter().position(|n| &n.name == node)
     }
 
+    fn room_of(&self, end: End) -> Option<&RoomId> {
+        match end {
+            End::Witness => None,
+            End::Node(i) => Some(&self.nodes[i].room),
+        }
+    }
+
+    /// Whether a message from `from` to `to` is lost to a cut.
+    pub fn is_cut(&self, from: End, to: End) -> bool {
+        if self.cuts.contains(&(from, to)) {
+            return true;
+        }
+        self.cut_links.iter().any(|l| match l {
+            Link::Rooms { from: f, to: t } => {
+                self.room_of(from) == Some(f) && self.room_of(to) == Some(t)
+            }
+            Link::RoomToWitness(r) => to == End::Witness && self.room_of(from) == Some(r),
+            Link::WitnessToRoom(r) => from == End::Witness && self.room_of(to) == Some(r),
+        })
+    }
+
     fn send(&mut self, ch: Channel, msg: Msg) {
         let (from, to) = ch.ends();
-        if self.cuts.contains(&(from, to)) {
+        if self.is_cut(from, to) {
             return;
         }
+        self.held.remove(&ch);
         self.net.insert(ch, msg);
     }
 
@@ -455,11 +505,21 @@ impl World {
     /// The actions enabled now. `allow` chooses which fault kinds the caller explores.
     pub fn enabled(&self, horizon: u64, allow: &Allow) -> Vec<Action> {
         let mut v = Vec::new();
-        if self.now < horizon {
+        // Time moves on only once the fair network has delivered what it carries; the
+        // adversary delays a message only by holding it (bounded by the budget).
+        let unheld_in_flight = self.net.keys().any(|c| !self.held.contains(c));
+        if self.now < horizon && !unheld_in_flight {
             v.push(Action::Tick);
         }
+        if unheld_in_flight {
+            v.push(Action::DeliverAll);
+        }
         for ch in self.net.keys() {
-            v.push(Action::Deliver(*ch));
+            if self.held.contains(ch) {
+                v.push(Action::Deliver(*ch));
+            } else if self.budget.holds > 0 {
+                v.push(Action::Hold(*ch));
+            }
             if self.budget.drops > 0 {
                 v.push(Action::Drop(*ch));
             }
@@ -490,6 +550,32 @@ impl World {
                 }
             }
         }
+        if self.budget.cuts > 0 || allow.heals {
+            let rooms: Vec<RoomId> = {
+                let mut r: Vec<RoomId> = self.nodes.iter().map(|n| n.room.clone()).collect();
+                r.dedup();
+                r
+            };
+            let mut links = Vec::new();
+            for x in &rooms {
+                links.push(Link::RoomToWitness(x.clone()));
+                links.push(Link::WitnessToRoom(x.clone()));
+                for y in rooms.iter().filter(|y| *y != x) {
+                    links.push(Link::Rooms {
+                        from: x.clone(),
+                        to: y.clone(),
+                    });
+                }
+            }
+            for l in links {
+                let cut = self.cut_links.contains(&l);
+                if !cut && self.budget.cuts > 0 {
+                    v.push(Action::SetLink(l, true));
+                } else if cut && allow.heals {
+                    v.push(Action::SetLink(l, false));
+                }
+            }
+        }
         if self.witness.arbiter.is_some() {
             if self.budget.witness_crashes > 0 {
                 v.push(Action::CrashWitness);
@@ -507,12 +593,29 @@ impl World {
     pub fn apply(&mut self, cfg: &WorldConfig, action: &Action) {
         match action {
             Action::Tick => self.tick(cfg),
+            Action::DeliverAll => {
+                for _ in 0..64 {
+                    let Some(ch) = self.net.keys().find(|c| !self.held.contains(c)).copied() else {
+                        break;
+                    };
+                    if let Some(msg) = self.net.remove(&ch) {
+                        self.deliver(cfg, ch, msg);
+                    }
+                }
+            }
+            Action::Hold(ch) => {
+                if self.net.contains_key(ch) && self.held.insert(*ch) {
+                    self.budget.holds = self.budget.holds.saturating_sub(1);
+                }
+            }
             Action::Deliver(ch) => {
+                self.held.remove(ch);
                 if let Some(msg) = self.net.remove(ch) {
                     self.deliver(cfg, *ch, msg);
                 }
             }
             Action::Drop(ch) => {
+                self.held.remove(ch);
                 if self.net.remove(ch).is_some() {
                     self.budget.drops = self.budget.drops.saturating_sub(1);
                 }
@@ -595,6 +698,15 @@ impl World {
                 };
                 self.witness_step(ArbiterInput::Admin(cmd));
             }
+            Action::SetLink(link, on) => {
+                if *on {
+                    if self.cut_links.insert(link.clone()) {
+                        self.budget.cuts = self.budget.cuts.saturating_sub(1);
+                    }
+                } else {
+                    self.cut_links.remove(link);
+                }
+            }
         }
         self.observe();
     }
@@ -615,10 +727,9 @@ impl World {
         for n in self.nodes.iter_mut() {
             n.clock += cfg.local_step(n.rate);
         }
-        self.witness_step(ArbiterInput::Tick);
+        // A watchdog that was not petted in time reset its machine somewhere in the tick that
+        // just passed: before anything else happens at this instant.
         for i in 0..self.nodes.len() {
-            let _ = self.agent_step(cfg, i, AgentInput::Tick);
-            // A watchdog that was not petted in time resets the machine.
             let n = &self.nodes[i];
             if n.powered
                 && n.watchdog_armed
@@ -626,6 +737,10 @@ impl World {
             {
                 self.reboot(cfg, i);
             }
+        }
+        self.witness_step(ArbiterInput::Tick);
+        for i in 0..self.nodes.len() {
+            let _ = self.agent_step(cfg, i, AgentInput::Tick);
         }
     }
 
@@ -664,34 +779,50 @@ impl World {
         }
     }
 
-    /// The promise, checked on the true clock: `Some(reason)` if it is broken in this state.
-    pub fn violation(&self) -> Option<String> {
+    /// The promise, part 1, on the true clock: no node runs the other room's workloads while a
+    /// node of the other room may still be running its own.
+    pub fn takeover_violation(&self) -> Option<String> {
         for x in self.nodes.iter().filter(|n| n.taken_over()) {
-            for y in self.nodes.iter().filter(|n| n.room != x.room && n.active()) {
+            if let Some(y) = self.nodes.iter().find(|n| n.room != x.room && n.active()) {
                 return Some(format!(
                     "node {} (room {}) has taken over while node {} of room {} is still active",
                     x.name, x.room, y.name, y.room
                 ));
             }
         }
+        None
+    }
+
+    /// The promise, part 2: at no moment do nodes of both rooms hold an unexpired right to act
+    /// alone.
+    pub fn alone_violation(&self) -> Option<String> {
         let alone: BTreeSet<&RoomId> = self
             .nodes
             .iter()
             .filter(|n| n.holds_alone_right().is_some())
             .map(|n| &n.room)
             .collect();
-        if alone.len() > 1 {
-            return Some(format!(
+        (alone.len() > 1).then(|| {
+            format!(
                 "rooms {:?} hold the right to act alone at the same time",
                 alone
-            ));
-        }
-        if let Some((e, r1, r2)) = &self.ghost.epoch_conflict {
-            return Some(format!(
-                "epoch {e} granted the right to act alone to room {r1} and to room {r2}"
-            ));
-        }
-        None
+            )
+        })
+    }
+
+    /// The promise, part 3: the witness never grants the right to act alone to two rooms in
+    /// one epoch (checked while the witness has not lost its disk; see docs/protocol.md).
+    pub fn epoch_violation(&self) -> Option<String> {
+        self.ghost.epoch_conflict.as_ref().map(|(e, r1, r2)| {
+            format!("epoch {e} granted the right to act alone to room {r1} and to room {r2}")
+        })
+    }
+
+    /// Any broken part of the promise.
+    pub fn violation(&self) -> Option<String> {
+        self.takeover_violation()
+            .or_else(|| self.alone_violation())
+            .or_else(|| self.epoch_violation())
     }
 
     /// A short description of the state, for failure reports.
@@ -728,4 +859,5 @@ impl World {
 pub struct Allow {
     pub agent_crashes: bool,
     pub power: bool,
+    pub heals: bool,
 }
