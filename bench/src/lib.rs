@@ -1,0 +1,2 @@
+//! Shared pieces of the benchmarks and the demo.
+#![forbid(unsafe_code)]
