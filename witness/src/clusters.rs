@@ -789,6 +789,8 @@ fn status_unloaded(cluster: &ClusterId, stored: StoredCluster) -> ClusterStatus 
         rooms: Vec::new(),
         last_survivor: None,
         paused: false,
+        recovering: false,
+        alone_granted: false,
     });
     let survivor = rec.mode.survivor().cloned();
     ClusterStatus {
