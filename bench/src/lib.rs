@@ -1,2 +1,86 @@
-//! Shared pieces of the benchmarks and the demo.
+//! Shared pieces of the benchmarks and the demo: finding the real `witness` and
+//! `witness-agent` binaries, issuing certificates, and [`lab::Lab`], a witness plus two rooms of
+//! real agents on 127.0.0.1 with log-only drivers and one merged timeline of what they do.
 #![forbid(unsafe_code)]
+
+pub mod http1;
+pub mod lab;
+pub mod sys;
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+
+/// The workspace root this crate was built in (used to build missing binaries).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Finds a release binary: `$ENV` if set; else, when the workspace and `cargo` are at hand,
+/// builds it (`cargo build --release -p PKG`, a no-op when it is current) and takes it from the
+/// directory of the running executable (the workspace's target dir) or `CARGO_TARGET_DIR`.
+pub fn find_bin(env: &str, name: &str, package: &str) -> Result<PathBuf> {
+    if let Ok(p) = std::env::var(env) {
+        let p = PathBuf::from(p);
+        if !p.is_file() {
+            bail!("{env}={} is not a file", p.display());
+        }
+        return Ok(p);
+    }
+    let candidates = candidate_dirs();
+    let find = || {
+        candidates
+            .iter()
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    };
+    let root = workspace_root();
+    if root.join("Cargo.toml").is_file() && std::env::var_os("BENCH_NO_BUILD").is_none() {
+        let status = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
+            .args(["build", "--release", "--quiet", "-p", package])
+            .current_dir(&root)
+            .status();
+        match status {
+            Ok(s) if s.success() => {}
+            Ok(s) => eprintln!("note: cargo build -p {package} exited with {s}"),
+            Err(e) => eprintln!("note: could not run cargo to build {package}: {e}"),
+        }
+    }
+    find().with_context(|| {
+        format!(
+            "cannot find the {name} binary in {:?}; build it with `cargo build --release -p {package}` or set {env}",
+            candidates
+        )
+    })
+}
+
+fn candidate_dirs() -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(d) = exe.parent() {
+            v.push(d.to_path_buf());
+            // examples/ or deps/ one level down
+            if let Some(up) = d.parent() {
+                v.push(up.to_path_buf());
+            }
+        }
+    }
+    if let Ok(t) = std::env::var("CARGO_TARGET_DIR") {
+        v.push(PathBuf::from(t).join("release"));
+    }
+    v.push(workspace_root().join("target").join("release"));
+    v
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; fine on a quiet loopback).
+pub fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Milliseconds as seconds with three decimals.
+pub fn secs(ms: f64) -> String {
+    format!("{:.3} s", ms / 1000.0)
+}
