@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The project's test command (README): formatting, lints, every crate's tests (protocol model
+# check, simulation slice, mutation checks, scenario tests, witness and agent integration
+# tests, the real-process network-namespace harness), then the offline deployment checks.
+# Tests that need root for network namespaces say "skipped: needs root" when run without it;
+# CI runs as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+echo "== cargo build (the binaries the harness and the deploy checks start)"
+cargo build --workspace --bins
+
+echo "== cargo test"
+cargo test --workspace -- --nocapture 2>&1 | tee target/test-output.log | grep -E '^(test |running |test result|model check|simulation:|checker|skipped|.*caught)' || true
+# the pipeline above only filters what is shown; the verdict comes from cargo's own exit status
+status=${PIPESTATUS[0]}
+if [ "$status" -ne 0 ]; then
+    echo "cargo test failed (full output in target/test-output.log):"
+    grep -E 'panicked|FAILED|failures:|error' target/test-output.log | head -50
+    exit "$status"
+fi
+grep -E '^test result' target/test-output.log | awk '{p+=$4; f+=$6; i+=$8} END {printf "cargo test: %d passed, %d failed, %d ignored\n", p, f, i}'
+
+echo "== deployment checks (manifests, alerts, dashboard, units, metrics the binaries export)"
+WITNESS_BIN="$PWD/target/debug/witness" AGENT_BIN="$PWD/target/debug/witness-agent" \
+    scripts/check-deploy.sh
