@@ -5,6 +5,7 @@
 
 pub mod http1;
 pub mod lab;
+pub mod report;
 pub mod sys;
 
 use anyhow::{bail, Context, Result};
