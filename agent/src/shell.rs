@@ -306,6 +306,7 @@ pub async fn start(cfg: Config, shutdown: watch::Receiver<bool>) -> Result<Start
         peers,
         petting: None,
         last_phase: None,
+        last_lease: None,
         clock: Clock,
         agent,
         cfg,
@@ -351,6 +352,8 @@ struct Shell {
     /// Whether the last step petted the watchdog (to log and record transitions).
     petting: Option<bool>,
     last_phase: Option<NodePhase>,
+    /// The lease (mode with takeover permit, epoch) last reported on the event socket.
+    last_lease: Option<(String, u64)>,
 }
 
 impl Shell {
@@ -652,6 +655,17 @@ impl Shell {
             self.events
                 .emit("phase", json!({"phase": phase, "epoch": run.epoch.0}));
             self.last_phase = Some(wire);
+        }
+        let lease_now = run
+            .lease
+            .as_ref()
+            .map(|l| (mode_name(&l.mode), l.epoch.0));
+        if self.last_lease != lease_now {
+            if let Some((mode, epoch)) = &lease_now {
+                self.events
+                    .emit("lease", json!({"mode": mode, "epoch": epoch}));
+            }
+            self.last_lease = lease_now;
         }
         let since = match run.phase {
             Phase::Starting => None,
