@@ -65,15 +65,37 @@ async fn healthy_nodes_make_no_fencing_call_at_all() {
         "the watchdog is petted while healthy"
     );
 
-    // Radio silence: no Kubernetes call of any kind, no drbdadm, no hook.
+    // Radio silence: no Kubernetes write of any kind, and once running no call at all (the only
+    // reads allowed are each node checking, as it first becomes active, that it carries no fence
+    // taint of ours from before a reboot); no drbdadm, no hook.
+    let writes: Vec<_> = kube
+        .calls()
+        .into_iter()
+        .filter(|c| c.method != "GET")
+        .collect();
+    assert!(writes.is_empty(), "unexpected API writes: {writes:?}");
+    let settled = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let late: Vec<_> = kube
+        .calls()
+        .into_iter()
+        .filter(|c| c.at >= settled)
+        .collect();
     assert!(
-        kube.calls().is_empty(),
-        "unexpected API calls: {:?}",
-        kube.calls()
+        late.is_empty(),
+        "unexpected API calls while healthy: {late:?}"
     );
+    for c in kube.calls() {
+        assert!(
+            c.uri.starts_with("/api/v1/nodes/node-"),
+            "only a node's own read at activation: {c:?}"
+        );
+    }
     assert_eq!(read(&a.drbd_log), "", "drbdadm must not be called");
     assert_eq!(read(&b.drbd_log), "");
-    assert_eq!(read(&a.hook_log), "");
+    // The one hook call is the unfence of the node's first activation (on plain hosts it
+    // starts what may only run with the witness's permission); nothing fences.
+    assert_eq!(read(&a.hook_log), "unfence epoch=1 c1/a/node-a1\n");
     let m = ra.metrics().await;
     assert!(m.contains("agent_phase{phase=\"active\"} 1"), "{m}");
     assert!(m.contains("agent_peer_contact 1"), "{m}");
@@ -138,11 +160,13 @@ async fn losing_peer_and_witness_runs_the_drivers_in_order_within_their_deadline
         a.event_socket = Some(sock.clone())
     })
     .await;
-    assert!(
-        kube.calls().is_empty(),
-        "no call while active: {:?}",
-        kube.calls()
-    );
+    let writes: Vec<_> = kube
+        .calls()
+        .into_iter()
+        .filter(|c| c.method != "GET")
+        .collect();
+    assert!(writes.is_empty(), "no write while active: {writes:?}");
+    let calls_before_loss = kube.calls().len();
 
     // The witness goes away too: the lease runs out without peer contact.
     let lost = Instant::now();
@@ -181,7 +205,7 @@ async fn losing_peer_and_witness_runs_the_drivers_in_order_within_their_deadline
     assert_eq!(s["epoch"], 3);
 
     // The real calls, in order: VMI list by label, VM stop, then the node taint.
-    let calls = kube.calls();
+    let calls: Vec<_> = kube.calls().into_iter().skip(calls_before_loss).collect();
     let seq: Vec<String> = calls
         .iter()
         .map(|c| format!("{} {}", c.method, c.uri))
@@ -224,7 +248,11 @@ async fn losing_peer_and_witness_runs_the_drivers_in_order_within_their_deadline
         read(&a.drbd_log),
         "drbdadm secondary all\ndrbdadm role all\n"
     );
-    assert_eq!(read(&a.hook_log), "fence epoch=3 c1/a/node-a1\n");
+    assert_eq!(
+        read(&a.hook_log),
+        "unfence epoch=3 c1/a/node-a1\nfence epoch=3 c1/a/node-a1\n",
+        "activation, then the one fence"
+    );
 
     // A fenced node keeps petting (it runs nothing); the events told the recorder everything.
     let len = file_len(&a.watchdog);
