@@ -413,6 +413,25 @@ impl Cluster {
         self.note(node, "agent_kill", json!({}));
     }
 
+    /// Whether a node is down (powered off or reset and not booted yet).
+    pub fn is_down(&self, node: &str) -> bool {
+        self.lock().nodes.get(node).is_none_or(|n| n.down)
+    }
+
+    /// Whether a node's agent process runs.
+    pub fn agent_running(&self, node: &str) -> bool {
+        self.lock()
+            .nodes
+            .get_mut(node)
+            .and_then(|n| n.agent.as_mut())
+            .is_some_and(|a| a.alive())
+    }
+
+    /// Whether the witness process runs.
+    pub fn witness_running(&self) -> bool {
+        self.lock().witness.as_mut().is_some_and(|w| w.alive())
+    }
+
     /// Starts a node's agent again (the node itself kept running).
     pub fn start_agent(&self, node: &str) -> Result<()> {
         start_agent(&self.shared, node)

@@ -15,6 +15,16 @@ use witness_tests::{Cluster, Spec};
 /// Waits for the first takeover after `t0` and checks the survivor and loser; returns
 /// (survivor room, measured ms).
 fn failover(c: &Cluster, t0: u64, expect_survivor: Option<&str>) -> Result<(String, u64)> {
+    failover_with(c, t0, expect_survivor, true)
+}
+
+/// [`failover`]; `check_loser: false` only reports (runs beyond the protocol's assumptions).
+fn failover_with(
+    c: &Cluster,
+    t0: u64,
+    expect_survivor: Option<&str>,
+    check_loser: bool,
+) -> Result<(String, u64)> {
     let bound = c.timings.worst_case_room_loss_takeover_ms();
     let t = c.wait_for("a takeover", 3 * bound + 10_000, |ev| {
         first_takeover(ev, t0).is_some()
@@ -31,7 +41,7 @@ fn failover(c: &Cluster, t0: u64, expect_survivor: Option<&str>) -> Result<(Stri
     }
     let loser = other(&survivor);
     // The loser's nodes are stopped (fenced, or reset by the watchdog / powered off).
-    for n in nodes_of(loser) {
+    for n in nodes_of(loser).into_iter().filter(|_| check_loser) {
         let p = phase_in(
             &ev[..=ev.iter().position(|e| std::ptr::eq(e, tk)).unwrap_or(0)],
             n,
@@ -108,4 +118,555 @@ fn s03_lost_room_is_taken_over_by_the_other_within_the_bound() {
         ))
     })();
     conclude(&c, "s03", "one room lost entirely (power)", r, true);
+}
+
+/// No node fenced, took over or was reset since `t0`, and a node's status shows the witness
+/// unreachable (the alarm).
+fn rooms_ride_it_out(c: &Cluster, t0: u64, ms: u64, alarm_node: &str) -> Result<String> {
+    c.hold(ms, "both rooms must keep running", quiet_since(t0))?;
+    let st = c.agent_status(alarm_node)?;
+    let reachable = st["witness"]["reachable"].as_bool();
+    let lease_valid = st["lease"]["valid"].as_bool();
+    ensure!(
+        reachable == Some(false),
+        "{alarm_node} still reports the witness reachable: {}",
+        st["witness"]
+    );
+    ensure!(
+        phase_in(&c.events(), alarm_node) == "active",
+        "{alarm_node} not active"
+    );
+    Ok(format!(
+        "alarm on {alarm_node}: witness.reachable=false, lease.valid={}, last error {}",
+        lease_valid.unwrap_or(false),
+        st["witness"]["last_error"]
+    ))
+}
+
+#[test]
+fn s02_witness_down_leaves_both_rooms_running_with_an_alarm() {
+    let Some(c) = warm(Spec::new("s02a", 21)) else {
+        return;
+    };
+    let r = (|| -> Result<Outcome> {
+        let t0 = c.fault("kill -9 of the witness");
+        c.kill_witness();
+        let hold = 4 * c.timings.lease_ms;
+        let alarm = rooms_ride_it_out(&c, t0, hold, "a1")?;
+        Ok(Outcome::plain(format!(
+            "all 4 nodes stayed active for {} s (4 leases) on peer contact; {alarm}",
+            hold / 1000
+        )))
+    })();
+    conclude(&c, "s02a", "witness down", r, true);
+}
+
+#[test]
+fn s02_witness_unreachable_from_both_rooms_leaves_both_running_with_an_alarm() {
+    let Some(c) = warm(Spec::new("s02b", 22)) else {
+        return;
+    };
+    let r = (|| -> Result<Outcome> {
+        let t0 = c.fault("witness cut from both rooms (nftables, both ways)");
+        c.cut_witness("a")?;
+        c.cut_witness("b")?;
+        let hold = 4 * c.timings.lease_ms;
+        let alarm = rooms_ride_it_out(&c, t0, hold, "b2")?;
+        Ok(Outcome::plain(format!(
+            "all 4 nodes stayed active for {} s on peer contact; {alarm}",
+            hold / 1000
+        )))
+    })();
+    conclude(&c, "s02b", "witness unreachable from both rooms", r, true);
+}
+
+#[test]
+fn s04_cut_between_rooms_leaves_exactly_one_room_running() {
+    let Some(c) = warm(Spec::new("s04", 4)) else {
+        return;
+    };
+    let r = (|| -> Result<Outcome> {
+        let t0 = c.fault("link between the rooms cut both ways; both reach the witness");
+        c.cut_rooms()?;
+        let (s, m) = failover(&c, t0, None)?;
+        let loser = other(&s);
+        c.wait_phase(&nodes_of(loser), "fenced", 10_000)?;
+        survivor_holds(&c, &s, 2_000)?;
+        let bound = c.timings.worst_case_room_loss_takeover_ms();
+        ensure!(m <= bound, "takeover after {m} ms, bound {bound} ms");
+        let ev = c.events();
+        let resets = count(&ev, t0, "reset", None);
+        Ok(measured(
+            &c,
+            format!(
+                "both rooms claimed; the policy (no preferred room configured) chose room {s}; \
+                 room {loser} fenced itself ({} drbdadm calls, {resets} resets), \
+                 room {s} took over after {m} ms",
+                count(&ev, t0, "drbdadm", None)
+            ),
+            m,
+        ))
+    })();
+    conclude(
+        &c,
+        "s04",
+        "link between rooms cut, both reach the witness",
+        r,
+        true,
+    );
+}
+
+#[test]
+fn s05_isolated_room_fences_itself_and_the_other_takes_over() {
+    let Some(c) = warm(Spec::new("s05", 5)) else {
+        return;
+    };
+    let r = (|| -> Result<Outcome> {
+        let t0 = c.fault("room a cut from room b and from the witness");
+        c.cut_rooms()?;
+        c.cut_witness("a")?;
+        let (s, m) = failover(&c, t0, Some("b"))?;
+        c.wait_phase(&["a1", "a2"], "fenced", 10_000)?;
+        survivor_holds(&c, &s, 1_500)?;
+        let ev = c.events();
+        let fenced_at: Vec<u64> = ["a1", "a2"]
+            .iter()
+            .filter_map(|n| {
+                ev.iter()
+                    .find(|e| {
+                        e.t >= t0 && e.node == *n && e.kind == "phase" && e.str("phase") == "fenced"
+                    })
+                    .map(|e| e.t - t0)
+            })
+            .collect();
+        let bound = c.timings.worst_case_room_loss_takeover_ms();
+        ensure!(m <= bound, "takeover after {m} ms, bound {bound} ms");
+        Ok(measured(
+            &c,
+            format!(
+                "room a fenced itself (fenced after {fenced_at:?} ms: no grant, no contact); \
+                 room b took over after {m} ms"
+            ),
+            m,
+        ))
+    })();
+    conclude(
+        &c,
+        "s05",
+        "one room isolated from peer and witness",
+        r,
+        true,
+    );
+}
+
+#[test]
+fn s06_witness_and_room_lost_together_fence_the_rest_until_the_operator_overrides() {
+    let Some(c) = warm(Spec::new("s06", 6)) else {
+        return;
+    };
+    let r = (|| -> Result<Outcome> {
+        let t0 = c.fault("witness killed and room b powered off together");
+        c.kill_witness();
+        c.power_off_room("b")?;
+        let tf = c.wait_phase(&["a1", "a2"], "fenced", 15_000)?;
+        ensure!(
+            first_takeover(&c.events(), t0).is_none(),
+            "a takeover without the witness"
+        );
+        // The operator brings the witness back and certifies room b is powered off.
+        c.start_witness()?;
+        let mut out = String::new();
+        let mut t1 = 0;
+        for _ in 0..40 {
+            t1 = c.rec.now();
+            match c.admin(&["force-survivor", "--room", "a", "--other-room-down"]) {
+                Ok(o) => {
+                    out = o;
+                    break;
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(250)),
+            }
+        }
+        ensure!(
+            !out.is_empty(),
+            "witness admin force-survivor never succeeded"
+        );
+        c.note(
+            "harness",
+            "fault",
+            serde_json::json!({"what": "operator override"}),
+        );
+        let bound = c.timings.worst_case_room_loss_takeover_ms();
+        c.wait_for(
+            "room a takes over after the override",
+            3 * bound + 10_000,
+            |ev| first_takeover(ev, t1).is_some(),
+        )?;
+        let ev = c.events();
+        let tk = first_takeover(&ev, t1).context("takeover")?;
+        ensure!(tk.room == "a", "room {} took over", tk.room);
+        let m = tk.t - t1;
+        survivor_holds(&c, "a", 1_000)?;
+        // This path has its own bound: the fenced room first stays fenced min_fenced_ms, then
+        // its node waits k(P+F+W) after its first alone grant, one renewal each way.
+        let t = &c.timings;
+        let path_bound = t.min_fenced_ms + t.node_takeover_wait_ms() + 2 * t.renew_interval_ms;
+        ensure!(
+            m <= path_bound,
+            "takeover {m} ms after the override, bound {path_bound} ms"
+        );
+        Ok(Outcome {
+            text: format!(
+                "room a fenced itself {} ms after the double fault (it cannot know); after \
+                 `witness admin force-survivor --room a --other-room-down` ({}) it unfenced and \
+                 took over {m} ms after the command (measured from the override; bound \
+                 min_fenced + k(P+F+W) + 2R, not the room-loss bound)",
+                tf - t0,
+                out.split_whitespace().collect::<Vec<_>>().join(" ")
+            ),
+            measured_ms: Some(m),
+            bound_ms: Some(path_bound),
+        })
+    })();
+    conclude(&c, "s06", "witness and one room lost together", r, true);
+}
+
+#[test]
+fn s07_room_that_loses_only_the_witness_keeps_running_with_an_alarm() {
+    let Some(c) = warm(Spec::new("s07", 7)) else {
+        return;
+    };
+    let r = (|| -> Result<Outcome> {
+        let t0 = c.fault("room a cut from the witness only");
+        c.cut_witness("a")?;
+        let hold = 4 * c.timings.lease_ms;
+        let alarm = rooms_ride_it_out(&c, t0, hold, "a2")?;
+        Ok(Outcome::plain(format!(
+            "nothing stopped for {} s: room a runs on peer contact, room b on its grants; {alarm}",
+            hold / 1000
+        )))
+    })();
+    conclude(&c, "s07", "one room loses only the witness", r, true);
+}
+
+#[test]
+fn s08_asymmetric_link_leaves_exactly_one_room_running() {
+    let Some(c) = warm(Spec::new("s08", 8)) else {
+        return;
+    };
+    let r = (|| -> Result<Outcome> {
+        let t0 = c.fault("one-way cut: room a hears room b, room b does not hear room a");
+        c.cut_one_way("b", "a")?;
+        let (s, m) = failover(&c, t0, None)?;
+        let loser = other(&s);
+        c.wait_phase(&nodes_of(loser), "fenced", 10_000)?;
+        survivor_holds(&c, &s, 2_000)?;
+        let bound = c.timings.worst_case_room_loss_takeover_ms();
+        ensure!(m <= bound, "takeover after {m} ms, bound {bound} ms");
+        Ok(measured(
+            &c,
+            format!(
+                "both rooms lost contact (a round trip is needed); room {s} survived and took \
+                 over after {m} ms, room {loser} fenced"
+            ),
+            m,
+        ))
+    })();
+    conclude(
+        &c,
+        "s08",
+        "asymmetric link (A hears B, B does not hear A)",
+        r,
+        true,
+    );
+}
+
+#[test]
+fn s09_witness_crash_and_host_reboot_go_unnoticed_by_the_rooms() {
+    let Some(c) = warm(Spec::new("s09", 9)) else {
+        return;
+    };
+    let r = (|| -> Result<Outcome> {
+        let t0 = c.fault("kill -9 of the witness, restarted at once (crash)");
+        c.kill_witness();
+        c.start_witness()?;
+        c.hold(
+            2 * c.timings.lease_ms,
+            "after a witness crash",
+            quiet_since(t0),
+        )?;
+        let t1 = c.fault("kill -9 of the witness, back after 3 leases (host reboot)");
+        c.kill_witness();
+        std::thread::sleep(std::time::Duration::from_millis(3 * c.timings.lease_ms));
+        c.start_witness()?;
+        c.hold(
+            3 * c.timings.lease_ms,
+            "after a witness reboot",
+            quiet_since(t1),
+        )?;
+        let ev = c.events();
+        let epochs: std::collections::BTreeSet<u64> = ev
+            .iter()
+            .filter(|e| e.kind == "lease")
+            .filter_map(|e| e.u64("epoch"))
+            .collect();
+        ensure!(epochs.len() == 1, "epochs changed: {epochs:?}");
+        // Still arbitrates correctly after the restarts.
+        let t2 = c.fault("link between the rooms cut after the restarts");
+        c.cut_rooms()?;
+        let (s, m) = failover(&c, t2, None)?;
+        Ok(measured(
+            &c,
+            format!(
+                "no fence, no takeover, epoch unchanged ({epochs:?}) through a crash and a \
+                 {} s outage; a cut afterwards: room {s} took over after {m} ms",
+                3 * c.timings.lease_ms / 1000
+            ),
+            m,
+        ))
+    })();
+    conclude(
+        &c,
+        "s09",
+        "witness crashes and restarts, or its host reboots",
+        r,
+        true,
+    );
+}
+
+#[test]
+fn s10_witness_with_a_wiped_store_grants_nothing_until_forgotten_leases_ran_out() {
+    let Some(c) = warm(Spec::new("s10", 10)) else {
+        return;
+    };
+    let r = (|| -> Result<Outcome> {
+        let ev = c.events();
+        let old_epoch = ev
+            .iter()
+            .filter(|e| e.kind == "lease")
+            .filter_map(|e| e.u64("epoch"))
+            .max()
+            .context("no lease event")?;
+        let t0 = c.fault("witness killed, its data dir wiped (certificates kept), restarted");
+        c.kill_witness();
+        c.wipe_witness_store()?;
+        c.start_witness()?;
+        let tr = c.rec.now();
+        let wait = c.timings.forgotten_state_wait_ms();
+        let tg = c.wait_for("a grant at a new epoch", wait + 15_000, |ev| {
+            ev.iter()
+                .any(|e| e.t >= tr && e.kind == "lease" && e.u64("epoch").unwrap_or(0) > old_epoch)
+        })?;
+        let ev = c.events();
+        let first = ev
+            .iter()
+            .find(|e| e.t >= tr && e.kind == "lease" && e.u64("epoch").unwrap_or(0) > old_epoch)
+            .context("grant")?;
+        let after = first.t - tr;
+        ensure!(
+            after + 50 >= wait,
+            "first grant {after} ms after the restart, forgotten-state wait {wait} ms"
+        );
+        ensure!(
+            ev.iter()
+                .all(|e| !(e.t >= t0 && matches!(e.kind.as_str(), "fence" | "takeover"))),
+            "a node fenced or took over during the recovery"
+        );
+        let _ = tg;
+        // A second wipe, now with the rooms cut during the recovery: no grant, no contact.
+        let t2 = c.fault("witness wiped again and the rooms cut during its recovery");
+        c.kill_witness();
+        c.wipe_witness_store()?;
+        c.start_witness()?;
+        c.cut_rooms()?;
+        let (s, m) = failover(&c, t2, None)?;
+        // Composed bound for this path: the recovery wait, then the fenced rooms rejoin as
+        // active at the next renewal and get P to find contact before they claim, then the
+        // room-loss bound.
+        let tm = &c.timings;
+        let path_bound = wait
+            + tm.renew_interval_ms
+            + tm.peer_timeout_ms
+            + tm.worst_case_room_loss_takeover_ms();
+        ensure!(
+            m <= path_bound,
+            "takeover {m} ms after the fault, bound {path_bound} ms"
+        );
+        Ok(Outcome {
+            text: format!(
+                "first grant {after} ms after the restart (wait {wait} ms), at epoch {} > {old_epoch}; \
+                 both rooms ran on peer contact meanwhile. Wiped again with the rooms cut: both \
+                 rooms fenced (no grant, no contact), then room {s} took over {m} ms after the \
+                 fault (bound: recovery wait + R + P + room-loss bound)",
+                first.u64("epoch").unwrap_or(0)
+            ),
+            measured_ms: Some(m),
+            bound_ms: Some(path_bound),
+        })
+    })();
+    conclude(&c, "s10", "witness disk lost (empty state)", r, true);
+}
+
+/// Isolates room b (slow clock) and lets room a (fast clock, with the witness) take over.
+fn skewed(id: &str, index: u8, fast: &str, slow: &str, assert_safe: bool) {
+    let mut spec = Spec::new(id, index);
+    for h in ["witness", "a1", "a2"] {
+        spec.faketime.insert(h.into(), format!("+0 x{fast}"));
+    }
+    for h in ["b1", "b2"] {
+        spec.faketime.insert(h.into(), format!("+0 x{slow}"));
+    }
+    let drift = spec.timings.drift_ppm;
+    let Some(c) = warm(spec) else {
+        return;
+    };
+    let r = (|| -> Result<Outcome> {
+        // The agent's protocol clock follows libfaketime: phase_for_ms grows at the fast rate.
+        let s1 = c.agent_status("a1")?["phase_for_ms"].as_u64().unwrap_or(0);
+        let h1 = c.rec.now();
+        std::thread::sleep(std::time::Duration::from_millis(2_000));
+        let s2 = c.agent_status("a1")?["phase_for_ms"].as_u64().unwrap_or(0);
+        let h2 = c.rec.now();
+        let rate = (s2.saturating_sub(s1)) as f64 / (h2 - h1) as f64;
+        println!(
+            "[{id}] a1's protocol clock ran at x{rate:.3} of the harness clock (faketime x{fast})"
+        );
+        let want: f64 = fast.parse().unwrap_or(1.0);
+        ensure!(
+            (rate - want).abs() < 0.02 + (want - 1.0).abs() * 0.1,
+            "a1's clock ran at x{rate:.3}, faketime says x{fast}"
+        );
+        let t0 = c.fault("room b (slow clock) cut from room a and from the witness");
+        c.cut_rooms()?;
+        c.cut_witness("b")?;
+        let (s, m) = failover_with(&c, t0, Some("a"), assert_safe)?;
+        survivor_holds(&c, &s, 1_000)?;
+        let v = witness_tests::check(&c.events(), &Cluster::rooms());
+        Ok(measured(
+            &c,
+            format!(
+                "witness and room a at x{fast}, room b at x{slow} (drift bound {} %; a1's \
+                 protocol clock measured at x{rate:.3}): room a took over after {m} ms; {}",
+                drift as f64 / 10_000.0,
+                if v.ok() {
+                    "the checker found no overlap".to_string()
+                } else {
+                    format!("UNSAFE: {}", v.violations.join("; "))
+                }
+            ),
+            m,
+        ))
+    })();
+    let scenario = if assert_safe {
+        "clock rates differ within the stated bound"
+    } else {
+        "clock rates differ BEYOND the stated bound (reported, not asserted)"
+    };
+    conclude(&c, id, scenario, r, assert_safe);
+}
+
+#[test]
+fn s11_clock_rates_within_the_bound_stay_safe() {
+    skewed("s11", 11, "1.005", "0.995", true);
+}
+
+#[test]
+fn s11_clock_rates_beyond_the_bound_are_reported() {
+    skewed("s11x", 111, "1.5", "0.6", false);
+}
+
+#[test]
+fn s12_flapping_link_causes_no_fence_storm_and_no_survivor_oscillation() {
+    let Some(c) = warm(Spec::new("s12", 12)) else {
+        return;
+    };
+    let r = (|| -> Result<Outcome> {
+        let t0 = c.fault("link between the rooms flaps: 8 x (cut 1.5 s, up 1.5 s)");
+        for _ in 0..8 {
+            c.cut_rooms()?;
+            std::thread::sleep(std::time::Duration::from_millis(1_500));
+            c.heal()?;
+            std::thread::sleep(std::time::Duration::from_millis(1_500));
+        }
+        let ev = c.events();
+        let takeover_rooms: std::collections::BTreeSet<String> = ev
+            .iter()
+            .filter(|e| e.t >= t0 && e.kind == "takeover")
+            .map(|e| e.room.clone())
+            .collect();
+        ensure!(
+            takeover_rooms.len() <= 1,
+            "survivor oscillated: {takeover_rooms:?}"
+        );
+        let mut fences = Vec::new();
+        for n in ["a1", "a2", "b1", "b2"] {
+            let f = count(&ev, t0, "fence", Some(n));
+            ensure!(f <= 1, "{n} fenced {f} times while the link flapped");
+            fences.push(format!("{n}:{f}"));
+        }
+        let first = first_takeover(&ev, t0).map(|e| e.t - t0);
+        Ok(Outcome {
+            text: format!(
+                "24 s of flapping: takeovers only by room(s) {takeover_rooms:?}; fence actions \
+                 per node {}; the fenced room stayed fenced (a flap never lasts \
+                 rejoin_stable_ms = {} ms)",
+                fences.join(" "),
+                c.timings.rejoin_stable_ms
+            ),
+            measured_ms: first,
+            bound_ms: first.map(|_| c.timings.worst_case_room_loss_takeover_ms()),
+        })
+    })();
+    conclude(&c, "s12", "flapping link", r, true);
+}
+
+#[test]
+fn s13_healed_partition_lets_the_fenced_room_rejoin_only_after_the_release() {
+    let Some(c) = warm(Spec::new("s13", 13)) else {
+        return;
+    };
+    let r = (|| -> Result<Outcome> {
+        let t0 = c.fault("link between the rooms cut");
+        c.cut_rooms()?;
+        let (s, m) = failover(&c, t0, None)?;
+        let loser = other(&s);
+        c.wait_phase(&nodes_of(loser), "fenced", 10_000)?;
+        let th = c.fault("link healed");
+        c.heal()?;
+        let t = &c.timings;
+        let budget = t.rejoin_stable_ms + 2 * t.widen(t.lease_ms) + t.min_fenced_ms + 15_000;
+        let ta = c.wait_phase(&["a1", "a2", "b1", "b2"], "active", budget)?;
+        let ev = c.events();
+        let last_release = ev
+            .iter()
+            .filter(|e| e.t >= th && e.kind == "release")
+            .map(|e| e.t)
+            .max();
+        let first_unfence = ev
+            .iter()
+            .filter(|e| {
+                e.t >= th && e.room == loser && e.kind == "phase" && e.str("phase") == "active"
+            })
+            .map(|e| e.t)
+            .min()
+            .context("no unfence")?;
+        let rel = last_release.context("the survivor never released its takeover")?;
+        if rel >= first_unfence {
+            bail!("room {loser} unfenced at {first_unfence} ms before the release at {rel} ms");
+        }
+        c.hold(3_000, "after the rejoin", quiet_since(ta))?;
+        Ok(measured(
+            &c,
+            format!(
+                "room {s} took over after {m} ms; after the heal it released the takeover \
+                 ({} ms after the heal) and room {loser} rejoined {} ms after the heal \
+                 (rejoin_stable {} ms + k·L + min_fenced); no automatic double activation",
+                rel - th,
+                first_unfence - th,
+                t.rejoin_stable_ms
+            ),
+            m,
+        ))
+    })();
+    conclude(&c, "s13", "partition heals", r, true);
 }
