@@ -139,11 +139,9 @@ pub fn check(events: &[Event], rooms: &BTreeMap<String, String>) -> Verdict {
             "release" => {
                 holding.remove(&e.node);
             }
-            "lease" => {
-                if e.str("mode").starts_with("alone") {
-                    let epoch = e.u64("epoch").unwrap_or(0);
-                    alone_rooms.entry(epoch).or_default().insert(room.clone());
-                }
+            "lease" if e.str("mode").starts_with("alone") => {
+                let epoch = e.u64("epoch").unwrap_or(0);
+                alone_rooms.entry(epoch).or_default().insert(room.clone());
             }
             _ => {}
         }

@@ -129,8 +129,7 @@ fn run_seed(seed: u64, secs: u64, index: u8) -> Option<Result<String, String>> {
             _ => {
                 c.fault("kill -9 witness, wipe its store, restart");
                 c.kill_witness();
-                let r = c.wipe_witness_store().and_then(|_| c.start_witness());
-                r
+                c.wipe_witness_store().and_then(|_| c.start_witness())
             }
         };
         if let Err(e) = r {
