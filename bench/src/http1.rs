@@ -10,8 +10,10 @@ pub async fn get(addr: &str, path: &str, timeout: Duration) -> Result<(u16, Stri
         let mut s = TcpStream::connect(addr)
             .await
             .with_context(|| format!("connecting to {addr}"))?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-            .await?;
+        s.write_all(
+            format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await?;
         let text = String::from_utf8_lossy(&buf);

@@ -595,7 +595,10 @@ fn agent_event(v: &Value) -> Option<Ev> {
         ),
         "takeover" => (
             Kind::Takeover,
-            format!("TAKEOVER of the other room's workloads{e}, proof attached: {}", v["proof"]),
+            format!(
+                "TAKEOVER of the other room's workloads{e}, proof attached: {}",
+                v["proof"]
+            ),
         ),
         "takeover_applied" => (Kind::Other, "takeover applied (log-only drivers)".into()),
         "release" => (Kind::Release, format!("RELEASE of the takeover{e}")),

@@ -71,3 +71,14 @@ pub fn machine() -> String {
         .unwrap_or_default();
     format!("{cpus} cores, {model}, {mem} RAM, Linux {kernel}")
 }
+
+/// This process's soft limit on open files (`/proc/self/limits`).
+pub fn nofile_limit() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/limits").ok()?;
+    s.lines()
+        .find(|l| l.starts_with("Max open files"))?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()
+}

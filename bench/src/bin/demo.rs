@@ -28,7 +28,11 @@ fn rel(at: Instant, base: Instant) -> String {
     } else {
         -(base.duration_since(at).as_millis() as i64)
     };
-    format!("{}{:>6.3} s", if ms < 0 { "T-" } else { "T+" }, ms.abs() as f64 / 1000.0)
+    format!(
+        "{}{:>6.3} s",
+        if ms < 0 { "T-" } else { "T+" },
+        ms.abs() as f64 / 1000.0
+    )
 }
 
 fn show(ev: &Ev, base: Instant) {
@@ -104,9 +108,13 @@ async fn run() -> Result<()> {
         );
     }
     println!();
-    println!("=== POWER CUT: room b. kill -9 of agents b1 and b2: this stands in for losing the power");
+    println!(
+        "=== POWER CUT: room b. kill -9 of agents b1 and b2: this stands in for losing the power"
+    );
     println!("    of the whole room (the nodes stop at once, send nothing more, fence nothing).");
-    println!("    Times are now relative to the power cut (T+0). The safe bound for these timings:");
+    println!(
+        "    Times are now relative to the power cut (T+0). The safe bound for these timings:"
+    );
     println!(
         "    worst_case_room_loss_takeover_ms() = max(max(P,S) + R + k(P+F+W), k(L+F+W) + R) + R = {bound} ms"
     );
@@ -149,7 +157,10 @@ async fn run() -> Result<()> {
     let takeover = after.iter().find(|e| e.kind == Kind::Takeover);
     println!();
     println!("Summary of the power cut:");
-    println!("  loss detected (first node of room a without peer contact): {}", at(detected));
+    println!(
+        "  loss detected (first node of room a without peer contact): {}",
+        at(detected)
+    );
     println!(
         "  witness decision: {}",
         decision

@@ -46,6 +46,9 @@ struct Args {
     /// Append a markdown section with the figures to this file.
     #[arg(long)]
     markdown: Option<PathBuf>,
+    /// Write the figures as JSON to this file (for the etcd comparison).
+    #[arg(long)]
+    json_out: Option<PathBuf>,
     /// Extra lines for the witness's configuration file (experiments).
     #[arg(long, default_value = "")]
     witness_extra: String,
@@ -95,7 +98,21 @@ async fn run(args: Args) -> Result<()> {
     let lease_port = free_port()?;
     let status_port = free_port()?;
     let conf = dir.path().join("witness.toml");
-    let ids = args.clusters * 2;
+    // One kept-alive connection per identity on each side: both processes need a file
+    // descriptor per connection, so the open-files limit caps the identities.
+    let mut clusters = args.clusters;
+    if let Some(limit) = sys::nofile_limit() {
+        let fit = (limit.saturating_sub(200) / 2) as usize;
+        if clusters > fit {
+            println!(
+                "note: the open-files limit is {limit} (ulimit -n; not raisable here), so one process holds at most \
+                 ~{} connections: running {fit} clusters instead of {clusters}",
+                limit - 200
+            );
+            clusters = fit;
+        }
+    }
+    let ids = clusters * 2;
     std::fs::write(
         &conf,
         format!(
@@ -106,7 +123,7 @@ async fn run(args: Args) -> Result<()> {
             data = data.display(),
             c = certs_dir.display(),
             maxc = ids + 1000,
-            maxcl = args.clusters + 1000,
+            maxcl = clusters + 1000,
             extra = args.witness_extra,
         ),
     )?;
@@ -154,7 +171,7 @@ async fn run(args: Args) -> Result<()> {
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut idents = Vec::with_capacity(ids);
-    for i in 0..args.clusters {
+    for i in 0..clusters {
         for room in ["a", "b"] {
             let cluster = format!("c{i}");
             let node = format!("c{i}-{room}");
@@ -188,7 +205,7 @@ async fn run(args: Args) -> Result<()> {
     println!(
         "{} identities ({} clusters x 2 rooms), certificates issued in {:.1} s",
         ids,
-        args.clusters,
+        clusters,
         t_gen.elapsed().as_secs_f64()
     );
 
@@ -278,6 +295,12 @@ async fn run(args: Args) -> Result<()> {
     }
     measuring.store(false, Ordering::Relaxed);
     let elapsed = t0.elapsed().as_secs_f64();
+    if let Ok(Some(st)) = child.try_wait() {
+        eprintln!(
+            "the witness exited during the run ({st}): {}",
+            witness_bench::lab::tail(&dir.path().join("witness.log"))
+        );
+    }
     let cpu = sys::cpu_time(pid).unwrap_or_default() - cpu0;
     let self_cpu = sys::cpu_time(std::process::id()).unwrap_or_default() - self0;
     let ok = counters.ok.load(Ordering::Relaxed);
@@ -326,20 +349,49 @@ async fn run(args: Args) -> Result<()> {
         peak_rss as f64 / 1024.0,
         self_cpu_pct
     );
+    if let Some(j) = &args.json_out {
+        let v = serde_json::json!({
+            "clusters": clusters, "identities": ids, "renew_ms": renew_ms, "offered": target,
+            "rate": rate, "errors": errors, "p50_ms": p(0.5), "p99_ms": p(0.99), "p999_ms": p(0.999),
+            "us_per_renewal": us_per_req, "cpu_pct": witness_cpu_pct,
+            "peak_rss_mib": peak_rss as f64 / 1024.0, "idle_rss_mib": idle_rss as f64 / 1024.0,
+        });
+        std::fs::write(j, v.to_string())?;
+    }
     if let Some(md) = &args.markdown {
         let mut s = Section::new(&format!(
             "Witness capacity: {} clusters ({} identities, renew every {} ms)",
-            args.clusters, ids, renew_ms
+            clusters, ids, renew_ms
         ));
-        s.row("offered renewals/s", &format!("{target:.0}"), "20,000 for 10,000 clusters");
+        if clusters < args.clusters {
+            s.note(&format!(
+                "Asked for {} clusters; the open-files limit of this machine ({}, not raisable without \
+                 CAP_SYS_RESOURCE) holds one connection per identity for {clusters} clusters in each process.",
+                args.clusters,
+                sys::nofile_limit().unwrap_or(0)
+            ));
+        }
+        s.row(
+            "offered renewals/s",
+            &format!("{target:.0}"),
+            "20,000 for 10,000 clusters",
+        );
         s.row(
             "sustained renewals/s",
             &format!("{rate:.0} (slowest second {min_sec})"),
             &met(rate >= 0.98 * target, ""),
         );
-        s.row("errors / non-grant answers", &format!("{errors} / {non_grant}"), "0");
+        s.row(
+            "errors / non-grant answers",
+            &format!("{errors} / {non_grant}"),
+            "0",
+        );
         s.row("latency p50", &format!("{:.2} ms", p(0.5)), "");
-        s.row("latency p99", &format!("{:.2} ms", p(0.99)), &met(p(0.99) <= 25.0, "<= 25 ms"));
+        s.row(
+            "latency p99",
+            &format!("{:.2} ms", p(0.99)),
+            &met(p(0.99) <= 25.0, "<= 25 ms"),
+        );
         s.row("latency p99.9", &format!("{:.2} ms", p(0.999)), "");
         s.row(
             "witness RSS peak under load",
@@ -356,7 +408,11 @@ async fn run(args: Args) -> Result<()> {
             &format!("{witness_cpu_pct:.0}% of one core, {us_per_req:.0} us CPU per renewal"),
             "",
         );
-        s.row("load generator CPU", &format!("{self_cpu_pct:.0}% of one core"), "");
+        s.row(
+            "load generator CPU",
+            &format!("{self_cpu_pct:.0}% of one core"),
+            "",
+        );
         s.row(
             "connection set-up",
             &format!(
@@ -433,12 +489,20 @@ async fn renew_loop(
             "POST /v1/lease HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
-        let r = tokio::time::timeout(Duration::from_secs(10), exchange(c, req.as_bytes(), &mut buf)).await;
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            exchange(c, req.as_bytes(), &mut buf),
+        )
+        .await;
         match r {
             Ok(Ok((200, reply))) => {
                 let done = tokio::time::Instant::now();
                 if measuring.load(Ordering::Relaxed) {
-                    lat.push(done.duration_since(scheduled).as_micros().min(u32::MAX as u128) as u32);
+                    lat.push(
+                        done.duration_since(scheduled)
+                            .as_micros()
+                            .min(u32::MAX as u128) as u32,
+                    );
                 }
                 counters.ok.fetch_add(1, Ordering::Relaxed);
                 if let Ok(v) = serde_json::from_slice::<serde_json::Value>(reply) {
