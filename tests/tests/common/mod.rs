@@ -68,8 +68,10 @@ pub fn conclude(c: &Cluster, id: &str, scenario: &str, r: Result<Outcome>, asser
     if let Err(e) = write_row(&row) {
         println!("[{id}] cannot write the report row: {e}");
     }
-    if !passed {
+    if !passed || std::env::var("WT_KEEP_LOGS").is_ok_and(|v| v == "1") {
         c.keep_logs();
+    }
+    if !passed {
         c.print_timeline();
         panic!(
             "[{id}] {}; {}",
