@@ -264,6 +264,20 @@ impl Arbiter {
         matches!(self.record.mode, Mode::Alone(_)).then_some(self.takeover_at)
     }
 
+    /// Whether a decision may come from time alone (so the shell must keep ticking this
+    /// cluster): while recovering, whenever some room may act alone (rejoin and release are
+    /// timed), and in `Paired` while a claim is recent enough that the other room's silence
+    /// could still settle a split. A shell serving many clusters ticks only these.
+    pub fn wants_tick(&self, now: Millis) -> bool {
+        if self.recovering_until.is_some() || self.record.mode != Mode::Paired {
+            return true;
+        }
+        let horizon = 2 * self.cfg.timings.silence_ms;
+        self.nodes
+            .values()
+            .any(|n| n.claim && now.since(n.last_seen) <= horizon)
+    }
+
     /// One step: `now` is the witness's monotonic time.
     pub fn step(&mut self, now: Millis, input: ArbiterInput) -> ArbiterStep {
         let before = self.record.clone();

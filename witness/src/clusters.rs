@@ -424,7 +424,7 @@ impl ClusterTable {
             }
             st.alone_shown = alone;
         }
-        let hot = needs_tick(&st.arbiter, now);
+        let hot = st.arbiter.wants_tick(now);
         if hot != st.hot {
             let mut set = lock(&self.hot);
             if hot {
@@ -580,16 +580,6 @@ impl ClusterTable {
         out.sort_by(|a, b| a.cluster.cmp(&b.cluster));
         out
     }
-}
-
-fn needs_tick(a: &Arbiter, now: Millis) -> bool {
-    if a.recovering_until().is_some() || a.record().mode != Mode::Paired {
-        return true;
-    }
-    let horizon = 2 * a.config().timings.silence_ms;
-    a.nodes()
-        .values()
-        .any(|n| n.claim && now.since(n.last_seen) <= horizon)
 }
 
 fn room_last_seen(a: &Arbiter) -> Vec<(RoomId, Option<Millis>)> {

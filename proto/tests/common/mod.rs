@@ -1,6 +1,8 @@
 //! Shared driver for the proto tests: runs a [`World`] with a fair network (every message
 //! delivered between ticks, unless a link is cut) and checks the promise after every action.
 #![allow(dead_code)]
+pub mod model;
+pub mod sim;
 use proto::arbiter::Mode;
 use proto::world::{Action, Rate, World, WorldConfig};
 use proto::Timings;
