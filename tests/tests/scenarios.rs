@@ -54,9 +54,32 @@ fn failover_with(
     Ok((survivor, tk.t - t0))
 }
 
-fn measured(c: &Cluster, text: String, m: u64) -> Outcome {
+/// How long before the first takeover after `t0` the last node of the other room stopped
+/// (fenced, reset, powered off, or its VM died; whichever came first per node): positive is a
+/// safety margin, negative an overlap.
+fn margin(c: &Cluster, t0: u64) -> Option<i64> {
+    let ev = c.events();
+    let tk = first_takeover(&ev, t0)?;
+    let mut last_stop: i64 = i64::MIN;
+    for n in nodes_of(other(&tk.room)) {
+        let stop = ev.iter().find(|e| {
+            e.t >= t0
+                && e.node == n
+                && (matches!(e.kind.as_str(), "reset" | "power_off" | "vm_stopped")
+                    || (e.kind == "phase" && matches!(e.str("phase"), "fenced" | "starting")))
+        })?;
+        last_stop = last_stop.max(stop.t as i64);
+    }
+    Some(tk.t as i64 - last_stop)
+}
+
+fn measured(c: &Cluster, t0: u64, text: String, m: u64) -> Outcome {
+    let mg = match margin(c, t0) {
+        Some(x) => format!("; the other room's last node had stopped {x} ms before the takeover"),
+        None => String::new(),
+    };
     Outcome {
-        text,
+        text: format!("{text}{mg}"),
         measured_ms: Some(m),
         bound_ms: Some(c.timings.worst_case_room_loss_takeover_ms()),
     }
@@ -111,6 +134,7 @@ fn s03_lost_room_is_taken_over_by_the_other_within_the_bound() {
         ensure!(m <= bound, "takeover after {m} ms, bound {bound} ms");
         Ok(measured(
             &c,
+            t0,
             format!(
                 "room b got the survivor lease and took over after {m} ms; b1, b2 stayed active"
             ),
@@ -198,6 +222,7 @@ fn s04_cut_between_rooms_leaves_exactly_one_room_running() {
         let resets = count(&ev, t0, "reset", None);
         Ok(measured(
             &c,
+            t0,
             format!(
                 "both rooms claimed; the policy (no preferred room configured) chose room {s}; \
                  room {loser} fenced itself ({} drbdadm calls, {resets} resets), \
@@ -243,6 +268,7 @@ fn s05_isolated_room_fences_itself_and_the_other_takes_over() {
         ensure!(m <= bound, "takeover after {m} ms, bound {bound} ms");
         Ok(measured(
             &c,
+            t0,
             format!(
                 "room a fenced itself (fenced after {fenced_at:?} ms: no grant, no contact); \
                  room b took over after {m} ms"
@@ -365,6 +391,7 @@ fn s08_asymmetric_link_leaves_exactly_one_room_running() {
         ensure!(m <= bound, "takeover after {m} ms, bound {bound} ms");
         Ok(measured(
             &c,
+            t0,
             format!(
                 "both rooms lost contact (a round trip is needed); room {s} survived and took \
                  over after {m} ms, room {loser} fenced"
@@ -417,6 +444,7 @@ fn s09_witness_crash_and_host_reboot_go_unnoticed_by_the_rooms() {
         let (s, m) = failover(&c, t2, None)?;
         Ok(measured(
             &c,
+            t2,
             format!(
                 "no fence, no takeover, epoch unchanged ({epochs:?}) through a crash and a \
                  {} s outage; a cut afterwards: room {s} took over after {m} ms",
@@ -544,6 +572,7 @@ fn skewed(id: &str, index: u8, fast: &str, slow: &str, assert_safe: bool) {
         let v = witness_tests::check(&c.events(), &Cluster::rooms());
         Ok(measured(
             &c,
+            t0,
             format!(
                 "witness and room a at x{fast}, room b at x{slow} (drift bound {} %; a1's \
                  protocol clock measured at x{rate:.3}): room a took over after {m} ms; {}",
@@ -573,6 +602,11 @@ fn s11_clock_rates_within_the_bound_stay_safe() {
 #[test]
 fn s11_clock_rates_beyond_the_bound_are_reported() {
     skewed("s11x", 111, "1.5", "0.6", false);
+}
+
+#[test]
+fn s11_clock_rates_far_beyond_the_bound_are_reported() {
+    skewed("s11y", 112, "2", "0.5", false);
 }
 
 #[test]
@@ -657,6 +691,7 @@ fn s13_healed_partition_lets_the_fenced_room_rejoin_only_after_the_release() {
         c.hold(3_000, "after the rejoin", quiet_since(ta))?;
         Ok(measured(
             &c,
+            t0,
             format!(
                 "room {s} took over after {m} ms; after the heal it released the takeover \
                  ({} ms after the heal) and room {loser} rejoined {} ms after the heal \
