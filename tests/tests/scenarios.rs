@@ -75,7 +75,13 @@ fn margin(c: &Cluster, t0: u64) -> Option<i64> {
 
 fn measured(c: &Cluster, t0: u64, text: String, m: u64) -> Outcome {
     let mg = match margin(c, t0) {
-        Some(x) => format!("; the other room's last node had stopped {x} ms before the takeover"),
+        Some(x) if x >= 0 => {
+            format!("; the other room's last node had stopped {x} ms before the takeover")
+        }
+        Some(x) => format!(
+            "; OVERLAP: the other room's last node stopped {} ms after the takeover",
+            -x
+        ),
         None => String::new(),
     };
     Outcome {
@@ -568,6 +574,10 @@ fn skewed(id: &str, index: u8, fast: &str, slow: &str, assert_safe: bool) {
         c.cut_rooms()?;
         c.cut_witness("b")?;
         let (s, m) = failover_with(&c, t0, Some("a"), assert_safe)?;
+        if !assert_safe {
+            // Let room b stop (late) so the overlap can be measured.
+            let _ = c.wait_phase(&["b1", "b2"], "fenced", 15_000);
+        }
         survivor_holds(&c, &s, 1_000)?;
         let v = witness_tests::check(&c.events(), &Cluster::rooms());
         Ok(measured(
