@@ -38,6 +38,28 @@ fn room(rng: &mut ChaCha8Rng) -> &'static str {
     }
 }
 
+/// Starts the restarts and boots that are due.
+fn run_due(
+    c: &witness_tests::Cluster,
+    later: &mut Vec<(Instant, Later)>,
+    errors: &mut Vec<String>,
+) {
+    let now = Instant::now();
+    let (due, rest): (Vec<_>, Vec<_>) = later.drain(..).partition(|(t, _)| *t <= now);
+    *later = rest;
+    for (_, l) in due {
+        let r = match l {
+            Later::StartAgent(n) if !c.is_down(n) && !c.agent_running(n) => c.start_agent(n),
+            Later::StartWitness if !c.witness_running() => c.start_witness(),
+            Later::Boot(n) if c.is_down(n) => c.boot(n),
+            _ => Ok(()),
+        };
+        if let Err(e) = r {
+            errors.push(format!("{e:#}"));
+        }
+    }
+}
+
 /// One run; returns the checker's line, or the failure.
 fn run_seed(seed: u64, secs: u64, index: u8) -> Option<Result<String, String>> {
     println!("chaos: seed {seed} ({secs} s) — replay with CHAOS_SEED={seed} CHAOS_SECS={secs}");
@@ -50,20 +72,7 @@ fn run_seed(seed: u64, secs: u64, index: u8) -> Option<Result<String, String>> {
     let mut errors = Vec::new();
     while Instant::now() < end && steps < 10_000 {
         steps += 1;
-        let now = Instant::now();
-        let (due, rest): (Vec<_>, Vec<_>) = later.drain(..).partition(|(t, _)| *t <= now);
-        later = rest;
-        for (_, l) in due {
-            let r = match l {
-                Later::StartAgent(n) if !c.is_down(n) && !c.agent_running(n) => c.start_agent(n),
-                Later::StartWitness if !c.witness_running() => c.start_witness(),
-                Later::Boot(n) if c.is_down(n) => c.boot(n),
-                _ => Ok(()),
-            };
-            if let Err(e) = r {
-                errors.push(format!("{e:#}"));
-            }
-        }
+        run_due(&c, &mut later, &mut errors);
         let pick = rng.gen_range(0..100u32);
         let r: Result<()> = match pick {
             0..=11 => {
@@ -135,8 +144,12 @@ fn run_seed(seed: u64, secs: u64, index: u8) -> Option<Result<String, String>> {
         if let Err(e) = r {
             errors.push(format!("{e:#}"));
         }
-        let pause = rng.gen_range(300..3_000u64);
-        std::thread::sleep(Duration::from_millis(pause));
+        // Pause, starting what is due on time (restarts within the watchdog timeout matter).
+        let pause = Instant::now() + Duration::from_millis(rng.gen_range(300..3_000u64));
+        while Instant::now() < pause {
+            run_due(&c, &mut later, &mut errors);
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
     // Calm down: heal, bring everything back, let the cluster settle a little.
     let _ = c.heal();
@@ -152,8 +165,21 @@ fn run_seed(seed: u64, secs: u64, index: u8) -> Option<Result<String, String>> {
     }
     std::thread::sleep(Duration::from_millis(3_000));
     let v = c.verdict();
+    let ev = c.events();
+    let odd: Vec<String> = ev
+        .iter()
+        .filter(|e| matches!(e.kind.as_str(), "agent_exit" | "boot_failed" | "bad_event"))
+        .map(|e| format!("t={} {} {}", e.t, e.node, e.kind))
+        .collect();
+    if std::env::var("WT_KEEP_LOGS").is_ok_and(|v| v == "1") {
+        c.keep_logs();
+    }
     println!(
-        "chaos: seed {seed}: {steps} steps, final phases {}; harness errors: {}",
+        "chaos: seed {seed}: {steps} steps, {} takeovers, {} resets, unexpected exits {:?}; \
+         final phases {}; harness errors: {}",
+        common::count(&ev, 0, "takeover", None),
+        common::count(&ev, 0, "reset", None),
+        odd,
         c.phases_line(),
         if errors.is_empty() {
             "none".to_string()
