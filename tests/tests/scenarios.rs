@@ -715,3 +715,80 @@ fn s13_healed_partition_lets_the_fenced_room_rejoin_only_after_the_release() {
     })();
     conclude(&c, "s13", "partition heals", r, true);
 }
+
+#[test]
+fn s03_lost_room_with_the_default_timings_is_taken_over_within_the_bound() {
+    let mut spec = Spec::new("s03d", 31);
+    spec.timings = proto::Timings::default();
+    let Some(c) = warm(spec) else {
+        return;
+    };
+    let r = (|| -> Result<Outcome> {
+        let t0 = c.fault("power loss of room a, default timings");
+        c.power_off_room("a")?;
+        let (_, m) = failover(&c, t0, Some("b"))?;
+        let bound = c.timings.worst_case_room_loss_takeover_ms();
+        survivor_holds(&c, "b", 1_000)?;
+        ensure!(m <= bound, "takeover after {m} ms, bound {bound} ms");
+        Ok(measured(
+            &c,
+            t0,
+            format!("with the shipped default timings room b took over after {m} ms"),
+            m,
+        ))
+    })();
+    conclude(
+        &c,
+        "s03d",
+        "one room lost entirely, default timings",
+        r,
+        true,
+    );
+}
+
+#[test]
+fn s12_lossy_link_between_the_rooms_stays_safe_without_fence_storms() {
+    let Some(c) = warm(Spec::new("s12l", 121)) else {
+        return;
+    };
+    let r = (|| -> Result<Outcome> {
+        let t0 = c.fault("30% random loss on every link between the rooms for 20 s");
+        c.lossy_rooms(30)?;
+        std::thread::sleep(std::time::Duration::from_millis(20_000));
+        c.heal()?;
+        let ev = c.events();
+        let mut fences = Vec::new();
+        for n in ["a1", "a2", "b1", "b2"] {
+            let f = count(&ev, t0, "fence", Some(n));
+            ensure!(f <= 1, "{n} fenced {f} times on a lossy link");
+            fences.push(format!("{n}:{f}"));
+        }
+        let takeover_rooms: std::collections::BTreeSet<String> = ev
+            .iter()
+            .filter(|e| e.t >= t0 && e.kind == "takeover")
+            .map(|e| e.room.clone())
+            .collect();
+        ensure!(
+            takeover_rooms.len() <= 1,
+            "survivor oscillated: {takeover_rooms:?}"
+        );
+        Ok(Outcome {
+            text: format!(
+                "20 s of 30% loss between the rooms: fence actions per node {}; takeovers by \
+                 {takeover_rooms:?} (a split decision on a lossy link is availability, not \
+                 safety); final phases {}",
+                fences.join(" "),
+                c.phases_line()
+            ),
+            measured_ms: first_takeover(&ev, t0).map(|e| e.t - t0),
+            bound_ms: None,
+        })
+    })();
+    conclude(
+        &c,
+        "s12l",
+        "lossy link between the rooms (30% loss)",
+        r,
+        true,
+    );
+}
