@@ -82,3 +82,36 @@ pub fn nofile_limit() -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// Time the threads of a process spent waiting on a run queue for a CPU (sum of the second
+/// field of `/proc/<pid>/task/*/schedstat`): direct evidence of CPU contention.
+pub fn runqueue_wait(pid: u32) -> Option<Duration> {
+    let mut ns: u64 = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let s = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+        ns += s
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Some(Duration::from_nanos(ns))
+}
+
+/// Machine-wide CPU time (busy, total) in clock ticks from the first line of `/proc/stat`.
+pub fn machine_cpu_ticks() -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let v: Vec<u64> = s
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}

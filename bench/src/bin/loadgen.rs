@@ -282,6 +282,8 @@ async fn run(args: Args) -> Result<()> {
     let t0 = Instant::now();
     let cpu0 = sys::cpu_time(pid).unwrap_or_default();
     let self0 = sys::cpu_time(std::process::id()).unwrap_or_default();
+    let wait0 = sys::runqueue_wait(pid).unwrap_or_default();
+    let mach0 = sys::machine_cpu_ticks().unwrap_or((0, 0));
     let mut peak_rss = 0u64;
     let mut samples = Vec::new();
     for s in 0..args.seconds {
@@ -303,6 +305,14 @@ async fn run(args: Args) -> Result<()> {
     }
     let cpu = sys::cpu_time(pid).unwrap_or_default() - cpu0;
     let self_cpu = sys::cpu_time(std::process::id()).unwrap_or_default() - self0;
+    let wait = sys::runqueue_wait(pid).unwrap_or_default() - wait0;
+    let mach1 = sys::machine_cpu_ticks().unwrap_or((0, 0));
+    let (busy, total) = (mach1.0 - mach0.0, (mach1.1 - mach0.1).max(1));
+    let ncpu = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as f64;
+    // Percent of one core, machine-wide (all cores busy = ncpu x 100%).
+    let machine_busy_pct = busy as f64 / total as f64 * ncpu * 100.0;
     let ok = counters.ok.load(Ordering::Relaxed);
     let errors = counters.errors.load(Ordering::Relaxed);
     let non_grant = counters.non_grant.load(Ordering::Relaxed);
@@ -322,6 +332,11 @@ async fn run(args: Args) -> Result<()> {
     let self_cpu_pct = self_cpu.as_secs_f64() / elapsed * 100.0;
     let us_per_req = cpu.as_secs_f64() * 1e6 / ok.max(1) as f64;
     let target = ids as f64 * 1000.0 / renew_ms as f64;
+    let others_pct = (machine_busy_pct - witness_cpu_pct - self_cpu_pct).max(0.0);
+    let wait_pct = wait.as_secs_f64() / elapsed * 100.0;
+    let client_us = self_cpu.as_secs_f64() * 1e6 / ok.max(1) as f64;
+    let capacity_both = ncpu * 1e6 / (us_per_req + client_us).max(1.0);
+    let capacity_witness = ncpu * 1e6 / us_per_req.max(1.0);
     println!(
         "warm-up {} s: {} renewals ({} errors) incl. the first request of every identity (cluster creation, durable)",
         warm.as_secs(),
@@ -348,6 +363,15 @@ async fn run(args: Args) -> Result<()> {
         rss_connected as f64 / 1024.0,
         peak_rss as f64 / 1024.0,
         self_cpu_pct
+    );
+    println!(
+        "machine CPU during the window: {machine_busy_pct:.0}% of {ncpu:.0} x 100% (witness {witness_cpu_pct:.0}%, load generator {self_cpu_pct:.0}%, \
+         other processes {others_pct:.0}%); witness threads waited {:.1} s on the run queue ({wait_pct:.0}% of the window)",
+        wait.as_secs_f64()
+    );
+    println!(
+        "CPU per renewal: witness {us_per_req:.0} us + load generator {client_us:.0} us -> this machine, undisturbed, \
+         carries ~{capacity_both:.0}/s with both on it, ~{capacity_witness:.0}/s for the witness alone"
     );
     if let Some(j) = &args.json_out {
         let v = serde_json::json!({
