@@ -555,41 +555,19 @@ impl Cluster {
         Ok(out)
     }
 
-    /// The witness's `/v1/status` JSON.
+    /// The witness's `/v1/status` JSON (`witness status --json` inside its namespace).
     pub fn witness_status(&self) -> Result<serde_json::Value> {
         let ns = self.shared.net.ns("witness");
-        let out = run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &ns,
-                "curl",
-                "-sf",
-                "--max-time",
-                "2",
-                "http://127.0.0.1:7480/v1/status",
-            ],
-        )?;
+        let wb = s(&self.witness_bin);
+        let out = run("ip", &["netns", "exec", &ns, &wb, "status", "--json"])?;
         Ok(serde_json::from_str(&out)?)
     }
 
-    /// A node agent's `/v1/status` JSON.
+    /// A node agent's `/v1/status` JSON (`witness-agent status --json` inside its namespace).
     pub fn agent_status(&self, node: &str) -> Result<serde_json::Value> {
         let ns = self.shared.net.ns(node);
-        let out = run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &ns,
-                "curl",
-                "-sf",
-                "--max-time",
-                "2",
-                "http://127.0.0.1:7481/v1/status",
-            ],
-        )?;
+        let ab = s(&self.shared.agent_bin);
+        let out = run("ip", &["netns", "exec", &ns, &ab, "status", "--json"])?;
         Ok(serde_json::from_str(&out)?)
     }
 

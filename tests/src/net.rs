@@ -7,6 +7,7 @@
 //! no latency; loss uses nftables `numgen random`.
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
@@ -51,6 +52,9 @@ impl Net {
     /// Creates the switch and one namespace per `(name, last address octet)`.
     pub fn new(index: u8, hosts: &[(&str, u8)]) -> Result<Net> {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        if n == 0 {
+            remove_stale();
+        }
         let tag = format!("wt{}x{n}", std::process::id());
         let switch = format!("{tag}-sw");
         let mut net = Net {
@@ -190,6 +194,28 @@ impl Net {
             ],
         )
         .map(|_| ())
+    }
+}
+
+/// Removes namespaces left by earlier runs whose process is gone (a test process killed with
+/// SIGKILL cannot clean up): names `wt<pid>x<n>-...` whose pid no longer exists.
+fn remove_stale() {
+    let Ok(list) = run("ip", &["netns", "list"]) else {
+        return;
+    };
+    for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
+        let Some(rest) = name.strip_prefix("wt") else {
+            continue;
+        };
+        let Some((pid, _)) = rest.split_once('x') else {
+            continue;
+        };
+        if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = run("ip", &["netns", "del", name]);
+        }
     }
 }
 

@@ -11,6 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The recorder's threads never outlive this (a bound on their loops).
+const MAX_LIFE: Duration = Duration::from_secs(3600);
+
 /// One recorded event.
 #[derive(Clone, Debug, Serialize)]
 pub struct Event {
@@ -67,7 +70,7 @@ impl Recorder {
     }
 
     fn accept_loop(&self, listener: UnixListener) {
-        while !self.stop.load(Ordering::SeqCst) {
+        while !self.stop.load(Ordering::SeqCst) && self.start.elapsed() < MAX_LIFE {
             match listener.accept() {
                 Ok((s, _)) => {
                     let _ = s.set_nonblocking(false);
@@ -83,7 +86,7 @@ impl Recorder {
     fn read_conn(&self, s: std::os::unix::net::UnixStream) {
         let mut r = BufReader::new(s);
         let mut line = String::new();
-        while !self.stop.load(Ordering::SeqCst) {
+        while !self.stop.load(Ordering::SeqCst) && self.start.elapsed() < MAX_LIFE {
             match r.read_line(&mut line) {
                 Ok(0) => return,
                 Ok(_) => {

@@ -567,7 +567,8 @@ fn skewed(id: &str, index: u8, fast: &str, slow: &str, assert_safe: bool) {
         );
         let want: f64 = fast.parse().unwrap_or(1.0);
         ensure!(
-            (rate - want).abs() < 0.02 + (want - 1.0).abs() * 0.1,
+            // The status is published once per agent tick: a few percent of noise over 2 s.
+            (rate - want).abs() < 0.05 + (want - 1.0).abs() * 0.1,
             "a1's clock ran at x{rate:.3}, faketime says x{fast}"
         );
         let t0 = c.fault("room b (slow clock) cut from room a and from the witness");
