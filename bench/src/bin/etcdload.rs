@@ -234,7 +234,13 @@ async fn run(args: Args) -> Result<()> {
     }
     measuring.store(false, Ordering::Relaxed);
     let elapsed = t0.elapsed().as_secs_f64();
-    let cpu = sys::cpu_time(pid).unwrap_or_default() - cpu0;
+    if let Ok(Some(st)) = child.try_wait() {
+        eprintln!(
+            "etcd exited during the run ({st}): {}",
+            witness_bench::lab::tail(&dir.path().join("etcd.log"))
+        );
+    }
+    let cpu = sys::cpu_time(pid).unwrap_or_default().saturating_sub(cpu0);
     let (okn, errn) = (ok.load(Ordering::Relaxed), errors.load(Ordering::Relaxed));
     stop.store(true, Ordering::Relaxed);
     let mut lat = Vec::new();

@@ -238,7 +238,9 @@ async fn run(args: Args) -> Result<()> {
         }
     }
     let conn_secs = t_conn.elapsed().as_secs_f64();
-    let hs_cpu = sys::cpu_time(pid).unwrap_or_default() - cpu_before_conn;
+    let hs_cpu = sys::cpu_time(pid)
+        .unwrap_or_default()
+        .saturating_sub(cpu_before_conn);
     println!(
         "{} TLS 1.3 mutual-auth connections in {:.1} s ({:.0} handshakes/s, {} failed); witness CPU {:.2} ms per handshake",
         ids - connect_errors as usize,
@@ -303,11 +305,18 @@ async fn run(args: Args) -> Result<()> {
             witness_bench::lab::tail(&dir.path().join("witness.log"))
         );
     }
-    let cpu = sys::cpu_time(pid).unwrap_or_default() - cpu0;
-    let self_cpu = sys::cpu_time(std::process::id()).unwrap_or_default() - self0;
-    let wait = sys::runqueue_wait(pid).unwrap_or_default() - wait0;
+    let cpu = sys::cpu_time(pid).unwrap_or_default().saturating_sub(cpu0);
+    let self_cpu = sys::cpu_time(std::process::id())
+        .unwrap_or_default()
+        .saturating_sub(self0);
+    let wait = sys::runqueue_wait(pid)
+        .unwrap_or_default()
+        .saturating_sub(wait0);
     let mach1 = sys::machine_cpu_ticks().unwrap_or((0, 0));
-    let (busy, total) = (mach1.0 - mach0.0, (mach1.1 - mach0.1).max(1));
+    let (busy, total) = (
+        mach1.0.saturating_sub(mach0.0),
+        mach1.1.saturating_sub(mach0.1).max(1),
+    );
     let ncpu = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1) as f64;
