@@ -21,7 +21,7 @@ fn model_check_rejoin_after_a_healed_partition_is_safe_and_sometimes_completes()
     let started = std::time::Instant::now();
     let o = explore(heal_exploration(Mutation::None, extra), max);
     println!(
-        "model check [rejoin after a healed partition, re-cuts, a held message; {extra} ticks]: {} states explored in {:.1?}",
+        "model check [rejoin after a healed partition, re-cuts (and a held message in long runs); {extra} ticks]: {} states explored in {:.1?}",
         o.states,
         started.elapsed()
     );

@@ -33,8 +33,32 @@ fn model_checker_catches_takeover_without_the_wait() {
 
 #[test]
 fn model_checker_catches_a_witness_granting_without_persisting_the_epoch() {
-    let how = caught_by_model_checker(Mutation::GrantWithoutPersist, "witness crash");
-    println!("GrantWithoutPersist caught: {how}");
+    // A witness crash and restart, and two directed cuts (the rooms, then one room from the
+    // witness): every placement of them within nine ticks.
+    let x = model_check::exploration(
+        Mutation::GrantWithoutPersist,
+        proto::world::FaultBudget {
+            witness_crashes: 1,
+            cuts: 2,
+            ..Default::default()
+        },
+        proto::world::Allow::default(),
+        9,
+        (
+            proto::world::Rate::Exact,
+            proto::world::Rate::Exact,
+            proto::world::Rate::Exact,
+        ),
+    );
+    let o = model_check::explore_until(x, 20_000_000, true);
+    let (property, trace) = o
+        .violations
+        .first()
+        .expect("the model checker did not catch GrantWithoutPersist");
+    println!(
+        "GrantWithoutPersist caught: broke \"{property}\" after {} states: {trace}",
+        o.states
+    );
 }
 
 #[test]
