@@ -135,13 +135,18 @@ window divided by the renewals):
   alone fits ~2 cores / 90 us = ~22,000/s, with no headroom) or more cores; the next step on the
   witness itself would be cheaper proofs (a proof only when the grant changes, or batching
   signatures), which is a protocol decision, not a tuning.
-* **Memory**: about 21-22 KiB per kept-alive mutual-TLS connection while idle (rustls
-  connection state and buffers, hyper's 8 KiB read buffer, the connection task), so ~430 MiB
-  for 19,800 connections; while requests queue because the CPU is saturated, every connection
-  holds request/response buffers at once and the peak grows further. The 512 MiB target holds
-  for up to ~20,000 connections when the witness keeps up; hyper's fixed read-buffer size or a
-  different allocator are the levers left (not changed: a smaller read buffer would also lower
-  the accepted request-head size).
+* **Memory**: about 21-22 KiB per kept-alive mutual-TLS connection while idle ("connected"
+  RSS / connections: 428 MiB for 19,800), of which 16 KiB is hyper's: hyper 1.x allocates an
+  8 KiB header write buffer per connection and reserves an 8 KiB read buffer on the first read
+  (`INIT_BUFFER_SIZE` in hyper's `proto/h1/io.rs`), and keeps both for the connection's life;
+  the rest is rustls's connection state and the connection task. Not allocator fragmentation:
+  with `MALLOC_ARENA_MAX=1` the connected RSS is the same (179.6 vs 180.2 MiB for 8,000
+  connections). While requests queue because the CPU is saturated, every connection holds
+  request and response buffers at once and the peak grows (~600 MiB at 19,800 connections).
+  When the witness keeps up, the peak is ~27 KiB per connection (214 MiB for 8,000), so 512 MiB
+  holds up to about 19,000 connections. Levers left (not changed: both change behaviour):
+  hyper's `read_buf_exact_size` (a fixed, smaller read buffer also lowers the largest accepted
+  request head, today 64 KiB), or HTTP/2 multiplexing of one site's nodes over one connection.
 * **Open-files limit**: this machine's hard limit is 20,000 descriptors per process
   (`ulimit -Hn`, not raisable without CAP_SYS_RESOURCE), and both the witness and the load
   generator need one per connection, so the "10,000 clusters" run uses 9,900 clusters (19,800
@@ -149,6 +154,10 @@ window divided by the renewals):
 
 ## Open points
 
+* etcd 3.4 at the full load (19,800 keep-alive streams, each on its own HTTP/2 connection)
+  did not keep up in our runs: it stalled (keep-alives timing out at 10 s, RSS 1.3-2.9 GiB);
+  at 8,000 and 4,000 leases it kept up. The lower levels are the like-for-like comparison.
+  Not investigated further (a real etcd client multiplexes many leases over one connection).
 * On restart, a fenced room's agent is told to fence within ~10 ms of starting, before its
   watchdog thread has opened the device, so its fencing reports `driver watchdog: failed`
   (seen in the demo, docs/demo.md). Harmless there (the node runs nothing yet), but an

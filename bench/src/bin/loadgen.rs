@@ -443,8 +443,24 @@ async fn run(args: Args) -> Result<()> {
         );
         s.row(
             "load generator CPU",
-            &format!("{self_cpu_pct:.0}% of one core"),
+            &format!("{self_cpu_pct:.0}% of one core, {client_us:.0} us per renewal"),
             "",
+        );
+        s.row(
+            "machine CPU in the window (all processes)",
+            &format!(
+                "{machine_busy_pct:.0}% of {ncpu:.0}00%: witness {witness_cpu_pct:.0}%, load generator {self_cpu_pct:.0}%, \
+                 other processes {others_pct:.0}%; witness threads waited for a CPU {:.1} s ({wait_pct:.0}% of the window)",
+                wait.as_secs_f64()
+            ),
+            "",
+        );
+        s.row(
+            "capacity from CPU per renewal",
+            &format!(
+                "~{capacity_both:.0}/s with the load generator on the same {ncpu:.0} cores; ~{capacity_witness:.0}/s for the witness alone"
+            ),
+            "20,000/s",
         );
         s.row(
             "connection set-up",
