@@ -12,7 +12,8 @@
 #       renders docs/scenarios.md from the rows already in target/scenario-report/
 #
 # Environment: WT_PARALLEL (clusters at once, default 3), WITNESS_BIN / AGENT_BIN (binaries;
-# default target/release, built if missing), CARGO_TARGET_DIR.
+# default target/release, built first), CARGO_TARGET_DIR. (Plain `cargo test -p witness-tests`
+# uses the newer of target/release and target/debug.)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -49,6 +50,8 @@ render() {
 
 build() {
     cargo build --release -p witness -p witness-agent
+    export WITNESS_BIN=${WITNESS_BIN:-$TARGET_DIR/release/witness}
+    export AGENT_BIN=${AGENT_BIN:-$TARGET_DIR/release/witness-agent}
 }
 
 case "$MODE" in

@@ -112,8 +112,8 @@ impl Drop for Proc {
 }
 
 /// The built binary `name` (`witness` or `witness-agent`): `$WITNESS_BIN` / `$AGENT_BIN`, else
-/// `target/{release,debug}/<name>` of this workspace (`$CARGO_TARGET_DIR` honoured), built with
-/// cargo when missing.
+/// the newer of `target/{release,debug}/<name>` of this workspace (`$CARGO_TARGET_DIR`
+/// honoured), built with cargo when missing.
 pub fn binary(name: &str) -> Result<PathBuf> {
     let var = if name == "witness" {
         "WITNESS_BIN"
@@ -130,11 +130,17 @@ pub fn binary(name: &str) -> Result<PathBuf> {
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root.join("target"));
-    for profile in ["release", "debug"] {
-        let p = target.join(profile).join(name);
-        if p.exists() {
-            return Ok(p);
-        }
+    // The newer of the release and debug builds (a stale release build must not win).
+    let newest = ["release", "debug"]
+        .iter()
+        .map(|p| target.join(p).join(name))
+        .filter_map(|p| {
+            let t = std::fs::metadata(&p).and_then(|m| m.modified()).ok()?;
+            Some((t, p))
+        })
+        .max();
+    if let Some((_, p)) = newest {
+        return Ok(p);
     }
     let _guard = BUILD.lock();
     let p = target.join("release").join(name);

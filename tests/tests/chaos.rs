@@ -195,6 +195,7 @@ fn run_seed(seed: u64, secs: u64, index: u8) -> Option<Result<String, String>> {
         bound_ms: None,
         checker: v.line(),
         passed: v.ok(),
+        reported_only: false,
     };
     if std::env::var("CHAOS_REPORT").is_ok_and(|v| v == "1") {
         let _ = write_row(&row);

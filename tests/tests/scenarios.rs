@@ -551,17 +551,39 @@ fn skewed(id: &str, index: u8, fast: &str, slow: &str, assert_safe: bool) {
         spec.faketime.insert(h.into(), format!("+0 x{slow}"));
     }
     let drift = spec.timings.drift_ppm;
-    let Some(c) = warm(spec) else {
-        return;
+    let c = match Cluster::start(spec) {
+        Ok(Some(c)) => c,
+        Ok(None) => return,
+        Err(e) => panic!("cannot start the cluster: {e:#}"),
     };
+    let warm_err = c.wait_all_active(30_000).err();
     let r = (|| -> Result<Outcome> {
+        if let Some(e) = &warm_err {
+            ensure!(!assert_safe, "the cluster did not come up: {e:#}");
+            // Beyond the bound even a healthy start may split: report what happened.
+            let ev = c.events();
+            let why = ev
+                .iter()
+                .find(|e| e.kind == "fence")
+                .map(|e| format!("{} fenced: {}", e.node, e.str("reason")))
+                .unwrap_or_default();
+            return Ok(Outcome::plain(format!(
+                "witness and room a at x{fast}, room b at x{slow}: the cluster never came up                  paired, without any fault ({why}; phases {}); {}",
+                c.phases_line(),
+                witness_tests::check(&ev, &Cluster::rooms()).line()
+            )));
+        }
         // The agent's protocol clock follows libfaketime: phase_for_ms grows at the fast rate.
-        let s1 = c.agent_status("a1")?["phase_for_ms"].as_u64().unwrap_or(0);
-        let h1 = c.rec.now();
-        std::thread::sleep(std::time::Duration::from_millis(2_000));
-        let s2 = c.agent_status("a1")?["phase_for_ms"].as_u64().unwrap_or(0);
-        let h2 = c.rec.now();
-        let rate = (s2.saturating_sub(s1)) as f64 / (h2 - h1) as f64;
+        // Harness time taken around each status call, its midpoint compared; 3 s window.
+        let probe = || -> Result<(u64, f64)> {
+            let before = c.rec.now();
+            let v = c.agent_status("a1")?["phase_for_ms"].as_u64().unwrap_or(0);
+            Ok((v, (before + c.rec.now()) as f64 / 2.0))
+        };
+        let (s1, h1) = probe()?;
+        std::thread::sleep(std::time::Duration::from_millis(3_000));
+        let (s2, h2) = probe()?;
+        let rate = (s2.saturating_sub(s1)) as f64 / (h2 - h1);
         println!(
             "[{id}] a1's protocol clock ran at x{rate:.3} of the harness clock (faketime x{fast})"
         );

@@ -64,6 +64,7 @@ pub fn conclude(c: &Cluster, id: &str, scenario: &str, r: Result<Outcome>, asser
         bound_ms,
         checker: v.line(),
         passed,
+        reported_only: !assert_safe,
     };
     if let Err(e) = write_row(&row) {
         println!("[{id}] cannot write the report row: {e}");
