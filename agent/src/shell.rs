@@ -656,10 +656,7 @@ impl Shell {
                 .emit("phase", json!({"phase": phase, "epoch": run.epoch.0}));
             self.last_phase = Some(wire);
         }
-        let lease_now = run
-            .lease
-            .as_ref()
-            .map(|l| (mode_name(&l.mode), l.epoch.0));
+        let lease_now = run.lease.as_ref().map(|l| (mode_name(&l.mode), l.epoch.0));
         if self.last_lease != lease_now {
             if let Some((mode, epoch)) = &lease_now {
                 self.events
