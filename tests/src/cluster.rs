@@ -48,6 +48,9 @@ pub struct Spec {
     /// A node reset by its watchdog boots again after this long (`None`: stays down).
     pub reboot_after_reset_ms: Option<u64>,
     pub preferred_room: Option<String>,
+    /// Delay the lease API by this many ms each way from the start, through the given
+    /// `delay-relay` binary (see [`Cluster::delay_witness`]).
+    pub witness_delay: Option<(PathBuf, u64)>,
 }
 
 impl Spec {
@@ -60,6 +63,7 @@ impl Spec {
             faketime: BTreeMap::new(),
             reboot_after_reset_ms: Some(2_000),
             preferred_room: None,
+            witness_delay: None,
         }
     }
 }
@@ -79,6 +83,7 @@ struct NodeSlot {
 struct Inner {
     nodes: BTreeMap<String, NodeSlot>,
     witness: Option<Proc>,
+    relay: Option<Proc>,
 }
 
 struct Shared {
@@ -308,6 +313,7 @@ impl Cluster {
             inner: Mutex::new(Inner {
                 nodes,
                 witness: None,
+                relay: None,
             }),
             agent_bin,
             tag,
@@ -329,6 +335,9 @@ impl Cluster {
             dir,
             _slot: slot,
         };
+        if let Some((relay, ms)) = &cluster.spec.witness_delay {
+            cluster.delay_witness(relay, *ms)?;
+        }
         cluster.start_witness()?;
         for (n, _, _) in NODES {
             cluster.boot(n)?;
@@ -526,6 +535,56 @@ impl Cluster {
         }
         self.shared.net.drop_from(node, "witness", None)?;
         self.shared.net.drop_from("witness", node, None)
+    }
+
+    /// Delays the lease API by `ms` each way: a relay (`relay`, the `delay-relay` binary) in
+    /// the witness's namespace, and an nftables redirect of the lease port to it (the relay
+    /// itself reaches the witness on its address, which is not redirected).
+    pub fn delay_witness(&self, relay: &Path, ms: u64) -> Result<()> {
+        const RELAY_PORT: u16 = 7445;
+        let wip = self.shared.net.ip("witness");
+        let p = Proc::spawn(
+            "delay-relay",
+            &self.shared.net.ns("witness"),
+            relay,
+            &[
+                format!("0.0.0.0:{RELAY_PORT}"),
+                format!("{wip}:{LEASE_PORT}"),
+                ms.to_string(),
+            ],
+            &[],
+            None,
+            &self.dir.path().join("relay.log"),
+        )?;
+        self.lock().relay = Some(p);
+        std::thread::sleep(Duration::from_millis(100));
+        self.shared.net.nft(
+            "witness",
+            &format!(
+                "table ip witness_delay {{\n  chain prerouting {{\n    type nat hook prerouting \
+                 priority -100; policy accept;\n    tcp dport {LEASE_PORT} redirect to :{RELAY_PORT}\n  \
+                 }}\n}}\n"
+            ),
+        )
+    }
+
+    /// Established TCP connections in the witness's namespace whose local port is `port`.
+    pub fn witness_ss(&self, port: &str) -> Result<usize> {
+        let ns = self.shared.net.ns("witness");
+        let out = run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &ns,
+                "ss",
+                "-Htn",
+                "state",
+                "established",
+                &format!("( sport = :{port} )"),
+            ],
+        )?;
+        Ok(out.lines().filter(|l| !l.trim().is_empty()).count())
     }
 
     /// Removes every network fault.
@@ -897,6 +956,9 @@ impl Drop for Cluster {
         }
         if let Some(mut w) = g.witness.take() {
             w.kill9();
+        }
+        if let Some(mut r) = g.relay.take() {
+            r.kill9();
         }
         drop(g);
         self.rec.shutdown();

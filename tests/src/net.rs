@@ -166,6 +166,16 @@ impl Net {
         self.add_rule(to, &format!("from-{from}"), &rule)
     }
 
+    /// Loads an nftables script into `host`'s namespace.
+    pub fn nft(&self, host: &str, text: &str) -> Result<()> {
+        let path = std::env::temp_dir().join(format!("{}-{host}-extra.nft", self.tag));
+        std::fs::write(&path, text)?;
+        let p = path.to_string_lossy().into_owned();
+        let r = run("ip", &["netns", "exec", &self.ns(host), "nft", "-f", &p]);
+        let _ = std::fs::remove_file(&path);
+        r.map(|_| ())
+    }
+
     /// Removes every fault rule everywhere.
     pub fn heal_all(&self) -> Result<()> {
         let hosts: Vec<String> = self.hosts.keys().cloned().collect();

@@ -815,3 +815,47 @@ fn s12_lossy_link_between_the_rooms_stays_safe_without_fence_storms() {
         true,
     );
 }
+
+#[test]
+fn s14_delayed_witness_link_still_leaves_exactly_one_room_running() {
+    let mut spec = Spec::new("s14", 14);
+    // No netem here: a delaying TCP relay in the witness's namespace, 100 ms each way.
+    spec.witness_delay = Some((env!("CARGO_BIN_EXE_delay-relay").into(), 100));
+    let Some(c) = warm(spec) else {
+        return;
+    };
+    let r = (|| -> Result<Outcome> {
+        let t0 = c.rec.now();
+        c.hold(3_000, "a delayed witness link alone", quiet_since(t0))?;
+        // The relay is really in the path: the nodes' connections end at the relay's port.
+        let via_relay = c.witness_ss("7445")?;
+        let direct = c.witness_ss("7443")?;
+        println!("[s14] lease connections: {via_relay} through the relay, {direct} at the witness");
+        ensure!(via_relay > 0, "no lease connection goes through the relay");
+        let t1 = c.fault("link between the rooms cut, witness link delayed 100 ms each way");
+        c.cut_rooms()?;
+        let (s, m) = failover(&c, t1, None)?;
+        let loser = other(&s);
+        c.wait_phase(&nodes_of(loser), "fenced", 10_000)?;
+        survivor_holds(&c, &s, 1_000)?;
+        let bound = c.timings.worst_case_room_loss_takeover_ms();
+        ensure!(m <= bound, "takeover after {m} ms, bound {bound} ms");
+        Ok(measured(
+            &c,
+            t1,
+            format!(
+                "with every lease request and reply delayed 100 ms (relay), nothing fenced \
+                 while the rooms were joined; after the cut room {s} took over after {m} ms and \
+                 room {loser} fenced"
+            ),
+            m,
+        ))
+    })();
+    conclude(
+        &c,
+        "s14",
+        "extra: witness link delayed 100 ms each way, then a cut",
+        r,
+        true,
+    );
+}
