@@ -39,6 +39,9 @@ pub fn find_bin(env: &str, name: &str, package: &str) -> Result<PathBuf> {
     };
     let root = workspace_root();
     if root.join("Cargo.toml").is_file() && std::env::var_os("BENCH_NO_BUILD").is_none() {
+        eprintln!(
+            "building {package} if needed (cargo build --release -p {package}; BENCH_NO_BUILD=1 skips this)"
+        );
         let status = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
             .args(["build", "--release", "--quiet", "-p", package])
             .current_dir(&root)
