@@ -83,7 +83,7 @@ struct NodeSlot {
 struct Inner {
     nodes: BTreeMap<String, NodeSlot>,
     witness: Option<Proc>,
-    relay: Option<Proc>,
+    relays: Vec<Proc>,
 }
 
 struct Shared {
@@ -313,7 +313,7 @@ impl Cluster {
             inner: Mutex::new(Inner {
                 nodes,
                 witness: None,
-                relay: None,
+                relays: Vec::new(),
             }),
             agent_bin,
             tag,
@@ -537,40 +537,46 @@ impl Cluster {
         self.shared.net.drop_from("witness", node, None)
     }
 
-    /// Delays the lease API by `ms` each way: a relay (`relay`, the `delay-relay` binary) in
-    /// the witness's namespace, and an nftables redirect of the lease port to it (the relay
-    /// itself reaches the witness on its address, which is not redirected).
+    /// Delays the lease API by `ms` each way (see [`Cluster::delay_port`]).
     pub fn delay_witness(&self, relay: &Path, ms: u64) -> Result<()> {
-        const RELAY_PORT: u16 = 7445;
-        let wip = self.shared.net.ip("witness");
+        self.delay_port("witness", LEASE_PORT, relay, ms)
+    }
+
+    /// Delays every connection to `host`'s `port` by `ms` each way: a relay (`relay`, the
+    /// `delay-relay` binary) in `host`'s namespace on `port + 1000`, and an nftables redirect of
+    /// `port` to it (the relay itself reaches `port` on the host's address from inside, which
+    /// is not redirected: only prerouting is).
+    pub fn delay_port(&self, host: &str, port: u16, relay: &Path, ms: u64) -> Result<()> {
+        let relay_port = port + 1000;
+        let ip = self.shared.net.ip(host);
         let p = Proc::spawn(
             "delay-relay",
-            &self.shared.net.ns("witness"),
+            &self.shared.net.ns(host),
             relay,
             &[
-                format!("0.0.0.0:{RELAY_PORT}"),
-                format!("{wip}:{LEASE_PORT}"),
+                format!("0.0.0.0:{relay_port}"),
+                format!("{ip}:{port}"),
                 ms.to_string(),
             ],
             &[],
             None,
-            &self.dir.path().join("relay.log"),
+            &self.dir.path().join(format!("relay-{host}.log")),
         )?;
-        self.lock().relay = Some(p);
+        self.lock().relays.push(p);
         std::thread::sleep(Duration::from_millis(100));
         self.shared.net.nft(
-            "witness",
+            host,
             &format!(
                 "table ip witness_delay {{\n  chain prerouting {{\n    type nat hook prerouting \
-                 priority -100; policy accept;\n    tcp dport {LEASE_PORT} redirect to :{RELAY_PORT}\n  \
+                 priority -100; policy accept;\n    tcp dport {port} redirect to :{relay_port}\n  \
                  }}\n}}\n"
             ),
         )
     }
 
-    /// Established TCP connections in the witness's namespace whose local port is `port`.
-    pub fn witness_ss(&self, port: &str) -> Result<usize> {
-        let ns = self.shared.net.ns("witness");
+    /// Established TCP connections in `host`'s namespace whose local port is `port`.
+    pub fn host_ss(&self, host: &str, port: &str) -> Result<usize> {
+        let ns = self.shared.net.ns(host);
         let out = run(
             "ip",
             &[
@@ -957,7 +963,7 @@ impl Drop for Cluster {
         if let Some(mut w) = g.witness.take() {
             w.kill9();
         }
-        if let Some(mut r) = g.relay.take() {
+        for mut r in g.relays.drain(..) {
             r.kill9();
         }
         drop(g);

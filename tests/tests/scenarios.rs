@@ -828,8 +828,8 @@ fn s14_delayed_witness_link_still_leaves_exactly_one_room_running() {
         let t0 = c.rec.now();
         c.hold(3_000, "a delayed witness link alone", quiet_since(t0))?;
         // The relay is really in the path: the nodes' connections end at the relay's port.
-        let via_relay = c.witness_ss("7445")?;
-        let direct = c.witness_ss("7443")?;
+        let via_relay = c.host_ss("witness", "8443")?;
+        let direct = c.host_ss("witness", "7443")?;
         println!("[s14] lease connections: {via_relay} through the relay, {direct} at the witness");
         ensure!(via_relay > 0, "no lease connection goes through the relay");
         let t1 = c.fault("link between the rooms cut, witness link delayed 100 ms each way");
@@ -855,6 +855,51 @@ fn s14_delayed_witness_link_still_leaves_exactly_one_room_running() {
         &c,
         "s14",
         "extra: witness link delayed 100 ms each way, then a cut",
+        r,
+        true,
+    );
+}
+
+#[test]
+fn s15_slow_heartbeats_into_one_room_keep_both_rooms_running() {
+    let Some(c) = warm(Spec::new("s15", 15)) else {
+        return;
+    };
+    let relay = std::path::PathBuf::from(env!("CARGO_BIN_EXE_delay-relay"));
+    let r = (|| -> Result<Outcome> {
+        let h = c.timings.heartbeat_interval_ms;
+        let d = h * 6 / 10;
+        let t0 = c.fault(&format!(
+            "heartbeats into room b delayed {d} ms each way (round trip {} ms > H = {h} ms)",
+            2 * d
+        ));
+        for n in ["b1", "b2"] {
+            c.delay_port(n, 7444, &relay, d)?;
+        }
+        // New connections only go through the relay: let the agents reconnect.
+        c.hold(
+            4 * c.timings.lease_ms,
+            "slow heartbeats into room b",
+            |ev| quiet_since(t0)(ev),
+        )?;
+        let via = c.host_ss("b1", "8444")?;
+        ensure!(via > 0, "no heartbeat connection goes through the relay");
+        let a1 = c.agent_status("a1")?;
+        let b1 = c.agent_status("b1")?;
+        Ok(Outcome::plain(format!(
+            "8 s with room a's pings answered {} ms late: nothing fenced, nobody took over; a1 \
+             peer_contact={} (claiming={}), b1 peer_contact={}; the witness keeps both rooms \
+             paired while one room still reports contact (a partial-loss alarm)",
+            2 * d,
+            a1["peer_contact"],
+            a1["claiming"],
+            b1["peer_contact"]
+        )))
+    })();
+    conclude(
+        &c,
+        "s15",
+        "extra: heartbeats into one room slower than H",
         r,
         true,
     );
