@@ -17,15 +17,20 @@ echo "== cargo build (the binaries the harness and the deploy checks start)"
 cargo build --workspace --bins
 
 echo "== cargo test"
-cargo test --workspace -- --nocapture 2>&1 | tee target/test-output.log | grep -E '^(test |running |test result|model check|simulation:|checker|skipped|.*caught)' || true
-# the pipeline above only filters what is shown; the verdict comes from cargo's own exit status
+mkdir -p target
+# Show the lines that matter as they come; the verdict is cargo's own exit status.
+set +e
+cargo test --workspace --no-fail-fast -- --nocapture 2>&1 | tee target/test-output.log |
+    grep --line-buffered -E '^(test |running |test result|model check|simulation:|checker|skipped|.*caught)'
 status=${PIPESTATUS[0]}
+set -e
 if [ "$status" -ne 0 ]; then
-    echo "cargo test failed (full output in target/test-output.log):"
-    grep -E 'panicked|FAILED|failures:|error' target/test-output.log | head -50
+    echo "cargo test failed with status $status (full output in target/test-output.log):"
+    grep -E 'panicked|FAILED|failures:|^error' target/test-output.log | head -50
     exit "$status"
 fi
-grep -E '^test result' target/test-output.log | awk '{p+=$4; f+=$6; i+=$8} END {printf "cargo test: %d passed, %d failed, %d ignored\n", p, f, i}'
+grep -E '^test result' target/test-output.log |
+    awk '{p+=$4; f+=$6; i+=$8} END {printf "cargo test: %d passed, %d failed, %d ignored\n", p, f, i}'
 
 echo "== deployment checks (manifests, alerts, dashboard, units, metrics the binaries export)"
 WITNESS_BIN="$PWD/target/debug/witness" AGENT_BIN="$PWD/target/debug/witness-agent" \
