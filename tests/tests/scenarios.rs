@@ -568,7 +568,7 @@ fn skewed(id: &str, index: u8, fast: &str, slow: &str, assert_safe: bool) {
                 .map(|e| format!("{} fenced: {}", e.node, e.str("reason")))
                 .unwrap_or_default();
             return Ok(Outcome::plain(format!(
-                "witness and room a at x{fast}, room b at x{slow}: the cluster never came up                  paired, without any fault ({why}; phases {}); {}",
+                "witness and room a at x{fast}, room b at x{slow}: the cluster never came up paired, without any fault ({why}; phases {}); {}",
                 c.phases_line(),
                 witness_tests::check(&ev, &Cluster::rooms()).line()
             )));
