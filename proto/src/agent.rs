@@ -81,6 +81,11 @@ pub struct RunState {
     pub takeover: bool,
     /// Peer contact was held at some point since this node became active.
     pub had_contact: bool,
+    /// When this node last stopped vouching (fencing, or granted the right to act alone), while
+    /// it has not vouched since. A survivor that was fenced counts its takeover wait from here,
+    /// not from its unfence: it has not vouched in between.
+    #[serde(default)]
+    pub stopped_vouching: Option<Millis>,
 }
 
 impl RunState {
@@ -93,6 +98,7 @@ impl RunState {
             alone_since: None,
             takeover: false,
             had_contact: false,
+            stopped_vouching: None,
         }
     }
 }
@@ -361,6 +367,9 @@ impl NodeAgent {
         if matches!(self.run.phase, Phase::Fencing { .. } | Phase::Fenced { .. }) {
             return;
         }
+        if self.vouching() {
+            self.run.stopped_vouching = Some(now);
+        }
         self.run.phase = if self.run.phase == Phase::Starting {
             // Nothing runs on a node that has not started: it is fenced already. The drivers
             // still run once, idempotently, to make sure.
@@ -447,6 +456,7 @@ impl NodeAgent {
                             && matches!(self.run.phase, Phase::Active { .. })
                         {
                             self.run.alone_since = Some(now);
+                            self.run.stopped_vouching = Some(now);
                         }
                         if takeover == TakeoverPermit::Release && self.run.takeover {
                             self.run.takeover = false;
@@ -456,6 +466,9 @@ impl NodeAgent {
                         }
                     }
                     LeaseMode::Paired => {
+                        if matches!(self.run.phase, Phase::Active { .. }) {
+                            self.run.stopped_vouching = None;
+                        }
                         if self.run.takeover {
                             self.run.takeover = false;
                             out.actions.push(AgentAction::ReleaseTakeover {
@@ -596,7 +609,12 @@ impl NodeAgent {
             self.run.lease.as_ref().map(|l| l.mode),
             Some(LeaseMode::Alone { .. })
         );
-        self.run.alone_since = alone.then_some(now);
+        // Not vouched since `stopped_vouching` (fenced nodes do not vouch): the takeover wait
+        // runs from there. After a reboot there is no record, so it runs from now.
+        self.run.alone_since = alone.then(|| self.run.stopped_vouching.unwrap_or(now));
+        if !alone {
+            self.run.stopped_vouching = None;
+        }
         self.report_dirty = true;
         if unfence {
             out.actions.push(AgentAction::Unfence {
