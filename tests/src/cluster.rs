@@ -147,21 +147,8 @@ fn s(p: &Path) -> String {
 }
 
 fn timings_toml(t: &Timings) -> String {
-    format!(
-        "heartbeat_interval_ms = {}\npeer_timeout_ms = {}\nrenew_interval_ms = {}\nlease_ms = {}\n\
-         silence_ms = {}\nfence_deadline_ms = {}\nwatchdog_timeout_ms = {}\ndrift_ppm = {}\n\
-         rejoin_stable_ms = {}\nmin_fenced_ms = {}\n",
-        t.heartbeat_interval_ms,
-        t.peer_timeout_ms,
-        t.renew_interval_ms,
-        t.lease_ms,
-        t.silence_ms,
-        t.fence_deadline_ms,
-        t.watchdog_timeout_ms,
-        t.drift_ppm,
-        t.rejoin_stable_ms,
-        t.min_fenced_ms
-    )
+    // Serialised from the struct itself, so a new timing field can never be left out.
+    toml::to_string(t).expect("Timings serialises to TOML")
 }
 
 impl Cluster {

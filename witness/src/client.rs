@@ -47,18 +47,7 @@ pub async fn fetch_status(
         what: format!("cannot reach the witness status port at {u} (is `witness serve` running? see status_listen)"),
         source,
     })?;
-    let status = r.status();
-    let body = r.text().await.map_err(|source| ClientError::Http {
-        what: "cannot read the answer".into(),
-        source,
-    })?;
-    if !status.is_success() {
-        return Err(ClientError::Refused {
-            status: status.as_u16(),
-            body,
-        });
-    }
-    serde_json::from_str(&body).map_err(|e| ClientError::Decode(e.to_string()))
+    json_answer(r).await
 }
 
 /// Renders the status document as a table for a terminal.
@@ -200,6 +189,11 @@ pub async fn admin(
         what: format!("cannot reach the witness lease API at {u} (is it running, and is --ca the witness CA?)"),
         source,
     })?;
+    json_answer(r).await
+}
+
+/// Reads a witness answer: the JSON document on success, else the status and body it refused with.
+async fn json_answer(r: reqwest::Response) -> Result<serde_json::Value, ClientError> {
     let status = r.status();
     let body = r.text().await.map_err(|source| ClientError::Http {
         what: "cannot read the answer".into(),
