@@ -759,3 +759,54 @@ impl Arbiter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::NodePhase;
+
+    fn req(room: &str, node: &str, epoch: u64, claim: bool, health: u32) -> ArbiterInput {
+        ArbiterInput::Lease(LeaseRequest {
+            version: WIRE_VERSION,
+            cluster: "c".into(),
+            room: room.into(),
+            node: node.into(),
+            epoch: Epoch(epoch),
+            phase: NodePhase::Active,
+            peer_contact: !claim,
+            peer_reachable: !claim,
+            claim,
+            takeover: false,
+            health,
+        })
+    }
+
+    #[test]
+    fn a_node_reporting_a_higher_epoch_makes_the_witness_jump_past_it_and_persist() {
+        let mut a = Arbiter::create(ArbiterConfig::default(), "c".into(), Millis(0));
+        let step = a.step(Millis(10), req("a", "a1", 7, false, 0));
+        assert_eq!(step.reply.expect("reply").epoch, Epoch(8));
+        assert_eq!(step.persist.expect("the jump is persisted").epoch, Epoch(8));
+    }
+
+    #[test]
+    fn without_preference_or_history_the_healthier_room_survives_a_split() {
+        let mut a = Arbiter::create(ArbiterConfig::default(), "c".into(), Millis(0));
+        a.step(Millis(10), req("a", "a1", 1, false, 1));
+        a.step(Millis(10), req("b", "b1", 1, false, 5));
+        a.step(Millis(20), req("a", "a1", 1, true, 1));
+        a.step(Millis(20), req("b", "b1", 1, true, 5));
+        assert_eq!(a.record().mode, Mode::Alone(RoomId::new("b")));
+    }
+
+    #[test]
+    fn the_room_that_survived_last_wins_the_next_split_over_a_healthier_one() {
+        let mut a = Arbiter::create(ArbiterConfig::default(), "c".into(), Millis(0));
+        a.step(Millis(10), req("a", "a1", 1, false, 1));
+        a.step(Millis(10), req("b", "b1", 1, false, 5));
+        a.record.last_survivor = Some(RoomId::new("a"));
+        a.step(Millis(20), req("a", "a1", 1, true, 1));
+        a.step(Millis(20), req("b", "b1", 1, true, 5));
+        assert_eq!(a.record().mode, Mode::Alone(RoomId::new("a")));
+    }
+}
