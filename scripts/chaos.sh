@@ -5,7 +5,7 @@
 #   scripts/chaos.sh --seeds N --minutes M [--first-seed S]
 #       N random fault schedules of M minutes each (seeds S..S+N-1; S defaults to a random
 #       number, printed), the checker after every run; a failing seed is replayed with
-#       CHAOS_SEED=<seed> CHAOS_SECS=<secs> cargo test -p witness-tests --test chaos -- --nocapture
+#       CHAOS_SEED=<seed> CHAOS_SECS=<secs> cargo test -p witness-tests --test chaos -- --nocapture --include-ignored
 #   scripts/chaos.sh --scenarios
 #       runs the 13 scenario tests and the CI chaos slice, then renders docs/scenarios.md
 #   scripts/chaos.sh --report
@@ -61,8 +61,8 @@ case "$MODE" in
     scenarios)
         build
         rm -f "$ROWS"/*.json
-        cargo test -p witness-tests --test scenarios -- --nocapture
-        CHAOS_REPORT=1 cargo test -p witness-tests --test chaos -- --nocapture
+        cargo test -p witness-tests --test scenarios -- --nocapture --include-ignored
+        CHAOS_REPORT=1 cargo test -p witness-tests --test chaos -- --nocapture --include-ignored
         render
         ;;
     chaos)
@@ -76,6 +76,6 @@ case "$MODE" in
         SECS=$((MINUTES * 60))
         echo "chaos: seeds $LIST, $SECS s each (replay one with CHAOS_SEED=<seed> CHAOS_SECS=$SECS)"
         CHAOS_SEEDS=$LIST CHAOS_SECS=$SECS CHAOS_REPORT=1 \
-            cargo test -p witness-tests --test chaos -- --nocapture
+            cargo test -p witness-tests --test chaos -- --nocapture --include-ignored
         ;;
 esac

@@ -5,7 +5,6 @@
 //! - `witness-agent status [--json] [--url http://127.0.0.1:7481]` shows the node's view.
 //! - `witness-agent drbd-fence-peer [--status-url ...] [--timeout-ms ...]` is DRBD's
 //!   `fence-peer` handler (exit 7 only when the other room is provably fenced).
-#![forbid(unsafe_code)]
 
 use agent::config::{Config, ENV_CONFIG};
 use anyhow::Context;

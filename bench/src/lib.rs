@@ -1,7 +1,6 @@
 //! Shared pieces of the benchmarks and the demo: finding the real `witness` and
 //! `witness-agent` binaries, issuing certificates, and [`lab::Lab`], a witness plus two rooms of
 //! real agents on 127.0.0.1 with log-only drivers and one merged timeline of what they do.
-#![forbid(unsafe_code)]
 
 pub mod http1;
 pub mod lab;

@@ -210,6 +210,7 @@ fn run_seed(seed: u64, secs: u64, index: u8) -> Option<Result<String, String>> {
 }
 
 #[test]
+#[ignore = "needs root for network namespaces and nftables; scripts/test.sh runs it as root"]
 fn random_fault_schedules_never_let_both_rooms_run_alone() {
     let seeds: Vec<u64> = match (std::env::var("CHAOS_SEED"), std::env::var("CHAOS_SEEDS")) {
         (Ok(s), _) => s.trim().parse().map(|s| vec![s]).unwrap_or_default(),

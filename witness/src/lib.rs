@@ -4,7 +4,6 @@
 //! The protocol lives in `proto`; this crate is the shell around `proto::arbiter::Arbiter`:
 //! mutual TLS, durable records in sled (flushed before any reply that depends on them), signed
 //! lease proofs, status, metrics and the operator commands.
-#![forbid(unsafe_code)]
 
 pub mod api;
 pub mod audit;

@@ -1,6 +1,5 @@
 //! The `witness` binary: `serve`, `certs`, `status` and `admin`. A thin edge over the library;
 //! errors become one clear message and an exit status (64 for a bad configuration or usage).
-#![forbid(unsafe_code)]
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};

@@ -9,7 +9,6 @@
 //! witness run's JSON, the ratios.
 //!
 //! `cargo run --release -p witness-bench --bin etcdload -- --leases 20000 --seconds 20`
-#![forbid(unsafe_code)]
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;

@@ -6,7 +6,6 @@
 //! witness.
 //!
 //! `cargo run --release -p witness-bench --bin failover -- --runs 5`
-#![forbid(unsafe_code)]
 
 use anyhow::{bail, Result};
 use clap::Parser;

@@ -1,7 +1,6 @@
 //! A TCP relay that delays every byte by a fixed time in both directions: the harness's stand-in
 //! for `tc netem delay` (this kernel has no netem). `delay-relay LISTEN TARGET DELAY_MS`; runs
 //! until killed (the harness kills it with its namespace's processes).
-#![forbid(unsafe_code)]
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::mpsc;

@@ -1,6 +1,5 @@
 //! Renders `docs/scenarios.md` from the rows the scenario tests wrote:
 //! `scenario-report [--rows DIR] [--header FILE] [--out FILE]`.
-#![forbid(unsafe_code)]
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 
