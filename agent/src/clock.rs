@@ -35,6 +35,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::disallowed_methods)] // a plain test thread, not a tokio worker
     fn the_clock_moves_forward_and_the_boot_id_is_readable() {
         let c = Clock;
         let a = c.now();

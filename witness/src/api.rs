@@ -201,7 +201,7 @@ pub async fn lease(
     Extension(peer): Extension<Peer>,
     body: Body,
 ) -> Response {
-    let t0 = std::time::Instant::now();
+    let t0 = tokio::time::Instant::now();
     let r = match lease_inner(&app, &peer, body).await {
         Ok(r) => r,
         Err(refusal) => {

@@ -2,13 +2,14 @@
 //! contract around its `step`, the ticker for time-based decisions, and the snapshot the status
 //! page shows.
 //!
-//! Concurrency: the table is split into shards (`std::sync::Mutex<HashMap>`), each held only to
-//! find or insert a cluster's slot. A slot holds its arbiter behind a `tokio::sync::Mutex`, held
+//! Concurrency: the table is split into shards (`ShortLock<HashMap>`, a `std::sync::Mutex`), each
+//! held only to find or insert a cluster's slot. A slot holds its arbiter behind a `tokio::sync::Mutex`, held
 //! across the durable write: a reply that depends on a new record is sent only after that record
 //! is flushed, and no later reply of the same cluster can overtake the write. Different clusters
 //! never wait for each other. Plain renewals change no record, so they touch no disk.
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::shortlock::{lock, ShortLock};
 use crate::store::{Store, StoreError, StoredCluster};
 use proto::arbiter::{
     Arbiter, ArbiterEvent, ArbiterInput, ArbiterStep, ClusterRecord, Mode, NodeSeen,
@@ -99,23 +100,18 @@ pub struct AdminOutcome {
 
 /// The table of every cluster this witness knows.
 pub struct ClusterTable {
-    shards: Vec<std::sync::Mutex<HashMap<ClusterId, Arc<Slot>>>>,
+    shards: Vec<ShortLock<HashMap<ClusterId, Arc<Slot>>>>,
     /// Clusters loaded (bounded by `limits.max_clusters`).
     count: AtomicUsize,
     /// Clusters with a pending time-based decision; the ticker steps only these.
-    hot: std::sync::Mutex<HashSet<ClusterId>>,
+    hot: ShortLock<HashSet<ClusterId>>,
     /// While set and not passed: the store lost its state and an unknown cluster may hold
     /// leases this witness forgot, so it is recovered rather than created.
-    lost_until: std::sync::Mutex<Option<Millis>>,
+    lost_until: ShortLock<Option<Millis>>,
     store: Store,
     config: Arc<Config>,
     clock: Clock,
     metrics: Arc<Metrics>,
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding one of these short locks leaves plain data; keep serving.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 pub fn mode_label(a: &Arbiter) -> &'static str {
@@ -164,11 +160,11 @@ impl ClusterTable {
         let lost_until = lost_state.then(|| clock.now() + config.max_forgotten_state_wait_ms());
         ClusterTable {
             shards: (0..SHARDS)
-                .map(|_| std::sync::Mutex::new(HashMap::new()))
+                .map(|_| ShortLock::new(HashMap::new()))
                 .collect(),
             count: AtomicUsize::new(0),
-            hot: std::sync::Mutex::new(HashSet::new()),
-            lost_until: std::sync::Mutex::new(lost_until),
+            hot: ShortLock::new(HashSet::new()),
+            lost_until: ShortLock::new(lost_until),
             store,
             config,
             clock,
@@ -190,7 +186,7 @@ impl ClusterTable {
         (*lock(&self.lost_until)).map(|u| u.since(now))
     }
 
-    fn shard(&self, cluster: &ClusterId) -> &std::sync::Mutex<HashMap<ClusterId, Arc<Slot>>> {
+    fn shard(&self, cluster: &ClusterId) -> &ShortLock<HashMap<ClusterId, Arc<Slot>>> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         cluster.hash(&mut h);
         &self.shards[(h.finish() as usize) % SHARDS]
@@ -337,7 +333,7 @@ impl ClusterTable {
     ) -> Result<(), TableError> {
         if let Some(rec) = &step.persist {
             let recovery_done = st.recovering_marked && st.arbiter.recovering_until().is_none();
-            let t0 = std::time::Instant::now();
+            let t0 = tokio::time::Instant::now();
             let r = self.store.save(cluster, rec, recovery_done).await;
             self.metrics
                 .persist_duration

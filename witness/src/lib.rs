@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod proof;
 pub mod ratelimit;
 pub mod server;
+pub mod shortlock;
 pub mod status;
 pub mod store;
 pub mod tls;

@@ -3,6 +3,7 @@
 //!
 //! Memory is bounded by the identities the CA issued; idle, full buckets are dropped by
 //! [`RateLimiter::prune`].
+use crate::shortlock::{lock, ShortLock};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use tokio::time::Instant;
@@ -19,7 +20,7 @@ pub struct RateLimiter {
     per_second: f64,
     burst: f64,
     /// Sharded so concurrent requests from different identities rarely contend.
-    shards: Vec<std::sync::Mutex<HashMap<String, Bucket>>>,
+    shards: Vec<ShortLock<HashMap<String, Bucket>>>,
 }
 
 impl RateLimiter {
@@ -29,12 +30,12 @@ impl RateLimiter {
             per_second,
             burst: per_second,
             shards: (0..SHARDS)
-                .map(|_| std::sync::Mutex::new(HashMap::new()))
+                .map(|_| ShortLock::new(HashMap::new()))
                 .collect(),
         }
     }
 
-    fn shard(&self, key: &str) -> &std::sync::Mutex<HashMap<String, Bucket>> {
+    fn shard(&self, key: &str) -> &ShortLock<HashMap<String, Bucket>> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         key.hash(&mut h);
         &self.shards[(h.finish() as usize) % SHARDS]
@@ -43,7 +44,7 @@ impl RateLimiter {
     /// Takes one token; `Err(seconds)` tells how long until one is available.
     pub fn check(&self, key: &str) -> Result<(), f64> {
         let now = Instant::now();
-        let mut map = self.shard(key).lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = lock(self.shard(key));
         let b = map.entry(key.to_string()).or_insert(Bucket {
             tokens: self.burst,
             last: now,
@@ -64,7 +65,7 @@ impl RateLimiter {
         let now = Instant::now();
         let full_after = self.burst / self.per_second;
         for s in &self.shards {
-            let mut map = s.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = lock(s);
             map.retain(|_, b| {
                 now.saturating_duration_since(b.last).as_secs_f64() < full_after + 1.0
             });

@@ -58,7 +58,7 @@ pub struct App {
     pub tls: TlsReloader,
     /// The store was empty or wiped at start.
     pub lost_state: bool,
-    pub started: std::time::Instant,
+    pub started: tokio::time::Instant,
     pub started_at: String,
     pub lease_addr: SocketAddr,
     pub status_addr: SocketAddr,
@@ -262,7 +262,7 @@ pub async fn serve(
         audit: AuditLog::new(p.store.clone(), audit_path(&config)),
         tls: p.tls,
         lost_state,
-        started: std::time::Instant::now(),
+        started: tokio::time::Instant::now(),
         started_at: now
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default(),

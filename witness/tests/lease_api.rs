@@ -441,7 +441,7 @@ async fn slow_request_headers_are_cut_off_but_an_idle_keep_alive_connection_is_k
     tls.write_all(b"POST /v1/lease HTTP/1.1\r\nHost: localhost\r\n")
         .await
         .expect("write");
-    let t0 = std::time::Instant::now();
+    let t0 = tokio::time::Instant::now();
     let r = tokio::time::timeout(std::time::Duration::from_secs(5), tls.read(&mut buf))
         .await
         .expect("the witness closes the connection");

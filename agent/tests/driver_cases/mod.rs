@@ -1,5 +1,8 @@
 //! The drivers one by one, against the same stand-ins, plus the DRBD fence-peer handler's exit
 //! codes and a check of our drbdadm command lines against the real drbd-utils.
+// Test doubles and stand-ins run on threads and real processes and measure real wall time:
+// the shell's ban on std Instants and blocking locks (agent/clippy.toml) does not apply here.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 use crate::support::*;
 use agent::config::{DrbdConfig, VmConfig};
 use agent::drivers::drbd::{role_args, secondary_args, DrbdDriver};

@@ -8,6 +8,9 @@
 //!   recording every call;
 //! - a `drbdadm` stand-in script (no DRBD kernel module here) recording its command lines;
 //! - the watchdog as a regular file the test reads (no /dev/watchdog here).
+// Test doubles and stand-ins run on threads and real processes and measure real wall time:
+// the shell's ban on std Instants and blocking locks (agent/clippy.toml) does not apply here.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 #![allow(dead_code)]
 
 use agent::config::Config;
