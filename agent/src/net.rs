@@ -101,9 +101,7 @@ impl Clients {
                 String::from_utf8_lossy(&body).trim()
             ));
         }
-        let reply: LeaseReply = serde_json::from_slice(&body)
-            .map_err(|e| format!("witness reply is not a lease reply: {e}"))?;
-        check_version(reply.version)?;
+        let reply = decode_lease_reply(&body)?;
         if reply.cluster != req.cluster || reply.room != req.room || reply.node != req.node {
             return Err(format!(
                 "witness reply is addressed to {}/{}/{}, not to us",
@@ -136,9 +134,7 @@ impl Clients {
                 String::from_utf8_lossy(&body).trim()
             ));
         }
-        let pong: Pong = serde_json::from_slice(&body)
-            .map_err(|e| format!("peer {to} reply is not a pong: {e}"))?;
-        check_version(pong.version)?;
+        let pong = decode_pong(&body).map_err(|e| format!("peer {to} {e}"))?;
         if &pong.node != to || pong.cluster != ping.cluster {
             return Err(format!(
                 "peer {to} answered as {}/{}/{}",
@@ -147,6 +143,32 @@ impl Clients {
         }
         Ok(pong)
     }
+}
+
+/// Decodes the witness's answer to a lease request (JSON, then the wire version). Public so the
+/// fuzz targets (`fuzz/`) exercise exactly what the agent runs on bytes from the network.
+pub fn decode_lease_reply(body: &[u8]) -> Result<LeaseReply, String> {
+    let reply: LeaseReply = serde_json::from_slice(body)
+        .map_err(|e| format!("witness reply is not a lease reply: {e}"))?;
+    check_version(reply.version)?;
+    Ok(reply)
+}
+
+/// Decodes a peer's answer to a ping (JSON, then the wire version); the caller names the peer.
+pub fn decode_pong(body: &[u8]) -> Result<Pong, String> {
+    let pong: Pong =
+        serde_json::from_slice(body).map_err(|e| format!("reply is not a pong: {e}"))?;
+    check_version(pong.version)?;
+    Ok(pong)
+}
+
+/// Decodes the body of `POST /v1/heartbeat` (JSON, then the wire version); the caller then
+/// checks that it names the sender's certificate.
+pub fn decode_ping(body: &[u8]) -> Result<Ping, String> {
+    let ping: Ping =
+        serde_json::from_slice(body).map_err(|e| format!("body is not a ping: {e}"))?;
+    check_version(ping.version)?;
+    Ok(ping)
 }
 
 /// The full cause chain of an error (reqwest hides the TLS reason in its sources).
@@ -198,13 +220,10 @@ async fn heartbeat(
         }
         Err(e) => return refuse(StatusCode::UNAUTHORIZED, format!("client certificate: {e}")),
     };
-    let ping: Ping = match serde_json::from_slice(&body) {
+    let ping = match decode_ping(&body) {
         Ok(p) => p,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("body is not a ping: {e}")),
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, e),
     };
-    if let Err(e) = check_version(ping.version) {
-        return refuse(StatusCode::BAD_REQUEST, e);
-    }
     if (&ping.cluster, &ping.room, &ping.node) != (&id.0, &id.1, &id.2) {
         return refuse(
             StatusCode::FORBIDDEN,

@@ -137,8 +137,11 @@ async fn read_body(app: &App, body: Body) -> Result<bytes::Bytes, Refusal> {
 }
 
 /// Parses a versioned JSON body: the version is checked before any other field, so a newer
-/// agent is told about the version, not about a field it added.
-fn parse_versioned<T: serde::de::DeserializeOwned>(raw: &[u8], what: &str) -> Result<T, Refusal> {
+/// agent is told about the version, not about a field it added. Public for the fuzz targets.
+pub fn parse_versioned<T: serde::de::DeserializeOwned>(
+    raw: &[u8],
+    what: &str,
+) -> Result<T, Refusal> {
     let v: serde_json::Value = serde_json::from_slice(raw).map_err(|e| {
         Refusal::new(
             StatusCode::BAD_REQUEST,

@@ -113,6 +113,12 @@ async fn flusher(db: Weak<sled::Db>, mut rx: tokio::sync::mpsc::UnboundedReceive
     }
 }
 
+/// Decodes one stored cluster record (the value of the `clusters` tree). Public so the fuzz
+/// targets (`fuzz/`) exercise exactly what the witness reads back at start.
+pub fn decode_record(raw: &[u8]) -> Result<ClusterRecord, serde_json::Error> {
+    serde_json::from_slice(raw)
+}
+
 const INITIALISED: &[u8] = b"initialised";
 const LOST_WINDOW: &[u8] = b"lost_state_window";
 
@@ -254,7 +260,7 @@ impl Store {
                 marker_on_disk: recovering,
             });
         };
-        match serde_json::from_slice::<ClusterRecord>(&raw) {
+        match decode_record(&raw) {
             Ok(r) => Ok(StoredCluster {
                 record: Some(r),
                 recovering,
