@@ -140,6 +140,11 @@ pub enum ArbiterEvent {
         node: NodeId,
         reason: String,
     },
+    /// The epoch cannot grow any more (a record from before the epoch ceiling): no change of
+    /// who may act alone is possible, as it would need a new epoch.
+    EpochExhausted {
+        epoch: Epoch,
+    },
 }
 
 /// What one step decided.
@@ -150,6 +155,9 @@ pub struct ArbiterStep {
     pub reply: Option<LeaseReply>,
     /// For an admin command: `Err` with the reason it was refused.
     pub admin_result: Option<Result<String, String>>,
+    /// A lease request refused without any change (its reported epoch is out of range): the
+    /// shell answers with an error instead of `reply`.
+    pub refused: Option<String>,
     pub events: Vec<ArbiterEvent>,
 }
 
@@ -323,6 +331,20 @@ impl Arbiter {
             });
             return self.reply(&req, Verdict::Fence { reason });
         }
+        if let Some(reason) = self.epoch_report_refusal(&req) {
+            out.events.push(ArbiterEvent::Refused {
+                node: req.node.clone(),
+                reason: reason.clone(),
+            });
+            out.refused = Some(reason.clone());
+            return self.reply(
+                &req,
+                Verdict::Retry {
+                    after_ms: self.cfg.timings.lease_ms.max(1),
+                    reason,
+                },
+            );
+        }
         if !self.record.rooms.contains(&req.room) {
             if self.record.rooms.len() >= 2 {
                 let reason = format!(
@@ -353,13 +375,13 @@ impl Arbiter {
         self.max_epoch_seen = self.max_epoch_seen.max(req.epoch);
         if self.recovering_until.is_none() && req.epoch > self.record.epoch {
             // Only after lost state (or a restored old backup): never reuse an epoch a node
-            // has already seen.
-            let from = self.record.epoch;
-            self.record.epoch = req.epoch.next();
-            out.events.push(ArbiterEvent::EpochJumped {
-                from,
-                to: self.record.epoch,
-            });
+            // has already seen. `epoch_report_refusal` bounds the report, so this cannot
+            // overflow; checked all the same.
+            if let Some(to) = req.epoch.checked_next() {
+                let from = self.record.epoch;
+                self.record.epoch = to;
+                out.events.push(ArbiterEvent::EpochJumped { from, to });
+            }
         }
         let seen = NodeSeen {
             room: req.room.clone(),
@@ -444,6 +466,38 @@ impl Arbiter {
             self.last_grant.insert(req.room.clone(), now);
         }
         self.reply(&req, verdict)
+    }
+
+    /// The rule for a reported epoch (docs/protocol.md §6): never above [`Epoch::CEILING`],
+    /// and, unless the witness is waiting out lost state, at most [`Epoch::MAX_JUMP`] above
+    /// the witness's own. A report beyond is refused before anything changes, so one node
+    /// cannot move its cluster's epoch where it likes.
+    fn epoch_report_refusal(&self, req: &LeaseRequest) -> Option<String> {
+        if req.epoch > Epoch::CEILING {
+            return Some(format!(
+                "node {} reports epoch {}, above the highest epoch a node may report ({}); its \
+                 state is corrupt or forged: stop its agent and clear its state file",
+                req.node,
+                req.epoch,
+                Epoch::CEILING
+            ));
+        }
+        let limit = self.record.epoch.0.checked_add(Epoch::MAX_JUMP);
+        if self.recovering_until.is_none() && limit.is_some_and(|l| req.epoch.0 > l) {
+            return Some(format!(
+                "node {} reports epoch {}, more than {} ahead of cluster {}'s epoch {} at the \
+                 witness; the witness jumps only that far without having lost state: if its \
+                 store was restored from a very old backup, start it on an empty store \
+                 (it then waits out lost state and accepts the report), otherwise the node's \
+                 state is corrupt: stop its agent and clear its state file",
+                req.node,
+                req.epoch,
+                Epoch::MAX_JUMP,
+                self.cluster,
+                self.record.epoch
+            ));
+        }
+        None
     }
 
     /// The earliest time `room` may be granted the right to act alone: the other room's last
@@ -540,7 +594,13 @@ impl Arbiter {
 
     fn set_mode(&mut self, now: Millis, to: Mode, why: String, out: &mut ArbiterStep) {
         let from = self.record.mode.clone();
-        self.record.epoch = self.record.epoch.next();
+        let Some(epoch) = self.record.epoch.checked_next() else {
+            out.events.push(ArbiterEvent::EpochExhausted {
+                epoch: self.record.epoch,
+            });
+            return;
+        };
+        self.record.epoch = epoch;
         self.record.mode = to.clone();
         // Releasing keeps the survivor's settled right; a new Alone must be granted anew.
         self.record.alone_granted = matches!(to, Mode::Releasing(_)) && self.record.alone_granted;
@@ -569,10 +629,17 @@ impl Arbiter {
             if now < until {
                 return;
             }
+            let Some(epoch) = self.record.epoch.max(self.max_epoch_seen).checked_next() else {
+                // No fresh epoch left: keep granting nothing rather than reuse one.
+                out.events.push(ArbiterEvent::EpochExhausted {
+                    epoch: self.record.epoch,
+                });
+                return;
+            };
             self.recovering_until = None;
             self.record.recovering = false;
             self.record.alone_granted = false;
-            self.record.epoch = self.record.epoch.max(self.max_epoch_seen).next();
+            self.record.epoch = epoch;
             self.record.mode = Mode::Paired;
             self.mode_since = now;
             out.events.push(ArbiterEvent::RecoveryFinished {
@@ -666,25 +733,44 @@ impl Arbiter {
         cmd: AdminCommand,
         out: &mut ArbiterStep,
     ) -> Result<String, String> {
+        if matches!(
+            cmd,
+            AdminCommand::ForceSurvivor { .. } | AdminCommand::Release
+        ) && self
+            .record
+            .epoch
+            .max(self.max_epoch_seen)
+            .checked_next()
+            .is_none()
+        {
+            return Err(format!(
+                "cluster {}'s epoch {} cannot grow any more, so who may act alone cannot change; \
+                 see docs/witness.md (out-of-range epochs) for the recovery",
+                self.cluster, self.record.epoch
+            ));
+        }
         match cmd {
             AdminCommand::ForceSurvivor {
                 room,
                 other_room_down,
             } => {
-                if !self.record.rooms.contains(&room) && self.record.rooms.len() >= 2 {
-                    return Err(format!(
-                        "cluster {} has no room {room} (rooms: {})",
-                        self.cluster,
+                // Only a room one of whose nodes has called: a typo must not add a room (a
+                // cluster has two, so a phantom one would lock the real one out for good).
+                if !self.record.rooms.contains(&room) {
+                    let known = if self.record.rooms.is_empty() {
+                        "none yet: a room becomes known when one of its nodes calls".to_string()
+                    } else {
                         self.record
                             .rooms
                             .iter()
                             .map(|r| r.as_str())
                             .collect::<Vec<_>>()
                             .join(", ")
+                    };
+                    return Err(format!(
+                        "cluster {} has no room {room}; nothing changed (known rooms: {known})",
+                        self.cluster
                     ));
-                }
-                if !self.record.rooms.contains(&room) {
-                    self.record.rooms.push(room.clone());
                 }
                 if other_room_down {
                     // The operator certifies the other room is powered off: nothing to wait for.

@@ -54,8 +54,21 @@ name_type!(
 pub struct Epoch(pub u64);
 
 impl Epoch {
-    pub fn next(self) -> Epoch {
-        Epoch(self.0.saturating_add(1))
+    /// The highest epoch the witness accepts from a node (2^53, also the largest integer every
+    /// JSON reader keeps exact). A node can move a cluster's epoch at most this far; the
+    /// remaining 2^64 - 2^53 values are headroom for the witness's own increments, which at one
+    /// change of mode per second last longer than any hardware, so the epoch never saturates.
+    pub const CEILING: Epoch = Epoch(1 << 53);
+
+    /// How far ahead of the witness's epoch a report may be while the witness has not lost
+    /// state (a store restored from an old backup): more mode changes than a cluster goes
+    /// through in its life. Further ahead, the report is refused and nothing changes.
+    pub const MAX_JUMP: u64 = 1 << 20;
+
+    /// The epoch after this one, or `None` when it would overflow (never saturates: two
+    /// different rights must never share an epoch).
+    pub fn checked_next(self) -> Option<Epoch> {
+        self.0.checked_add(1).map(Epoch)
     }
 }
 

@@ -144,7 +144,11 @@ pub struct Pong {
 
 /// The operator's commands to the witness (admin certificate only; every use is audited).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "command")]
+#[serde(
+    rename_all = "snake_case",
+    tag = "command",
+    from = "AdminCommandStrict"
+)]
 pub enum AdminCommand {
     /// The double fault: let `room` act alone. With `other_room_down` the operator certifies
     /// that every node of the other room is powered off, so the takeover need not wait.
@@ -155,6 +159,35 @@ pub enum AdminCommand {
     Pause,
     /// Resume arbitration.
     Resume,
+}
+
+/// How [`AdminCommand`] is read: serde's `deny_unknown_fields` ignores extra fields next to
+/// the tag of a unit variant (`{"command":"pause","x":1}`), so every variant here has fields
+/// (empty for the unit ones) and a typo in a command is refused as in a lease request.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case", tag = "command", deny_unknown_fields)]
+enum AdminCommandStrict {
+    ForceSurvivor { room: RoomId, other_room_down: bool },
+    Release {},
+    Pause {},
+    Resume {},
+}
+
+impl From<AdminCommandStrict> for AdminCommand {
+    fn from(c: AdminCommandStrict) -> AdminCommand {
+        match c {
+            AdminCommandStrict::ForceSurvivor {
+                room,
+                other_room_down,
+            } => AdminCommand::ForceSurvivor {
+                room,
+                other_room_down,
+            },
+            AdminCommandStrict::Release {} => AdminCommand::Release,
+            AdminCommandStrict::Pause {} => AdminCommand::Pause,
+            AdminCommandStrict::Resume {} => AdminCommand::Resume,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -193,5 +226,29 @@ mod tests {
         assert!(serde_json::from_str::<LeaseRequest>(bad).is_err());
         assert!(check_version(2).unwrap_err().contains("version 2"));
         assert!(check_version(WIRE_VERSION).is_ok());
+    }
+
+    #[test]
+    fn admin_commands_with_unknown_fields_are_refused_like_lease_requests() {
+        for bad in [
+            r#"{"command":"pause","x":1}"#,
+            r#"{"command":"resume","force":true}"#,
+            r#"{"command":"release","room":"a"}"#,
+            r#"{"command":"force_survivor","room":"a","other_room_down":false,"x":1}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<AdminCommand>(bad).is_err(),
+                "accepted {bad}"
+            );
+        }
+        for good in [
+            r#"{"command":"pause"}"#,
+            r#"{"command":"resume"}"#,
+            r#"{"command":"release"}"#,
+            r#"{"command":"force_survivor","room":"a","other_room_down":true}"#,
+        ] {
+            let c: AdminCommand = serde_json::from_str(good).expect(good);
+            assert_eq!(serde_json::to_string(&c).expect("encodes"), good);
+        }
     }
 }
