@@ -13,8 +13,8 @@ use crate::config::{Mutation, Timings};
 use crate::ids::{ClusterId, Epoch, NodeId, RoomId};
 use crate::time::Millis;
 use crate::wire::{
-    LeaseMode, LeaseReply, LeaseRequest, NodePhase, Ping, Pong, TakeoverPermit, Verdict,
-    WIRE_VERSION,
+    LeaseMode, LeaseReply, LeaseRequest, NodePhase, PeerReport, Ping, Pong, TakeoverPermit,
+    Verdict, WIRE_VERSION,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -184,6 +184,10 @@ pub struct NodeAgent {
     last_renew: Option<Millis>,
     /// The witness asked us to come back later, not before this time.
     renew_not_before: Option<Millis>,
+    /// The latest renewal sent has not been answered yet: the next one goes out after
+    /// [`Timings::renew_retry_ms`], not after a whole renew interval, so a lease outlives any
+    /// witness silence shorter than `L − R − renew_retry_ms` minus a round trip.
+    awaiting_reply: bool,
     /// Something the witness should hear about changed: renew now rather than at the interval.
     report_dirty: bool,
     /// Restarted while fencing: the drivers must run again (they are idempotent).
@@ -207,6 +211,7 @@ impl NodeAgent {
             last_ping: None,
             last_renew: None,
             renew_not_before: None,
+            awaiting_reply: false,
             report_dirty: true,
             refence: matches!(run.phase, Phase::Fencing { .. }),
             run,
@@ -306,7 +311,24 @@ impl NodeAgent {
             claim: self.claims(now),
             takeover: self.run.takeover,
             health: self.health,
+            peers: self.peer_reports(now),
         }
+    }
+
+    /// What this node heard from each peer within the last peer timeout (older answers say
+    /// nothing current and are left out).
+    fn peer_reports(&self, now: Millis) -> Vec<PeerReport> {
+        let p = self.cfg.timings.peer_timeout_ms;
+        let age = |t: Option<Millis>| t.map(|t| now.since(t)).filter(|a| *a < p);
+        self.peers
+            .iter()
+            .map(|(node, s)| PeerReport {
+                node: node.clone(),
+                vouched_ms_ago: age(s.vouched_ping),
+                answered_ms_ago: age(s.answered_ping),
+            })
+            .filter(|r| r.vouched_ms_ago.is_some() || r.answered_ms_ago.is_some())
+            .collect()
     }
 
     /// One step at node-local time `now`.
@@ -415,6 +437,9 @@ impl NodeAgent {
             || reply.node != self.cfg.node
         {
             return;
+        }
+        if self.last_renew.is_some_and(|l| sent_at >= l) {
+            self.awaiting_reply = false;
         }
         if reply.epoch < self.run.epoch {
             return; // stale: we have seen a newer epoch
@@ -678,14 +703,19 @@ impl NodeAgent {
                 });
             }
         }
-        let due = self
-            .last_renew
-            .is_none_or(|l| now >= l + t.renew_interval_ms);
+        // A renewal in flight never holds back the next: unanswered, it is retried sooner.
+        let interval = if self.awaiting_reply {
+            t.renew_retry_ms()
+        } else {
+            t.renew_interval_ms
+        };
+        let due = self.last_renew.is_none_or(|l| now >= l + interval);
         let allowed = self.renew_not_before.is_none_or(|n| now >= n);
         if (due || self.report_dirty) && allowed {
             self.last_renew = Some(now);
             self.renew_not_before = None;
             self.report_dirty = false;
+            self.awaiting_reply = true;
             out.actions
                 .push(AgentAction::SendLease(self.lease_request(now)));
         }
