@@ -86,6 +86,11 @@ pub struct RunState {
     /// not from its unfence: it has not vouched in between.
     #[serde(default)]
     pub stopped_vouching: Option<Millis>,
+    /// When this active node resumed vouching after acting alone (a rejoin), until it has peer
+    /// contact again: like a node that just became active, it gives the other room's nodes, which
+    /// are unfencing only now, one peer timeout to vouch before it claims.
+    #[serde(default)]
+    pub resumed_vouching: Option<Millis>,
 }
 
 impl RunState {
@@ -99,6 +104,7 @@ impl RunState {
             takeover: false,
             had_contact: false,
             stopped_vouching: None,
+            resumed_vouching: None,
         }
     }
 }
@@ -277,9 +283,11 @@ impl NodeAgent {
     pub fn claims(&self, now: Millis) -> bool {
         match self.run.phase {
             Phase::Active { since } => {
+                let grace_from = self.run.resumed_vouching.map_or(since, |r| r.max(since));
                 self.vouching()
                     && !self.peer_contact(now)
-                    && (self.run.had_contact || now >= since + self.cfg.timings.peer_timeout_ms)
+                    && (self.run.had_contact
+                        || now >= grace_from + self.cfg.timings.peer_timeout_ms)
             }
             _ => false,
         }
@@ -493,6 +501,11 @@ impl NodeAgent {
                     LeaseMode::Paired => {
                         if matches!(self.run.phase, Phase::Active { .. }) {
                             self.run.stopped_vouching = None;
+                            if self.run.alone_since.is_some() {
+                                // The rooms rejoin: the other room unfences only now.
+                                self.run.had_contact = false;
+                                self.run.resumed_vouching = Some(now);
+                            }
                         }
                         if self.run.takeover {
                             self.run.takeover = false;
@@ -542,6 +555,7 @@ impl NodeAgent {
         }
         if self.peer_contact(now) && !self.run.had_contact {
             self.run.had_contact = true;
+            self.run.resumed_vouching = None;
         }
     }
 
@@ -626,6 +640,7 @@ impl NodeAgent {
     fn become_active(&mut self, now: Millis, out: &mut AgentStep, unfence: bool) {
         self.run.phase = Phase::Active { since: now };
         self.run.had_contact = false;
+        self.run.resumed_vouching = None;
         self.run.vouched_until = None;
         for s in self.peers.values_mut() {
             s.vouched_ping = None;

@@ -420,3 +420,45 @@ fn a_lease_outlives_a_witness_silence_up_to_its_stated_tolerance() {
         assert!(r.all_active("a") && r.w.nodes[2].active());
     }
 }
+
+/// Issue 12, item 3 of the build list: when the rooms return to `Paired` after a split, the
+/// survivor's nodes resume vouching before the fenced room's nodes have unfenced. They must give
+/// the other room one peer timeout to answer with a vouch, as a node that just became active
+/// does, instead of claiming at once.
+#[test]
+fn the_survivor_makes_no_claim_when_the_rooms_return_to_paired() {
+    let mut r = Run::default_two_by_two();
+    r.warm_up();
+    r.w.cut_rooms("a", "b", true, true);
+    r.until(30_000, |w| w.nodes.iter().any(|n| n.taken_over()))
+        .expect("takeover");
+    r.w.cut_rooms("a", "b", true, false);
+    r.until(60_000, |w| {
+        w.witness
+            .arbiter
+            .as_ref()
+            .is_some_and(|a| a.record().mode == Mode::Paired)
+    })
+    .expect("the rooms return to paired");
+    // Room b's renewals are lost for a second: room a resumes vouching first.
+    r.w.cut_room_from_witness("b", true);
+    let heal = r.w.now + 1_000;
+    let end = r.w.now + 10_000;
+    while r.w.now < end {
+        if r.w.now >= heal {
+            r.w.cut_room_from_witness("b", false);
+        }
+        r.step();
+        for n in r.w.nodes.iter().filter(|n| n.active()) {
+            let a = n.agent.as_ref().expect("agent runs");
+            assert!(
+                !a.claims(proto::Millis(n.clock)),
+                "{} claims after the rejoin: {}",
+                n.name,
+                r.w.describe()
+            );
+        }
+    }
+    assert!(r.all_active("a") && r.all_active("b"));
+    assert_eq!(r.mode(), Some(Mode::Paired));
+}
