@@ -13,8 +13,8 @@ use crate::config::{Mutation, Timings};
 use crate::ids::{ClusterId, Epoch, NodeId, RoomId};
 use crate::time::Millis;
 use crate::wire::{
-    LeaseMode, LeaseReply, LeaseRequest, NodePhase, Ping, Pong, TakeoverPermit, Verdict,
-    WIRE_VERSION,
+    LeaseMode, LeaseReply, LeaseRequest, NodePhase, PeerReport, Ping, Pong, TakeoverPermit,
+    Verdict, WIRE_VERSION,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -86,6 +86,11 @@ pub struct RunState {
     /// not from its unfence: it has not vouched in between.
     #[serde(default)]
     pub stopped_vouching: Option<Millis>,
+    /// When this active node resumed vouching after acting alone (a rejoin), until it has peer
+    /// contact again: like a node that just became active, it gives the other room's nodes, which
+    /// are unfencing only now, one peer timeout to vouch before it claims.
+    #[serde(default)]
+    pub resumed_vouching: Option<Millis>,
 }
 
 impl RunState {
@@ -99,6 +104,7 @@ impl RunState {
             takeover: false,
             had_contact: false,
             stopped_vouching: None,
+            resumed_vouching: None,
         }
     }
 }
@@ -184,6 +190,10 @@ pub struct NodeAgent {
     last_renew: Option<Millis>,
     /// The witness asked us to come back later, not before this time.
     renew_not_before: Option<Millis>,
+    /// The latest renewal sent has not been answered yet: the next one goes out after
+    /// [`Timings::renew_retry_ms`], not after a whole renew interval, so a lease outlives any
+    /// witness silence shorter than `L − R − renew_retry_ms` minus a round trip.
+    awaiting_reply: bool,
     /// Something the witness should hear about changed: renew now rather than at the interval.
     report_dirty: bool,
     /// Restarted while fencing: the drivers must run again (they are idempotent).
@@ -207,6 +217,7 @@ impl NodeAgent {
             last_ping: None,
             last_renew: None,
             renew_not_before: None,
+            awaiting_reply: false,
             report_dirty: true,
             refence: matches!(run.phase, Phase::Fencing { .. }),
             run,
@@ -272,9 +283,11 @@ impl NodeAgent {
     pub fn claims(&self, now: Millis) -> bool {
         match self.run.phase {
             Phase::Active { since } => {
+                let grace_from = self.run.resumed_vouching.map_or(since, |r| r.max(since));
                 self.vouching()
                     && !self.peer_contact(now)
-                    && (self.run.had_contact || now >= since + self.cfg.timings.peer_timeout_ms)
+                    && (self.run.had_contact
+                        || now >= grace_from + self.cfg.timings.peer_timeout_ms)
             }
             _ => false,
         }
@@ -306,7 +319,24 @@ impl NodeAgent {
             claim: self.claims(now),
             takeover: self.run.takeover,
             health: self.health,
+            peers: self.peer_reports(now),
         }
+    }
+
+    /// What this node heard from each peer within the last peer timeout (older answers say
+    /// nothing current and are left out).
+    fn peer_reports(&self, now: Millis) -> Vec<PeerReport> {
+        let p = self.cfg.timings.peer_timeout_ms;
+        let age = |t: Option<Millis>| t.map(|t| now.since(t)).filter(|a| *a < p);
+        self.peers
+            .iter()
+            .map(|(node, s)| PeerReport {
+                node: node.clone(),
+                vouched_ms_ago: age(s.vouched_ping),
+                answered_ms_ago: age(s.answered_ping),
+            })
+            .filter(|r| r.vouched_ms_ago.is_some() || r.answered_ms_ago.is_some())
+            .collect()
     }
 
     /// One step at node-local time `now`.
@@ -416,6 +446,9 @@ impl NodeAgent {
         {
             return;
         }
+        if self.last_renew.is_some_and(|l| sent_at >= l) {
+            self.awaiting_reply = false;
+        }
         if reply.epoch < self.run.epoch {
             return; // stale: we have seen a newer epoch
         }
@@ -468,6 +501,11 @@ impl NodeAgent {
                     LeaseMode::Paired => {
                         if matches!(self.run.phase, Phase::Active { .. }) {
                             self.run.stopped_vouching = None;
+                            if self.run.alone_since.is_some() {
+                                // The rooms rejoin: the other room unfences only now.
+                                self.run.had_contact = false;
+                                self.run.resumed_vouching = Some(now);
+                            }
                         }
                         if self.run.takeover {
                             self.run.takeover = false;
@@ -517,6 +555,7 @@ impl NodeAgent {
         }
         if self.peer_contact(now) && !self.run.had_contact {
             self.run.had_contact = true;
+            self.run.resumed_vouching = None;
         }
     }
 
@@ -601,6 +640,7 @@ impl NodeAgent {
     fn become_active(&mut self, now: Millis, out: &mut AgentStep, unfence: bool) {
         self.run.phase = Phase::Active { since: now };
         self.run.had_contact = false;
+        self.run.resumed_vouching = None;
         self.run.vouched_until = None;
         for s in self.peers.values_mut() {
             s.vouched_ping = None;
@@ -678,14 +718,19 @@ impl NodeAgent {
                 });
             }
         }
-        let due = self
-            .last_renew
-            .is_none_or(|l| now >= l + t.renew_interval_ms);
+        // A renewal in flight never holds back the next: unanswered, it is retried sooner.
+        let interval = if self.awaiting_reply {
+            t.renew_retry_ms()
+        } else {
+            t.renew_interval_ms
+        };
+        let due = self.last_renew.is_none_or(|l| now >= l + interval);
         let allowed = self.renew_not_before.is_none_or(|n| now >= n);
         if (due || self.report_dirty) && allowed {
             self.last_renew = Some(now);
             self.renew_not_before = None;
             self.report_dirty = false;
+            self.awaiting_reply = true;
             out.actions
                 .push(AgentAction::SendLease(self.lease_request(now)));
         }

@@ -108,6 +108,10 @@ pub struct NodeSeen {
     pub claim: bool,
     pub takeover: bool,
     pub health: u32,
+    /// The latest moment (witness-local) at which, by this report, a node of the other room
+    /// vouched for one of this node's pings: evidence that the other room ran paired then.
+    #[serde(default)]
+    pub other_room_vouched_at: Option<Millis>,
 }
 
 /// One input to the arbiter.
@@ -183,6 +187,12 @@ pub struct Arbiter {
     takeover_at: Millis,
     /// In `Alone`: since when every report from both rooms says the link works.
     reachable_since: Option<Millis>,
+    /// When the witness last heard any node of this cluster.
+    last_heard: Option<Millis>,
+    /// Since when the witness has heard some node at least every `silence_ms`. A room's silence
+    /// counts only from here: a gap in *every* report is the witness's own deafness (its link,
+    /// a pause, a restart), not evidence about either room.
+    listening_since: Millis,
 }
 
 impl Arbiter {
@@ -202,6 +212,8 @@ impl Arbiter {
             last_alone_grant: BTreeMap::new(),
             takeover_at: now,
             reachable_since: None,
+            last_heard: None,
+            listening_since: now,
         }
     }
 
@@ -383,6 +395,25 @@ impl Arbiter {
                 out.events.push(ArbiterEvent::EpochJumped { from, to });
             }
         }
+        if self
+            .last_heard
+            .is_none_or(|l| now.since(l) > self.cfg.timings.silence_ms)
+        {
+            self.listening_since = now;
+        }
+        self.last_heard = Some(now);
+        let other_room_vouched_at = req
+            .peers
+            .iter()
+            .filter_map(|p| p.vouched_ms_ago)
+            .min()
+            .map(|age| now - age)
+            // Evidence does not expire with a later report that names no vouch.
+            .max(
+                self.nodes
+                    .get(&req.node)
+                    .and_then(|n| n.other_room_vouched_at),
+            );
         let seen = NodeSeen {
             room: req.room.clone(),
             last_seen: now,
@@ -393,6 +424,7 @@ impl Arbiter {
             claim: req.claim,
             takeover: req.takeover,
             health: req.health,
+            other_room_vouched_at,
         };
         self.nodes.insert(req.node.clone(), seen);
         if !req.peer_reachable {
@@ -520,11 +552,36 @@ impl Arbiter {
         now.since(n.last_seen) <= self.cfg.timings.silence_ms
     }
 
-    fn room_silent(&self, room: &RoomId, now: Millis) -> bool {
-        !self
-            .nodes
+    /// Since when the witness has no evidence that `room` runs: the later of its last report
+    /// (or a report of the other room naming a recent vouch from one of its nodes) and the
+    /// moment the witness last started listening. `None` names a room that never called.
+    fn quiet_since(&self, room: Option<&RoomId>) -> Millis {
+        let Some(room) = room else {
+            return self.listening_since;
+        };
+        self.nodes
             .values()
-            .any(|n| &n.room == room && self.fresh(n, now))
+            .filter_map(|n| {
+                if &n.room == room {
+                    Some(n.last_seen)
+                } else {
+                    n.other_room_vouched_at
+                }
+            })
+            .max()
+            .unwrap_or(Millis::ZERO)
+            .max(self.listening_since)
+    }
+
+    /// `room` claims, and the claim is fresher than the silence of `other` it relies on: it was
+    /// reported more than `silence_ms` after the witness last had any evidence of `other`
+    /// (while listening). A claim older than that, or a gap in what the witness heard, never
+    /// makes the other room silent.
+    fn claims_over_silence(&self, room: &RoomId, other: Option<&RoomId>, now: Millis) -> bool {
+        let silent_from = self.quiet_since(other) + self.cfg.timings.silence_ms;
+        self.nodes
+            .values()
+            .any(|n| &n.room == room && self.fresh(n, now) && n.claim && n.last_seen > silent_from)
     }
 
     fn room_claims(&self, room: &RoomId, now: Millis) -> bool {
@@ -654,7 +711,7 @@ impl Arbiter {
             Mode::Paired => {
                 let rooms = self.record.rooms.clone();
                 let decision = match rooms.as_slice() {
-                    [a] if self.room_claims(a, now) => Some((
+                    [a] if self.claims_over_silence(a, None, now) => Some((
                         a.clone(),
                         format!("room {a} lost its peer and no other room has ever called"),
                     )),
@@ -663,12 +720,12 @@ impl Arbiter {
                         if ca && cb {
                             let (w, why) = self.choose(a, b, now);
                             Some((w, format!("both rooms lost sight of each other; {why}")))
-                        } else if ca && self.room_silent(b, now) {
+                        } else if ca && self.claims_over_silence(a, Some(b), now) {
                             Some((
                                 a.clone(),
                                 format!("room {a} lost its peer and room {b} is silent"),
                             ))
-                        } else if cb && self.room_silent(a, now) {
+                        } else if cb && self.claims_over_silence(b, Some(a), now) {
                             Some((
                                 b.clone(),
                                 format!("room {b} lost its peer and room {a} is silent"),
@@ -864,6 +921,7 @@ mod tests {
             claim,
             takeover: false,
             health,
+            peers: Vec::new(),
         })
     }
 
@@ -894,5 +952,96 @@ mod tests {
         a.step(Millis(20), req("a", "a1", 1, true, 1));
         a.step(Millis(20), req("b", "b1", 1, true, 5));
         assert_eq!(a.record().mode, Mode::Alone(RoomId::new("a")));
+    }
+
+    fn claim_naming(room: &str, node: &str, vouched_by: &[(&str, u64)]) -> ArbiterInput {
+        let ArbiterInput::Lease(mut r) = req(room, node, 1, true, 0) else {
+            unreachable!("req builds a lease request")
+        };
+        r.peers = vouched_by
+            .iter()
+            .map(|(n, age)| crate::wire::PeerReport {
+                node: NodeId::new(*n),
+                vouched_ms_ago: Some(*age),
+                answered_ms_ago: Some(*age),
+            })
+            .collect();
+        ArbiterInput::Lease(r)
+    }
+
+    #[test]
+    fn a_witness_deaf_to_both_rooms_does_not_read_its_deafness_as_a_rooms_silence() {
+        let mut a = Arbiter::create(ArbiterConfig::default(), "c".into(), Millis(0));
+        // Room a claims (one peer of b is dead), room b's last node still has contact.
+        a.step(Millis(100), req("a", "a1", 1, true, 0));
+        a.step(Millis(500), req("b", "b1", 1, false, 0));
+        // The witness hears nobody for 3 s (longer than silence_ms), then room a first.
+        for t in (600..3_500).step_by(100) {
+            a.step(Millis(t), ArbiterInput::Tick);
+        }
+        a.step(Millis(3_500), req("a", "a1", 1, true, 0));
+        a.step(Millis(3_550), req("a", "a2", 1, true, 0));
+        assert_eq!(a.record().mode, Mode::Paired, "deafness is not silence");
+        // Room b's node reports again: still nothing to decide.
+        a.step(Millis(3_700), req("b", "b1", 1, false, 0));
+        assert_eq!(a.record().mode, Mode::Paired);
+    }
+
+    #[test]
+    fn a_claim_that_names_a_recent_vouch_from_the_other_room_does_not_make_it_silent() {
+        let mut a = Arbiter::create(ArbiterConfig::default(), "c".into(), Millis(0));
+        a.step(Millis(0), req("b", "b1", 1, false, 0));
+        // Room b no longer reaches the witness, but a2 still gets b1's vouches: room b runs.
+        for t in (500..6_000).step_by(500) {
+            a.step(Millis(t), claim_naming("a", "a1", &[("b1", 200)]));
+        }
+        assert_eq!(a.record().mode, Mode::Paired, "room b still runs paired");
+        // The vouches stop (the last one reported was for a ping sent at t = 5 300): room b is
+        // silent for a claim made more than silence_ms after that.
+        let mut decided = None;
+        for t in (6_000..10_000).step_by(500) {
+            a.step(Millis(t), claim_naming("a", "a1", &[]));
+            if a.record().mode != Mode::Paired {
+                decided = Some(t);
+                break;
+            }
+        }
+        assert_eq!(a.record().mode, Mode::Alone(RoomId::new("a")));
+        let decided = decided.expect("decided");
+        assert_eq!(decided, 8_000, "the first claim later than 5 300 + 2 500");
+    }
+
+    #[test]
+    fn after_a_restart_the_policy_decides_a_split_not_the_order_claims_arrive_in() {
+        let cfg = ArbiterConfig {
+            preferred_room: Some(RoomId::new("a")),
+            ..ArbiterConfig::default()
+        };
+        let mut record = ClusterRecord::new();
+        record.rooms = vec![RoomId::new("a"), RoomId::new("b")];
+        let mut a = Arbiter::restart(cfg, "c".into(), record, Millis(50_000));
+        // Room b's claims arrive first, for longer than one renewal interval.
+        for t in (50_100..51_500).step_by(250) {
+            a.step(Millis(t), req("b", "b1", 1, true, 9));
+            assert_eq!(a.record().mode, Mode::Paired, "room a was not heard yet");
+        }
+        a.step(Millis(51_600), req("a", "a1", 1, true, 0));
+        assert_eq!(a.record().mode, Mode::Alone(RoomId::new("a")));
+    }
+
+    #[test]
+    fn after_a_restart_a_room_never_heard_becomes_silent_only_after_the_silence_window() {
+        let mut record = ClusterRecord::new();
+        record.rooms = vec![RoomId::new("a"), RoomId::new("b")];
+        let mut a = Arbiter::restart(ArbiterConfig::default(), "c".into(), record, Millis(0));
+        let s = a.config().timings.silence_ms;
+        let mut t = 100;
+        while t <= s + 100 {
+            a.step(Millis(t), req("b", "b1", 1, true, 0));
+            assert_eq!(a.record().mode, Mode::Paired, "at {t}");
+            t += 500;
+        }
+        a.step(Millis(s + 600), req("b", "b1", 1, true, 0));
+        assert_eq!(a.record().mode, Mode::Alone(RoomId::new("b")));
     }
 }

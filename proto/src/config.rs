@@ -84,6 +84,23 @@ impl Default for Timings {
 const PPM: u64 = 1_000_000;
 
 impl Timings {
+    /// How soon an agent sends its next renewal while the previous one is unanswered: a quarter
+    /// of the renew interval. The lease then outlives a witness silence of up to
+    /// [`Timings::lease_silence_tolerance_ms`].
+    pub fn renew_retry_ms(&self) -> u64 {
+        (self.renew_interval_ms / 4).max(1)
+    }
+
+    /// The longest witness silence (no answer at all) a lease is sure to outlive, when the
+    /// silence starts right after an answered renewal and the round trip is negligible:
+    /// `L − R − R/4`. The last answered request was sent at most `R` before the silence; the
+    /// first one after it leaves within `R/4`. Subtract the round trip for a real network.
+    pub fn lease_silence_tolerance_ms(&self) -> u64 {
+        self.lease_ms
+            .saturating_sub(self.renew_interval_ms)
+            .saturating_sub(self.renew_retry_ms())
+    }
+
     /// Widens a duration measured on one clock into the time another clock must wait to be sure
     /// it has passed: `ceil(d · (1+ρ)/(1-ρ))`.
     pub fn widen(&self, d: u64) -> u64 {

@@ -57,6 +57,26 @@ pub struct LeaseRequest {
     pub takeover: bool,
     /// A health score (higher is healthier), used only to break a split tie.
     pub health: u32,
+    /// What this node last heard from each node of the other room. The witness takes a recent
+    /// vouch as evidence that the vouching node's room runs, whatever the witness itself heard
+    /// (an older agent sends none: the witness then has only its own hearing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<PeerReport>,
+}
+
+/// One node of the other room, as a reporting node last heard it. Ages are on the reporting
+/// node's clock, counted back from when the report was sent.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerReport {
+    pub node: NodeId,
+    /// How long ago the latest ping this peer answered with a vouch was sent; `None` if it has
+    /// not vouched for a ping of this node since this node became active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vouched_ms_ago: Option<u64>,
+    /// How long ago the latest ping this peer answered at all was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_ms_ago: Option<u64>,
 }
 
 /// What the witness allows a survivor to do about the other room's workloads.

@@ -326,3 +326,139 @@ fn a_node_cut_from_one_peer_is_treated_as_a_split_and_stays_safe() {
     let b = r.all_active("b");
     assert!(a ^ b, "{}", r.w.describe());
 }
+
+/// Issue 12, item 1: one node of room b is dead for good; then the witness goes deaf to both
+/// rooms for a short while. Room b's last node still has peer contact with room a and must never
+/// be fenced: the witness may not read its own deafness as room b's silence.
+#[test]
+fn a_dead_node_and_a_short_witness_blip_never_fence_the_healthy_node_of_that_room() {
+    for blip_ms in [1_500, 2_000] {
+        for offset_ms in (0..1_000).step_by(100) {
+            let mut r = Run::default_two_by_two();
+            r.warm_up();
+            r.apply(Action::PowerOff(3)); // b2, for good
+            r.run_for(15_000 + offset_ms);
+            r.w.cut_room_from_witness("a", true);
+            r.w.cut_room_from_witness("b", true);
+            r.run_for(blip_ms);
+            r.w.cut_room_from_witness("a", false);
+            r.w.cut_room_from_witness("b", false);
+            r.run_for(20_000);
+            assert_eq!(
+                r.w.ghost.fences,
+                0,
+                "blip {blip_ms} ms at offset {offset_ms} ms fenced a node: {}",
+                r.w.describe()
+            );
+            assert_eq!(r.mode(), Some(Mode::Paired), "{}", r.w.describe());
+            assert!(r.w.nodes[2].active() && r.all_active("a"));
+        }
+    }
+}
+
+/// Issue 12, item 3: the witness restarts while the rooms are split and room b's claims reach it
+/// first. The policy (here the preferred room a) decides, not the order of arrival.
+#[test]
+fn a_restarted_witness_lets_the_preferred_room_win_a_split_whatever_claim_arrives_first() {
+    for head_start_ms in [100, 300, 600, 1_000] {
+        let mut cfg = WorldConfig::two_rooms(Timings::default(), 2, 2);
+        cfg.tick = 100;
+        cfg.preferred_room = Some(RoomId::new("a"));
+        let mut r = Run::new(cfg);
+        r.warm_up();
+        r.apply(Action::CrashWitness);
+        r.w.cut_rooms("a", "b", true, true);
+        r.run_for(1_000);
+        // Room a's reports are late: room b's claims reach the restarted witness first.
+        r.w.cut_room_from_witness("a", true);
+        r.apply(Action::StartWitness);
+        r.run_for(head_start_ms);
+        r.w.cut_room_from_witness("a", false);
+        r.until(30_000, |w| w.nodes.iter().any(|n| n.taken_over()))
+            .unwrap_or_else(|| panic!("no takeover: {}", r.w.describe()));
+        assert_eq!(
+            r.mode(),
+            Some(Mode::Alone(RoomId::new("a"))),
+            "head start {head_start_ms} ms: {}",
+            r.w.describe()
+        );
+        assert!(
+            r.all_active("a") && r.none_active("b"),
+            "{}",
+            r.w.describe()
+        );
+    }
+}
+
+/// Issue 12, item 2: with one node of room b dead for good, room a's nodes have no peer contact
+/// and live on their leases alone. A witness silence shorter than the lease's stated tolerance
+/// (`L − R − R/4`, minus two 100 ms ticks: the retry waits for the agent's next tick, and the
+/// answer for the one after) must not let a lease run out: an
+/// unanswered renewal is retried soon, not at the next whole renew interval.
+#[test]
+fn a_lease_outlives_a_witness_silence_up_to_its_stated_tolerance() {
+    let t = Timings::default();
+    let silence = t.lease_silence_tolerance_ms() - 200;
+    assert!(silence > t.lease_ms - 2 * t.renew_interval_ms);
+    for offset_ms in (0..1_000).step_by(100) {
+        let mut r = Run::default_two_by_two();
+        r.warm_up();
+        r.apply(Action::PowerOff(3)); // b2, for good
+        r.run_for(15_000 + offset_ms);
+        r.w.cut_room_from_witness("a", true);
+        r.w.cut_room_from_witness("b", true);
+        r.run_for(silence);
+        r.w.cut_room_from_witness("a", false);
+        r.w.cut_room_from_witness("b", false);
+        r.run_for(10_000);
+        assert_eq!(
+            r.w.ghost.fences,
+            0,
+            "a {silence} ms silence at offset {offset_ms} ms fenced a node: {}",
+            r.w.describe()
+        );
+        assert!(r.all_active("a") && r.w.nodes[2].active());
+    }
+}
+
+/// Issue 12, item 3 of the build list: when the rooms return to `Paired` after a split, the
+/// survivor's nodes resume vouching before the fenced room's nodes have unfenced. They must give
+/// the other room one peer timeout to answer with a vouch, as a node that just became active
+/// does, instead of claiming at once.
+#[test]
+fn the_survivor_makes_no_claim_when_the_rooms_return_to_paired() {
+    let mut r = Run::default_two_by_two();
+    r.warm_up();
+    r.w.cut_rooms("a", "b", true, true);
+    r.until(30_000, |w| w.nodes.iter().any(|n| n.taken_over()))
+        .expect("takeover");
+    r.w.cut_rooms("a", "b", true, false);
+    r.until(60_000, |w| {
+        w.witness
+            .arbiter
+            .as_ref()
+            .is_some_and(|a| a.record().mode == Mode::Paired)
+    })
+    .expect("the rooms return to paired");
+    // Room b's renewals are lost for a second: room a resumes vouching first.
+    r.w.cut_room_from_witness("b", true);
+    let heal = r.w.now + 1_000;
+    let end = r.w.now + 10_000;
+    while r.w.now < end {
+        if r.w.now >= heal {
+            r.w.cut_room_from_witness("b", false);
+        }
+        r.step();
+        for n in r.w.nodes.iter().filter(|n| n.active()) {
+            let a = n.agent.as_ref().expect("agent runs");
+            assert!(
+                !a.claims(proto::Millis(n.clock)),
+                "{} claims after the rejoin: {}",
+                n.name,
+                r.w.describe()
+            );
+        }
+    }
+    assert!(r.all_active("a") && r.all_active("b"));
+    assert_eq!(r.mode(), Some(Mode::Paired));
+}

@@ -43,3 +43,69 @@ fn simulation_slice_keeps_the_promise_and_makes_progress() {
         assert!(total.heals > 0, "no schedule ever healed");
     }
 }
+
+/// Issue 12: false fences in the fault class "a node dead for good, then the witness deaf to
+/// both rooms or restarting, for less than the lease's stated tolerance". The rooms' link is
+/// intact, so every fence here is a false one (a node whose room could have kept running).
+/// Random per-process clock rates within the drift bound, random dead node, random blips of
+/// 0.3 to 2.2 s (the tolerance `L − R − R/4` is 2.75 s at the defaults) every 4 to 8 s, 120 s
+/// per seed at the shipped default timings.
+#[test]
+fn a_dead_node_and_witness_blips_cause_no_false_fence_in_any_seed() {
+    use common::Run;
+    use proto::world::{Action, Rate, WorldConfig};
+    use proto::Timings;
+    use rand::{Rng, SeedableRng};
+    let seeds = env_u64("SIM_SEEDS", 200);
+    let mut false_fences = Vec::new();
+    let mut blips = 0;
+    for seed in 0..seeds {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut cfg = WorldConfig::two_rooms(Timings::default(), 2, 2);
+        cfg.tick = 100;
+        if rng.gen_bool(0.5) {
+            cfg.preferred_room = Some(proto::RoomId::new(if rng.gen_bool(0.5) {
+                "a"
+            } else {
+                "b"
+            }));
+        }
+        let rates = [Rate::Slow, Rate::Exact, Rate::Fast];
+        let wr = rates[rng.gen_range(0..3)];
+        let nr: Vec<Rate> = (0..4).map(|_| rates[rng.gen_range(0..3)]).collect();
+        let mut r = Run::with_rates(cfg, wr, &nr);
+        r.warm_up();
+        let dead = rng.gen_range(0..4);
+        r.apply(Action::PowerOff(dead));
+        r.run_for(5_000);
+        let end = r.w.now + 120_000;
+        while r.w.now < end {
+            let blip = rng.gen_range(3..=22) * 100;
+            if rng.gen_bool(0.5) {
+                r.w.cut_room_from_witness("a", true);
+                r.w.cut_room_from_witness("b", true);
+                r.run_for(blip);
+                r.w.cut_room_from_witness("a", false);
+                r.w.cut_room_from_witness("b", false);
+            } else {
+                r.apply(Action::CrashWitness);
+                r.run_for(blip);
+                r.apply(Action::StartWitness);
+            }
+            blips += 1;
+            r.run_for(rng.gen_range(40..=80) * 100);
+        }
+        false_fences.push(r.w.ghost.fences);
+        assert!(
+            r.w.ghost.fences == 0,
+            "seed {seed}: {} false fences (node {dead} dead): {}",
+            r.w.ghost.fences,
+            r.w.describe()
+        );
+    }
+    println!(
+        "simulation [a dead node, witness deaf or restarting 0.3-2.2 s]: {seeds} seeds, {blips} blips, false fences per seed: max {}, total {}",
+        false_fences.iter().max().unwrap_or(&0),
+        false_fences.iter().sum::<u32>()
+    );
+}

@@ -514,6 +514,15 @@ impl Cluster {
         Ok(())
     }
 
+    /// Undoes [`Cluster::cut_witness`] for `room`, leaving every other fault in place.
+    pub fn restore_witness(&self, room: &str) -> Result<()> {
+        for n in Self::room_nodes(room) {
+            self.shared.net.hear_from(n, "witness")?;
+            self.shared.net.hear_from("witness", n)?;
+        }
+        Ok(())
+    }
+
     /// Cuts one node from everything, both ways.
     pub fn isolate_node(&self, node: &str) -> Result<()> {
         for (o, _, _) in NODES.iter().filter(|(o, _, _)| *o != node) {

@@ -155,6 +155,21 @@ impl Net {
         self.apply_rules(host, &snapshot)
     }
 
+    /// Removes the rule `id` from `host`'s input chain (no-op if absent).
+    pub fn remove_rule(&self, host: &str, id: &str) -> Result<()> {
+        let mut all = self.rules.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        let r = all.entry(host.to_string()).or_default();
+        r.remove(id);
+        let snapshot = r.clone();
+        drop(all);
+        self.apply_rules(host, &snapshot)
+    }
+
+    /// `to` hears `from` again (undoes [`Net::drop_from`] only).
+    pub fn hear_from(&self, to: &str, from: &str) -> Result<()> {
+        self.remove_rule(to, &format!("from-{from}"))
+    }
+
     /// `to` no longer hears `from` (packets from `from` are dropped at `to`, with `loss`% when
     /// given). A one-way drop still breaks TCP both ways (the handshake needs both).
     pub fn drop_from(&self, to: &str, from: &str, loss: Option<u8>) -> Result<()> {

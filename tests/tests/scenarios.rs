@@ -926,3 +926,110 @@ fn s15_slow_heartbeats_into_one_room_keep_both_rooms_running() {
         true,
     );
 }
+
+/// Issue 12: one node of room b is powered off for good (hardware repair), then the witness is
+/// unreachable from both rooms for 2 s, and later for 2.4 s (just under the lease's stated
+/// tolerance `L − R − R/4` = 2.75 s minus a round trip), with the shipped default timings. Room
+/// a's nodes have no peer contact (b2 never vouches) and live on their leases; b1 has peer
+/// contact. Nothing may fence: the witness must not read its own deafness as room b's silence,
+/// and a renewal in flight must not hold back the next.
+#[test]
+fn s16_dead_node_and_short_witness_outages_fence_nothing() {
+    let mut spec = Spec::new("s16", 16);
+    spec.timings = proto::Timings::default();
+    let Some(c) = warm(spec) else {
+        return;
+    };
+    let r = (|| -> Result<Outcome> {
+        c.fault("b2 powered off for good");
+        c.power_off("b2")?;
+        // Room a's nodes lose peer contact (b2 does not vouch) and claim; b1 keeps contact.
+        std::thread::sleep(std::time::Duration::from_millis(5_000));
+        let t0 = c.rec.now();
+        let mut texts = Vec::new();
+        for outage_ms in [2_000u64, 2_400] {
+            c.fault(&format!(
+                "witness unreachable from both rooms for {outage_ms} ms"
+            ));
+            c.cut_witness("a")?;
+            c.cut_witness("b")?;
+            std::thread::sleep(std::time::Duration::from_millis(outage_ms));
+            c.heal()?;
+            let back = c.rec.now();
+            c.hold(8_000, "no node may fence", quiet_since(t0))?;
+            for n in ["a1", "a2", "b1"] {
+                let p = phase_in(&c.events(), n);
+                ensure!(p == "active", "{n} is {p} after the {outage_ms} ms outage");
+            }
+            let st = c.witness_status()?;
+            texts.push(format!(
+                "{outage_ms} ms outage: a1, a2, b1 active 8 s after it ended (t={back} ms), \
+                 witness {}",
+                st["clusters"][0]["mode"]
+            ));
+        }
+        Ok(Outcome::plain(format!(
+            "b2 off for good; {}; no fence, no takeover, no reset",
+            texts.join("; ")
+        )))
+    })();
+    conclude(
+        &c,
+        "s16",
+        "a dead node plus witness outages of 2 s and 2.4 s (default timings)",
+        r,
+        true,
+    );
+}
+
+/// Issue 12: the witness restarts while the rooms are split, and room b's claims reach it
+/// first (room a's link to the witness comes back 600 ms later). With `preferred_room = "a"`
+/// room a must win: after a restart the policy decides, not the order claims arrive in.
+#[test]
+fn s17_witness_restart_during_a_split_lets_the_preferred_room_win() {
+    let mut spec = Spec::new("s17", 17);
+    spec.preferred_room = Some("a".into());
+    let Some(c) = warm(spec) else {
+        return;
+    };
+    let r = (|| -> Result<Outcome> {
+        let t0 =
+            c.fault("kill -9 of the witness, the rooms cut apart, room a cut from the witness");
+        c.kill_witness();
+        c.cut_rooms()?;
+        c.cut_witness("a")?;
+        c.start_witness()?;
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        c.restore_witness("a")?;
+        c.note(
+            "harness",
+            "fault",
+            serde_json::json!({ "what": "room a reaches the restarted witness again" }),
+        );
+        let (survivor, m) = failover(&c, t0, Some("a"))?;
+        survivor_holds(&c, &survivor, 2_000)?;
+        let st = c.witness_status()?;
+        let mut o = measured(
+            &c,
+            t0,
+            format!(
+                "room b's claims reached the restarted witness 600 ms before room a's; the \
+                 preferred room a won (witness {}) and took over after {m} ms (after a \
+                 restart the takeover waits k·(L+F+W) from the restart, and the survivor's \
+                 own wait from its first grant to act alone, k·L after the restart)",
+                st["clusters"][0]["mode"]
+            ),
+            m,
+        );
+        // The lost-room bound does not apply: the restart rule adds its own wait.
+        o.bound_ms = None;
+        Ok(o)
+    })();
+    conclude(
+        &c,
+        "s17",
+        "witness restart during a split, preferred room a, room b's claims first",
+        r,
+        true,
+    );
+}

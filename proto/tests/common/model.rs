@@ -232,6 +232,16 @@ pub fn suite(mutation: Mutation, scale: u64) -> Vec<(&'static str, Exploration)>
             ),
         ),
         (
+            "a node dead for good plus any two directed link cuts (the witness deaf to both rooms among them)",
+            {
+                let mut x = exploration(mutation, cuts(2), Allow::default(), 12 + scale, exact);
+                // a2 is powered off for good before the exploration starts: b1 never has peer
+                // contact again (a2 never vouches) and lives on its lease; a1 keeps contact.
+                x.init.apply(&x.cfg, &Action::PowerOff(1));
+                x
+            },
+        ),
+        (
             "agent crashes, restarts and node power loss (plus a partition in long runs)",
             exploration(
                 mutation,
