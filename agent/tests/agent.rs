@@ -745,3 +745,38 @@ async fn certificates_are_reloaded_without_a_restart() {
     assert!(v < before - 1000, "{line}");
     r.shutdown().await;
 }
+
+/// Issue 12: a renewal the witness does not answer must not hold back the next one until the
+/// next whole renew interval: the agent retries after R/4 (`Timings::renew_retry_ms`), so a
+/// lease outlives `L − R − R/4` of witness silence instead of `L − 2R`. With R = 100 ms, one
+/// second of failed answers must bring well over the 10 requests a fixed schedule would send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_renewal_is_retried_after_a_quarter_of_the_renew_interval() {
+    init();
+    let pki = Pki::new();
+    let witness = FakeWitness::start(&pki, |r| Answer::Reply(reply(r, 1, paired(300), None))).await;
+    let kube = KubeDouble::start().await;
+    let (a, r) = isolated_node(&pki, &witness, &kube, |_| {}).await;
+    let renew = a.config(&pki).timings.renew_interval_ms;
+    witness.set(|_| Answer::Unavailable);
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_millis(10 * renew)).await;
+    let sent = witness
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, _)| *t >= t0)
+        .count();
+    println!(
+        "{sent} lease requests in {} ms without an answer",
+        10 * renew
+    );
+    assert!(
+        sent >= 20,
+        "only {sent} lease requests in {} ms without an answer (R = {renew} ms): unanswered \
+         renewals are not retried sooner than the renew interval",
+        10 * renew
+    );
+    r.shutdown().await;
+}
