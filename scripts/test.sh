@@ -41,6 +41,22 @@ fi
 grep -E '^test result' target/test-output.log |
     awk '{p+=$4; f+=$6; i+=$8} END {printf "cargo test: %d passed, %d failed, %d ignored\n", p, f, i}'
 
+echo "== store fault injection (a full disk under the real witness; mounts a tmpfs, so root only)"
+if [ "$(id -u)" -eq 0 ]; then
+    set +e
+    cargo test -p witness --test disk_full -- --include-ignored --nocapture 2>&1 |
+        tee target/disk-full-output.log | grep --line-buffered -E '^(test |running |test result)'
+    status=${PIPESTATUS[0]}
+    set -e
+    if [ "$status" -ne 0 ]; then
+        echo "the disk-full test failed (full output in target/disk-full-output.log)"
+        grep -E 'panicked|FAILED' target/disk-full-output.log | head -20
+        exit "$status"
+    fi
+else
+    echo "skipped: needs root (reported as ignored by cargo test above)"
+fi
+
 echo "== deployment checks (manifests, alerts, dashboard, units, metrics the binaries export)"
 WITNESS_BIN="$PWD/target/debug/witness" AGENT_BIN="$PWD/target/debug/witness-agent" \
     scripts/check-deploy.sh

@@ -70,6 +70,18 @@ impl IntoResponse for Refusal {
                 r.headers_mut().insert(header::RETRY_AFTER, v);
             }
         }
+        if matches!(
+            self.status,
+            StatusCode::TOO_MANY_REQUESTS
+                | StatusCode::PAYLOAD_TOO_LARGE
+                | StatusCode::UNAUTHORIZED
+                | StatusCode::FORBIDDEN
+        ) {
+            // Refused before (or while) the body was read: the server cannot reuse the
+            // connection, so it says so rather than leave the client's next request to an EOF.
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         r
     }
 }
@@ -109,6 +121,7 @@ fn table_refusal(e: TableError) -> Refusal {
             )
         },
         TableError::Internal(_) => Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        TableError::Refused(reason) => Refusal::new(StatusCode::CONFLICT, "epoch_out_of_range", format!("{reason}; nothing was changed or granted")),
     }
 }
 
@@ -265,6 +278,19 @@ async fn lease_inner(app: &App, peer: &Peer, body: Body) -> Result<Response, Ref
             ),
         ));
     }
+    if req.epoch > proto::Epoch::CEILING {
+        // Refused before the cluster is even looked up: such a report changes nothing.
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "epoch_out_of_range",
+            format!(
+                "the lease request reports epoch {}, above the highest epoch a node may report ({}); \
+                 the node's state is corrupt or forged: stop its agent and clear its state file",
+                req.epoch,
+                proto::Epoch::CEILING
+            ),
+        ));
+    }
     let outcome = app.table.lease(req).await.map_err(table_refusal)?;
     let mut reply = outcome.reply;
     app.metrics
@@ -346,6 +372,21 @@ pub async fn admin(
     };
     if let Err(e) = app.audit.append(&entry).await {
         tracing::error!(error = %e, %who, %cluster, "cannot write the audit log");
+        if !app.table.store().available() {
+            // A full or failing disk: the command was refused by the store too (nothing changed).
+            return Refusal {
+                retry_after_s: Some(1),
+                ..Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    format!(
+                        "the witness cannot write durably right now ({e}); outcome of the command: {} {}",
+                        entry.outcome, entry.message
+                    ),
+                )
+            }
+            .into_response();
+        }
         return Refusal::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "audit_failed",

@@ -50,6 +50,9 @@ pub enum TableError {
     UnknownCluster(ClusterId),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The arbiter refused the request and changed nothing (an out-of-range epoch).
+    #[error("{0}")]
+    Refused(String),
 }
 
 const SHARDS: usize = 64;
@@ -79,6 +82,9 @@ struct SlotState {
     last_verdict: BTreeMap<NodeId, (&'static str, Millis)>,
     /// When this slot was loaded (a room not heard since counts as silent since then).
     loaded_at: Millis,
+    /// A durable write of this cluster failed: the arbiter holds what the disk may not, and is
+    /// rebuilt from disk once the store is writable again.
+    stale: bool,
 }
 
 /// What a lease request got.
@@ -112,6 +118,8 @@ pub struct ClusterTable {
     config: Arc<Config>,
     clock: Clock,
     metrics: Arc<Metrics>,
+    /// At most one error line per few seconds while writes fail (a full disk).
+    write_errors: crate::ratelimit::LogLimiter,
 }
 
 pub fn mode_label(a: &Arbiter) -> &'static str {
@@ -169,6 +177,7 @@ impl ClusterTable {
             config,
             clock,
             metrics,
+            write_errors: crate::ratelimit::LogLimiter::new(std::time::Duration::from_secs(10)),
         }
     }
 
@@ -264,6 +273,7 @@ impl ClusterTable {
                 hot: false,
                 last_verdict: BTreeMap::new(),
                 loaded_at: now,
+                stale: false,
             }),
         });
         map.insert(cluster.clone(), slot.clone());
@@ -285,11 +295,23 @@ impl ClusterTable {
         v
     }
 
+    /// Makes a slot fit to step: after a failed write of this cluster, refuses (503) until the
+    /// store is writable again and then rebuilds the arbiter from disk, so nothing is granted
+    /// that the disk does not hold; writes a pending recovering marker. A cluster whose writes
+    /// all succeeded holds exactly what its durable record says, so it keeps answering
+    /// renewals that change nothing while the disk is full (a survivor keeps its right).
     async fn ensure_marked(
         &self,
         cluster: &ClusterId,
         st: &mut SlotState,
     ) -> Result<(), TableError> {
+        if st.stale {
+            self.store.check_available()?;
+            let now = self.clock.now();
+            self.rebuild(cluster, st, now);
+            st.stale = false;
+            self.update_gauges(cluster, st, now);
+        }
         if st.needs_mark {
             self.store.mark_recovering(cluster).await?;
             st.needs_mark = false;
@@ -311,12 +333,10 @@ impl ClusterTable {
                 }
             }
         };
-        let (mut a, mut marked, mut needs) = self.build(cluster, stored, now);
-        if !marked && !needs && a.record().rooms.is_empty() {
-            // No record on disk at all: be conservative after an I/O failure.
-            a = Arbiter::recover(self.config.cluster_config(cluster), cluster.clone(), now);
-            (marked, needs) = (false, true);
-        }
+        // Read from the reopened database, so from disk: an absent record means no reply of this
+        // cluster ever depended on one (every grant follows a flushed record), so the cluster is
+        // new; a present one is restarted from, as after a witness restart.
+        let (a, marked, needs) = self.build(cluster, stored, now);
         st.arbiter = a;
         st.recovering_marked = marked;
         st.needs_mark = needs;
@@ -340,14 +360,18 @@ impl ClusterTable {
                 .observe(t0.elapsed().as_secs_f64());
             if let Err(e) = r {
                 self.metrics.persist_failures.inc();
-                tracing::error!(
-                    %cluster,
-                    epoch = %rec.epoch,
-                    error = %e,
-                    "durable write failed: the reply is withheld and the cluster is rebuilt from disk"
-                );
-                self.rebuild(cluster, st, now);
-                self.update_gauges(cluster, st, now);
+                if let Some(suppressed) = self.write_errors.allow() {
+                    tracing::error!(
+                        %cluster,
+                        epoch = %rec.epoch,
+                        error = %e,
+                        suppressed,
+                        "durable write failed: the reply is withheld and the cluster is rebuilt from disk once the store is writable"
+                    );
+                }
+                // The arbiter now holds a step the disk may not: never step it again before it
+                // is rebuilt from disk (`ensure_marked`).
+                st.stale = true;
                 return Err(e.into());
             }
             if recovery_done {
@@ -384,6 +408,11 @@ impl ClusterTable {
                 }
                 ArbiterEvent::Refused { node, reason } => {
                     tracing::warn!(%cluster, %node, %reason, "arbiter refused a node");
+                }
+                ArbiterEvent::EpochExhausted { epoch } => {
+                    if let Some(suppressed) = self.write_errors.allow() {
+                        tracing::error!(%cluster, %epoch, suppressed, "the cluster's epoch cannot grow any more: who may act alone cannot change (see docs/witness.md, out-of-range epochs)");
+                    }
                 }
             }
         }
@@ -442,6 +471,9 @@ impl ClusterTable {
         let (room, node) = (req.room.clone(), req.node.clone());
         let step = st.arbiter.step(now, ArbiterInput::Lease(req));
         self.commit(&cluster, &mut st, &step, now).await?;
+        if let Some(reason) = step.refused {
+            return Err(TableError::Refused(reason));
+        }
         let reply = step.reply.ok_or_else(|| {
             TableError::Internal("the arbiter gave no reply to a lease request".into())
         })?;
@@ -504,7 +536,9 @@ impl ClusterTable {
                     "the lost-state window is over: clusters that call from now on are new"
                 ),
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot record the end of the lost-state window; it stays open");
+                    if let Some(suppressed) = self.write_errors.allow() {
+                        tracing::error!(error = %e, suppressed, "cannot record the end of the lost-state window; it stays open");
+                    }
                     *lock(&self.lost_until) = Some(now);
                 }
             }
@@ -518,14 +552,22 @@ impl ClusterTable {
             let Ok(mut st) = slot.state.try_lock() else {
                 continue;
             };
+            if !self.store.available() {
+                // Nothing can be decided durably; the store reports its own failure once.
+                return;
+            }
             if let Err(e) = self.ensure_marked(&cluster, &mut st).await {
-                tracing::error!(%cluster, error = %e, "cannot write the recovering marker");
+                if let Some(suppressed) = self.write_errors.allow() {
+                    tracing::error!(%cluster, error = %e, suppressed, "cannot write the recovering marker");
+                }
                 continue;
             }
             let now = self.clock.now();
             let step = st.arbiter.step(now, ArbiterInput::Tick);
             if let Err(e) = self.commit(&cluster, &mut st, &step, now).await {
-                tracing::error!(%cluster, error = %e, "tick could not persist its decision");
+                if let Some(suppressed) = self.write_errors.allow() {
+                    tracing::error!(%cluster, error = %e, suppressed, "tick could not persist its decision");
+                }
             }
         }
     }

@@ -206,17 +206,10 @@ impl Config {
 
     fn parse_with(text: &str, file: &str, check_files: bool) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let field = e
-                .span()
-                .and_then(|s| text.get(s))
-                .map(|s| s.lines().next().unwrap_or("").trim().to_string())
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| "<document>".to_string());
-            let line = e
-                .span()
-                .and_then(|s| text.get(..s.start))
-                .map(|before| before.lines().count().max(1))
-                .unwrap_or(0);
+            let (field, line) = match e.span() {
+                Some(span) => (field_path(text, span.start), line_of(text, span.start)),
+                None => ("<document>".to_string(), 0),
+            };
             ConfigError::new(file, field, format!("{} (line {line})", e.message().trim()))
         })?;
         raw.validate(file, check_files)
@@ -290,6 +283,49 @@ fn parse_addr(
             format!("{s:?} is not an address:port ({e}); write e.g. \"0.0.0.0:7443\""),
         )
     })
+}
+
+/// The 1-based line holding byte `at`.
+fn line_of(text: &str, at: usize) -> usize {
+    text.get(..at).map_or(0, |b| b.matches('\n').count() + 1)
+}
+
+/// The dotted path (`limits.max_connections`) of the key on the line holding byte `at`: the
+/// table header in effect there, then the key before `=` (or the header itself).
+fn field_path(text: &str, at: usize) -> String {
+    let Some(before) = text.get(..at) else {
+        return "<document>".to_string();
+    };
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
+    let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let line = text[start..end].trim();
+    let header = |l: &str| {
+        let l = l.trim();
+        l.starts_with('[').then(|| {
+            l.trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
+    };
+    if let Some(h) = header(line) {
+        return h;
+    }
+    let key = line
+        .split('=')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .trim_matches('"')
+        .to_string();
+    let table = text[..start].lines().rev().find_map(header);
+    match (table, key.is_empty()) {
+        (_, true) => "<document>".to_string(),
+        (Some(t), false) if !t.is_empty() => format!("{t}.{key}"),
+        _ => key,
+    }
 }
 
 fn timings_from(
@@ -542,6 +578,17 @@ mod tests {
         let e = Config::parse("[tls]\nca = \"/nonexistent/ca.pem\"\n", "w.toml").unwrap_err();
         assert_eq!(e.field, "tls");
 
+        let e = Config::parse("# c\n\n[limits]\nfoo = 1\n", "w.toml").unwrap_err();
+        assert_eq!(e.field, "limits.foo", "{e}");
+        assert!(e.reason.contains("line 4"), "{e}");
+        assert!(e.reason.contains("expected"), "says what was expected: {e}");
+        let e = Config::parse(
+            "[limits]\nmax_connections = 99999999999999999999999\n",
+            "w.toml",
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "limits.max_connections", "{e}");
+        assert!(e.reason.contains("line 2"), "{e}");
         let e = Config::parse("[limits]\nmax_connections = 0\n", "w.toml").unwrap_err();
         assert_eq!(e.field, "limits.max_connections");
 

@@ -89,3 +89,53 @@ mod tests {
         assert!(r.check("x").is_ok());
     }
 }
+
+/// At most one log line per `every` for one kind of event (a flood of refused connections, a
+/// full disk), with the number of lines left out since the last one.
+pub struct LogLimiter {
+    every: std::time::Duration,
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl LogLimiter {
+    pub fn new(every: std::time::Duration) -> LogLimiter {
+        LogLimiter {
+            every,
+            state: std::sync::Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(lines left out since the last one)` when a line may be written now.
+    pub fn allow(&self) -> Option<u64> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        match st.0 {
+            Some(last) if now.duration_since(last) < self.every => {
+                st.1 += 1;
+                None
+            }
+            _ => {
+                let suppressed = st.1;
+                *st = (Some(now), 0);
+                Some(suppressed)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod log_limiter_tests {
+    use super::LogLimiter;
+
+    #[test]
+    fn a_flood_of_warnings_writes_one_line_per_interval_and_counts_the_rest() {
+        let l = LogLimiter::new(std::time::Duration::from_secs(3600));
+        assert_eq!(l.allow(), Some(0));
+        for _ in 0..1000 {
+            assert_eq!(l.allow(), None);
+        }
+        let l = LogLimiter::new(std::time::Duration::ZERO);
+        assert_eq!(l.allow(), Some(0));
+        assert_eq!(l.allow(), Some(0));
+    }
+}

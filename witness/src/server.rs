@@ -62,7 +62,14 @@ pub struct App {
     pub started_at: String,
     pub lease_addr: SocketAddr,
     pub status_addr: SocketAddr,
+    /// One warning line per interval for refused, failed or timed-out connections (a flood
+    /// must not become a flood of log lines).
+    pub conn_log: crate::ratelimit::LogLimiter,
 }
+
+/// Connections the status port keeps at once. Beyond, the connection idle the longest is
+/// closed to make room, so monitoring stays answerable under a flood of idle connections.
+pub const STATUS_MAX_CONNECTIONS: usize = 256;
 
 /// A prepared witness, not yet serving.
 pub struct Prepared {
@@ -269,6 +276,7 @@ pub async fn serve(
         lease_addr,
         status_addr,
         config: config.clone(),
+        conn_log: crate::ratelimit::LogLimiter::new(Duration::from_secs(10)),
     });
     if lost_state {
         tracing::warn!(
@@ -290,18 +298,18 @@ pub async fn serve(
         listeners.lease,
         lease_router,
         app.clone(),
-        sem,
+        Budget::Fixed(sem),
         stop_rx.clone(),
         done_tx.clone(),
     )));
     // The status port gets its own, smaller connection budget, so a scrape storm cannot take
-    // lease connections (and the other way round).
+    // lease connections (and the other way round); it evicts idle connections when full.
     tasks.push(tokio::spawn(accept_loop(
         Kind::Plain,
         listeners.status,
         status_router,
         app.clone(),
-        Arc::new(Semaphore::new(256)),
+        Budget::Evicting(Arc::new(Evicting::new(STATUS_MAX_CONNECTIONS))),
         stop_rx.clone(),
         done_tx.clone(),
     )));
@@ -339,12 +347,92 @@ enum Kind {
     Plain,
 }
 
+/// How many connections a port keeps.
+enum Budget {
+    /// At most this many; more are refused (the lease port: agents keep theirs open).
+    Fixed(Arc<Semaphore>),
+    /// At most this many; when full, the connection without a request in flight that has
+    /// been quiet longest is closed to make room (the status port).
+    Evicting(Arc<Evicting>),
+}
+
+/// One connection of an evicting budget.
+struct Member {
+    act: Arc<Activity>,
+    evict: Arc<tokio::sync::Notify>,
+}
+
+/// The status port's connections, for eviction.
+pub struct Evicting {
+    cap: usize,
+    members: std::sync::Mutex<(u64, std::collections::HashMap<u64, Member>)>,
+}
+
+/// Holds a place in an evicting budget; gives it back when the connection ends.
+struct Place {
+    budget: Arc<Evicting>,
+    id: u64,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut m = self
+            .budget
+            .members
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        m.1.remove(&self.id);
+    }
+}
+
+impl Evicting {
+    fn new(cap: usize) -> Evicting {
+        Evicting {
+            cap,
+            members: std::sync::Mutex::new((0, std::collections::HashMap::new())),
+        }
+    }
+
+    /// A place for a new connection, evicting the quietest one without a request in flight
+    /// when full; `None` when every connection is answering a request. Returns whether one
+    /// was evicted.
+    fn admit(
+        self: &Arc<Self>,
+        act: Arc<Activity>,
+        evict: Arc<tokio::sync::Notify>,
+    ) -> Option<(Place, bool)> {
+        let mut m = self.members.lock().unwrap_or_else(|p| p.into_inner());
+        let mut evicted = false;
+        if m.1.len() >= self.cap {
+            let victim =
+                m.1.iter()
+                    .filter(|(_, v)| v.act.inflight.load(Ordering::SeqCst) == 0)
+                    .min_by_key(|(_, v)| v.act.quiet_since())
+                    .map(|(k, _)| *k)?;
+            if let Some(v) = m.1.remove(&victim) {
+                v.evict.notify_one();
+                evicted = true;
+            }
+        }
+        m.0 += 1;
+        let id = m.0;
+        m.1.insert(id, Member { act, evict });
+        Some((
+            Place {
+                budget: self.clone(),
+                id,
+            },
+            evicted,
+        ))
+    }
+}
+
 async fn accept_loop(
     kind: Kind,
     listener: TcpListener,
     router: axum::Router,
     app: Arc<App>,
-    sem: Arc<Semaphore>,
+    budget: Budget,
     mut stop: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
 ) {
@@ -359,17 +447,35 @@ async fn accept_loop(
             Ok(x) => x,
             Err(e) => {
                 // Out of file descriptors and the like: back off a little, keep serving.
-                tracing::warn!(error = %e, "accept failed");
+                if let Some(suppressed) = app.conn_log.allow() {
+                    tracing::warn!(error = %e, suppressed, "accept failed");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let Ok(permit) = sem.clone().try_acquire_owned() else {
+        let act = Arc::new(Activity::new(app.table.clock()));
+        let evict = Arc::new(tokio::sync::Notify::new());
+        let permit = match &budget {
+            Budget::Fixed(sem) => sem.clone().try_acquire_owned().ok().map(Held::Permit),
+            Budget::Evicting(b) => b.admit(act.clone(), evict.clone()).map(|(p, evicted)| {
+                if evicted {
+                    app.metrics
+                        .refusals
+                        .with_label_values(&["idle_evicted"])
+                        .inc();
+                }
+                Held::Place(p)
+            }),
+        };
+        let Some(permit) = permit else {
             app.metrics
                 .refusals
                 .with_label_values(&["too_many_connections"])
                 .inc();
-            tracing::warn!(peer = %addr, "connection refused: too many open connections (limits.max_connections)");
+            if let Some(suppressed) = app.conn_log.allow() {
+                tracing::warn!(peer = %addr, suppressed, "connection refused: too many open connections (limits.max_connections on the lease port, 256 on the status port); further refusals are counted in witness_refusals_total");
+            }
             drop(stream);
             continue;
         };
@@ -387,7 +493,7 @@ async fn accept_loop(
             if is_tls {
                 app.metrics.connections.inc();
             }
-            connection(&kind, stream, addr, router, &app, stop).await;
+            connection(&kind, stream, addr, router, &app, stop, act, evict).await;
             if is_tls {
                 app.metrics.connections.dec();
             }
@@ -395,6 +501,13 @@ async fn accept_loop(
     }
 }
 
+/// A connection's place in its port's budget, released when the connection ends.
+enum Held {
+    Permit(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit),
+    Place(#[allow(dead_code)] Place),
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn connection(
     kind: &Kind,
     stream: TcpStream,
@@ -402,6 +515,8 @@ async fn connection(
     router: axum::Router,
     app: &App,
     stop: watch::Receiver<bool>,
+    act: Arc<Activity>,
+    evict: Arc<tokio::sync::Notify>,
 ) {
     let _ = stream.set_nodelay(true);
     let header_timeout = Duration::from_millis(app.config.limits.header_timeout_ms);
@@ -411,7 +526,11 @@ async fn connection(
                 addr,
                 identity: PeerIdentity::None,
             };
-            serve_http(stream, peer, router, app, stop).await
+            // Unauthenticated: the first request must begin and end within the header
+            // timeout of the connection opening, so idle sockets cannot pile up.
+            act.head_since
+                .store(app.table.clock().now().0 + 1, Ordering::SeqCst);
+            serve_http(stream, peer, router, app, stop, act, evict).await
         }
         Kind::Tls(rx) => {
             let cfg = rx.borrow().config.clone();
@@ -420,12 +539,16 @@ async fn connection(
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     app.metrics.tls_handshake_failures.inc();
-                    tracing::warn!(peer = %addr, error = %e, "TLS handshake failed (client certificate not from the witness CA, expired, or not TLS 1.3)");
+                    if let Some(suppressed) = app.conn_log.allow() {
+                        tracing::warn!(peer = %addr, error = %e, suppressed, "TLS handshake failed (client certificate not from the witness CA, expired, or not TLS 1.3)");
+                    }
                     return;
                 }
                 Err(_) => {
                     app.metrics.tls_handshake_failures.inc();
-                    tracing::warn!(peer = %addr, "TLS handshake timed out (limits.header_timeout_ms)");
+                    if let Some(suppressed) = app.conn_log.allow() {
+                        tracing::warn!(peer = %addr, suppressed, "TLS handshake timed out (limits.header_timeout_ms)");
+                    }
                     return;
                 }
             };
@@ -436,7 +559,7 @@ async fn connection(
                 },
                 _ => PeerIdentity::None,
             };
-            serve_http(tls, Peer { addr, identity }, router, app, stop).await
+            serve_http(tls, Peer { addr, identity }, router, app, stop, act, evict).await
         }
     }
 }
@@ -451,6 +574,25 @@ struct Activity {
     head_since: AtomicU64,
     /// Wakes the watchdog when a head starts, so it re-arms with the header deadline.
     head_started: tokio::sync::Notify,
+}
+
+impl Activity {
+    fn new(clock: Clock) -> Activity {
+        Activity {
+            last_ms: AtomicU64::new(clock.now().0),
+            inflight: AtomicUsize::new(0),
+            head_since: AtomicU64::new(0),
+            head_started: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Since when the connection has done nothing useful (for eviction: oldest first).
+    fn quiet_since(&self) -> u64 {
+        match self.head_since.load(Ordering::SeqCst) {
+            0 => self.last_ms.load(Ordering::SeqCst),
+            h => h - 1,
+        }
+    }
 }
 
 /// Wraps a connection's byte stream to note when the bytes of a new request head begin, so the
@@ -528,16 +670,12 @@ async fn serve_http<I>(
     router: axum::Router,
     app: &App,
     mut stop: watch::Receiver<bool>,
+    activity: Arc<Activity>,
+    evict: Arc<tokio::sync::Notify>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let clock = app.table.clock();
-    let activity = Arc::new(Activity {
-        last_ms: AtomicU64::new(clock.now().0),
-        inflight: AtomicUsize::new(0),
-        head_since: AtomicU64::new(0),
-        head_started: tokio::sync::Notify::new(),
-    });
     let io = TokioIo::new(TimedIo {
         inner: io,
         act: activity.clone(),
@@ -598,6 +736,11 @@ async fn serve_http<I>(
                 conn.as_mut().graceful_shutdown();
             }
             _ = activity.head_started.notified() => {}
+            _ = evict.notified() => {
+                // Made room for a new connection (the status port's budget was full).
+                tracing::debug!(peer = %addr, "idle connection evicted to make room");
+                break;
+            }
             _ = tokio::time::sleep(Duration::from_millis(wait)) => {
                 if activity.inflight.load(Ordering::SeqCst) > 0 {
                     continue;
@@ -606,7 +749,9 @@ async fn serve_http<I>(
                 let head = activity.head_since.load(Ordering::SeqCst);
                 if head != 0 && now >= head - 1 + header {
                     app.metrics.refusals.with_label_values(&["header_timeout"]).inc();
-                    tracing::warn!(peer = %addr, "request headers not complete within limits.header_timeout_ms; connection closed");
+                    if let Some(suppressed) = app.conn_log.allow() {
+                        tracing::warn!(peer = %addr, suppressed, "request headers not complete within limits.header_timeout_ms; connection closed");
+                    }
                     break;
                 }
                 if head == 0 && !closing && now >= activity.last_ms.load(Ordering::SeqCst) + idle {

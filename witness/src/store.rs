@@ -15,10 +15,18 @@
 //!
 //! Nothing is durable before `flush_async` returns; every write that a reply depends on is
 //! flushed before the reply leaves.
+//!
+//! A failed write (a full or failing disk) leaves sled's memory holding what never reached the
+//! disk, and sled refuses every later write: so the store turns *unavailable* at the first
+//! failure (every read and write is refused, `/readyz` says not ready), closes the database,
+//! and reopens it from disk every second until a probe write is flushed again. What it reads
+//! after that is what the disk holds: the cluster table rebuilds from it every cluster whose
+//! write failed (as a restart would).
 use proto::arbiter::ClusterRecord;
 use proto::ClusterId;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -47,6 +55,8 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("the store at {path} is not writable since a write failed ({reason}); the witness retries every second and recovers by itself once the disk accepts writes again: free space on its file system or replace the disk")]
+    Unavailable { path: PathBuf, reason: String },
 }
 
 /// What the store said about its own history when it was opened.
@@ -70,9 +80,24 @@ pub struct StoredCluster {
     pub marker_on_disk: bool,
 }
 
-/// The sled database and its trees. Cheap to clone (sled handles are reference counted).
+/// The store. Cheap to clone: every handle shares one open database (or none, while it is
+/// being reopened after a failed write).
 #[derive(Clone)]
 pub struct Store {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    path: PathBuf,
+    /// `None` between closing a failed database and reopening it.
+    open: std::sync::RwLock<Option<Open>>,
+    /// Why the store is unavailable (a write failed and no reopen has succeeded since).
+    failed: std::sync::Mutex<Option<String>>,
+}
+
+/// One open sled database and its trees.
+#[derive(Clone)]
+struct Open {
     /// Shared by every handle; the flusher holds only a `Weak`, so dropping the last handle
     /// closes the database (and releases its file lock) at once.
     db: Arc<sled::Db>,
@@ -80,10 +105,55 @@ pub struct Store {
     recovering: sled::Tree,
     meta: sled::Tree,
     audit: sled::Tree,
-    path: PathBuf,
     /// Requests to the group-commit task; each is answered once a flush that started after the
     /// request was sent has completed.
     flusher: tokio::sync::mpsc::UnboundedSender<FlushWaiter>,
+}
+
+impl Open {
+    fn at(path: &Path) -> Result<Open, sled::Error> {
+        let db = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let (clusters, recovering, meta, audit) = (
+            db.open_tree("clusters")?,
+            db.open_tree("recovering")?,
+            db.open_tree("meta")?,
+            db.open_tree("audit")?,
+        );
+        let (flush_tx, flush_rx) = tokio::sync::mpsc::unbounded_channel();
+        let db = Arc::new(db);
+        tokio::spawn(flusher(Arc::downgrade(&db), flush_rx));
+        Ok(Open {
+            db,
+            clusters,
+            recovering,
+            meta,
+            audit,
+            flusher: flush_tx,
+        })
+    }
+}
+
+/// Reopens a failed store every second until a probe write is flushed. Holds only a `Weak`,
+/// so it ends when every handle is dropped.
+async fn repairer(shared: Weak<Shared>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Some(sh) = shared.upgrade() else {
+            return;
+        };
+        let failed = lock(&sh.failed).clone();
+        if let Some(reason) = failed {
+            let store = Store { shared: sh };
+            store.try_reopen(&reason).await;
+        }
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 type FlushWaiter = tokio::sync::oneshot::Sender<Result<(), sled::Error>>;
@@ -129,48 +199,27 @@ impl Store {
             path: path.to_path_buf(),
             source,
         };
-        let db = sled::Config::new()
-            .path(path)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(open_err)?;
-        let tree = |n: &str| db.open_tree(n).map_err(open_err);
-        let (clusters, recovering, meta, audit) = (
-            tree("clusters")?,
-            tree("recovering")?,
-            tree("meta")?,
-            tree("audit")?,
-        );
-        let (flush_tx, flush_rx) = tokio::sync::mpsc::unbounded_channel();
-        let db = Arc::new(db);
-        tokio::spawn(flusher(Arc::downgrade(&db), flush_rx));
-        let store = Store {
-            flusher: flush_tx,
-            clusters,
-            recovering,
-            meta,
-            audit,
-            db,
+        let o = Open::at(path).map_err(open_err)?;
+        let shared = Arc::new(Shared {
             path: path.to_path_buf(),
-        };
-        let initialised = store.meta.get(INITIALISED).map_err(open_err)?.is_some();
+            open: std::sync::RwLock::new(Some(o.clone())),
+            failed: std::sync::Mutex::new(None),
+        });
+        tokio::spawn(repairer(Arc::downgrade(&shared)));
+        let store = Store { shared };
+        let initialised = o.meta.get(INITIALISED).map_err(open_err)?.is_some();
         let origin = if !initialised {
             // New or wiped: anything found here cannot be trusted to be complete.
-            for k in store.clusters.iter().keys() {
+            for k in o.clusters.iter().keys() {
                 let k = k.map_err(open_err)?;
-                store.recovering.insert(k, &b"1"[..]).map_err(open_err)?;
+                o.recovering.insert(k, &b"1"[..]).map_err(open_err)?;
             }
-            store
-                .meta
-                .insert(LOST_WINDOW, &b"1"[..])
-                .map_err(open_err)?;
-            store
-                .meta
-                .insert(INITIALISED, &b"1"[..])
-                .map_err(open_err)?;
+            o.meta.insert(LOST_WINDOW, &b"1"[..]).map_err(open_err)?;
+            o.meta.insert(INITIALISED, &b"1"[..]).map_err(open_err)?;
+            drop(o);
             store.flush("the store markers").await?;
             StoreOrigin::LostState
-        } else if store.meta.get(LOST_WINDOW).map_err(open_err)?.is_some() {
+        } else if o.meta.get(LOST_WINDOW).map_err(open_err)?.is_some() {
             StoreOrigin::LostState
         } else {
             StoreOrigin::Intact
@@ -199,26 +248,135 @@ impl Store {
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.shared.path
+    }
+
+    /// The open database, or why there is none usable.
+    fn open_db(&self) -> Result<Open, StoreError> {
+        if let Some(reason) = lock(&self.shared.failed).clone() {
+            return Err(self.unavailable(reason));
+        }
+        let g = self.shared.open.read().unwrap_or_else(|p| p.into_inner());
+        g.clone()
+            .ok_or_else(|| self.unavailable("the store is being reopened".into()))
+    }
+
+    fn unavailable(&self, reason: String) -> StoreError {
+        StoreError::Unavailable {
+            path: self.shared.path.clone(),
+            reason,
+        }
+    }
+
+    /// Marks the store failed after a write error: nothing is read from or written to the
+    /// database in memory any more (it may hold what never reached the disk).
+    fn fail(&self, e: &StoreError) {
+        let mut f = lock(&self.shared.failed);
+        if f.is_none() {
+            tracing::error!(error = %e, store = %self.shared.path.display(), "store write failed: the witness answers 503 and is not ready until the disk accepts writes again; it retries every second");
+            *f = Some(e.to_string());
+        }
+    }
+
+    /// Writes of every kind go through here, so that any failure makes the store unavailable.
+    fn write_err(&self, what: String, source: sled::Error) -> StoreError {
+        let e = StoreError::Write { what, source };
+        self.fail(&e);
+        e
+    }
+
+    /// `Err(Unavailable)` from a failed write until the store is reopened and writes are
+    /// flushed again.
+    pub fn check_available(&self) -> Result<(), StoreError> {
+        self.open_db().map(|_| ())
+    }
+
+    /// False from a failed write until the store is reopened and writes are flushed again.
+    pub fn available(&self) -> bool {
+        lock(&self.shared.failed).is_none()
+    }
+
+    /// Closes the failed database and opens it again from disk, then proves that writes are
+    /// flushed again with a probe write. Leaves the store unavailable on any failure.
+    async fn try_reopen(&self, reason: &str) {
+        // Drop this process's handles first: sled holds an exclusive lock on its files.
+        let old = self
+            .shared
+            .open
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        drop(old);
+        let path = self.shared.path.clone();
+        let opened = tokio::task::spawn_blocking(move || Open::at(&path)).await;
+        let o = match opened {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "store not reopened yet");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "store reopen task failed");
+                return;
+            }
+        };
+        let probe = o.meta.insert(b"probe", &b"1"[..]).map(|_| ());
+        *self.shared.open.write().unwrap_or_else(|p| p.into_inner()) = Some(o);
+        let flushed = match probe {
+            Ok(()) => self.flush_raw().await,
+            Err(e) => Err(e),
+        };
+        match flushed {
+            Ok(()) => {
+                *lock(&self.shared.failed) = None;
+                tracing::info!(store = %self.shared.path.display(), was = %reason, "store writable again: reopened from disk; clusters are rebuilt from what it holds");
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "store still not writable");
+                // Close it again: the next attempt reopens from disk.
+                let _ = self
+                    .shared
+                    .open
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+            }
+        }
+    }
+
+    /// One group-commit flush of the open database, failures not recorded.
+    async fn flush_raw(&self) -> Result<(), sled::Error> {
+        let sender = {
+            let g = self.shared.open.read().unwrap_or_else(|p| p.into_inner());
+            match g.as_ref() {
+                Some(o) => o.flusher.clone(),
+                None => {
+                    return Err(sled::Error::ReportableBug(
+                        "the store is being reopened".into(),
+                    ))
+                }
+            }
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        sender
+            .send(tx)
+            .map_err(|_| sled::Error::ReportableBug("the store flusher has stopped".into()))?;
+        drop(sender);
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => Err(sled::Error::ReportableBug(
+                "the store flusher stopped before flushing".into(),
+            )),
+        }
     }
 
     async fn flush(&self, what: &str) -> Result<(), StoreError> {
-        let err = |source| StoreError::Write {
-            what: what.to_string(),
-            source,
-        };
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.flusher.send(tx).map_err(|_| {
-            err(sled::Error::ReportableBug(
-                "the store flusher has stopped".into(),
-            ))
-        })?;
-        match rx.await {
-            Ok(r) => r.map_err(err),
-            Err(_) => Err(err(sled::Error::ReportableBug(
-                "the store flusher stopped before flushing".into(),
-            ))),
+        if let Some(reason) = lock(&self.shared.failed).clone() {
+            return Err(self.unavailable(reason));
         }
+        self.flush_raw()
+            .await
+            .map_err(|source| self.write_err(what.to_string(), source))
     }
 
     /// Flushes everything (shutdown).
@@ -228,12 +386,10 @@ impl Store {
 
     /// The lost-state window is over: unknown clusters are new from now on.
     pub async fn close_lost_window(&self) -> Result<(), StoreError> {
-        self.meta
+        self.open_db()?
+            .meta
             .remove(LOST_WINDOW)
-            .map_err(|source| StoreError::Write {
-                what: "the lost-state marker".into(),
-                source,
-            })?;
+            .map_err(|source| self.write_err("the lost-state marker".into(), source))?;
         self.flush("the lost-state marker").await
     }
 
@@ -242,14 +398,15 @@ impl Store {
     pub fn load(&self, cluster: &ClusterId) -> Result<StoredCluster, StoreError> {
         let what = || format!("cluster {cluster}");
         let key = cluster.as_str().as_bytes();
-        let recovering = self
+        let o = self.open_db()?;
+        let recovering = o
             .recovering
             .contains_key(key)
             .map_err(|source| StoreError::Read {
                 what: what(),
                 source,
             })?;
-        let raw = self.clusters.get(key).map_err(|source| StoreError::Read {
+        let raw = o.clusters.get(key).map_err(|source| StoreError::Read {
             what: what(),
             source,
         })?;
@@ -284,11 +441,14 @@ impl Store {
 
     /// Marks a cluster as waiting out forgotten state, durably.
     pub async fn mark_recovering(&self, cluster: &ClusterId) -> Result<(), StoreError> {
-        self.recovering
+        self.open_db()?
+            .recovering
             .insert(cluster.as_str().as_bytes(), &b"1"[..])
-            .map_err(|source| StoreError::Write {
-                what: format!("the recovering marker of cluster {cluster}"),
-                source,
+            .map_err(|source| {
+                self.write_err(
+                    format!("the recovering marker of cluster {cluster}"),
+                    source,
+                )
             })?;
         self.flush(&format!("the recovering marker of cluster {cluster}"))
             .await
@@ -307,19 +467,20 @@ impl Store {
             what: what.clone(),
             source,
         })?;
-        self.clusters
+        self.open_db()?
+            .clusters
             .insert(cluster.as_str().as_bytes(), json)
-            .map_err(|source| StoreError::Write {
-                what: what.clone(),
-                source,
-            })?;
+            .map_err(|source| self.write_err(what.clone(), source))?;
         self.flush(&what).await?;
         if recovery_done {
-            self.recovering
+            self.open_db()?
+                .recovering
                 .remove(cluster.as_str().as_bytes())
-                .map_err(|source| StoreError::Write {
-                    what: format!("the recovering marker of cluster {cluster}"),
-                    source,
+                .map_err(|source| {
+                    self.write_err(
+                        format!("the recovering marker of cluster {cluster}"),
+                        source,
+                    )
                 })?;
             self.flush(&format!("the recovering marker of cluster {cluster}"))
                 .await?;
@@ -329,11 +490,14 @@ impl Store {
 
     /// Every cluster name with a record or a recovering marker.
     pub fn cluster_names(&self) -> Vec<ClusterId> {
-        let mut out: Vec<ClusterId> = self
+        let Ok(o) = self.open_db() else {
+            return Vec::new();
+        };
+        let mut out: Vec<ClusterId> = o
             .clusters
             .iter()
             .keys()
-            .chain(self.recovering.iter().keys())
+            .chain(o.recovering.iter().keys())
             .filter_map(|k| k.ok())
             .filter_map(|k| String::from_utf8(k.to_vec()).ok())
             .map(ClusterId::new)
@@ -345,22 +509,23 @@ impl Store {
 
     /// Appends one audit entry durably.
     pub async fn append_audit(&self, json: Vec<u8>) -> Result<(), StoreError> {
-        let id = self.db.generate_id().map_err(|source| StoreError::Write {
-            what: "the audit sequence".into(),
-            source,
-        })?;
-        self.audit
+        let o = self.open_db()?;
+        let id =
+            o.db.generate_id()
+                .map_err(|source| self.write_err("the audit sequence".into(), source))?;
+        o.audit
             .insert(id.to_be_bytes(), json)
-            .map_err(|source| StoreError::Write {
-                what: "the audit log".into(),
-                source,
-            })?;
+            .map_err(|source| self.write_err("the audit log".into(), source))?;
+        drop(o);
         self.flush("the audit log").await
     }
 
     /// The newest `n` audit entries, newest first.
     pub fn recent_audit(&self, n: usize) -> Vec<serde_json::Value> {
-        self.audit
+        let Ok(o) = self.open_db() else {
+            return Vec::new();
+        };
+        o.audit
             .iter()
             .rev()
             .take(n)
@@ -369,9 +534,12 @@ impl Store {
             .collect()
     }
 
-    /// A cheap check that the store answers (for /readyz).
+    /// A cheap check that the store answers and its last write did not fail (for /readyz).
     pub fn healthy(&self) -> bool {
-        self.meta
+        let Ok(o) = self.open_db() else {
+            return false;
+        };
+        o.meta
             .get(INITIALISED)
             .map(|v| v.is_some())
             .unwrap_or(false)

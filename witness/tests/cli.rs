@@ -74,6 +74,10 @@ async fn serve_with_no_arguments_creates_demo_certificates_and_answers_probes() 
         banner.contains("witness-data/certs"),
         "says where the certificates are: {banner}"
     );
+    assert!(
+        banner.contains("witness serving") && !banner.contains('\u{1b}'),
+        "plain text, no ANSI colour codes, when stderr is not a terminal: {banner:?}"
+    );
 
     // A demo node calls (the new store first waits out forgotten leases: retry).
     let a1 = client(&data, "a1");
