@@ -50,9 +50,12 @@ echo "fuzz build: $(( $(date +%s) - start )) s"
 
 bin_dir="target/x86_64-unknown-linux-gnu/release"
 logs="target/fuzz-logs"
-# The targets that decode files write them to a scratch directory under TMPDIR: our own.
-export TMPDIR="$PWD/target/fuzz-tmp"
-mkdir -p "$logs" "$TMPDIR"
+# The targets that decode files write each input to a scratch file under TMPDIR: our own, on
+# tmpfs when there is one (rewriting a file on ext4 costs a block flush: 300 instead of 20,000
+# inputs per second).
+TMPDIR="$(mktemp -d /dev/shm/witness-fuzz.XXXXXX 2>/dev/null || mktemp -d)"
+export TMPDIR
+mkdir -p "$logs"
 failed=()
 printf '%-20s %12s %10s  %s\n' TARGET EXECUTIONS EXEC/S RESULT
 for t in "${targets[@]}"; do
