@@ -61,10 +61,15 @@ printf '%-20s %12s %10s  %s\n' TARGET EXECUTIONS EXEC/S RESULT
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t" "target/corpus-new/$t" "artifacts/$t"
     log="$logs/$t.log"
+    case "$t" in
+        witness_config|agent_config) dict=(-dict=dict/toml.dict) ;;
+        certificate_der|certificate_pem|identity_uri|lease_proof) dict=() ;;
+        *) dict=(-dict=dict/json.dict) ;;
+    esac
     set +e
     # The new-corpus directory first: libFuzzer writes new inputs to the first directory only.
     "$bin_dir/$t" -max_total_time="$seconds" -print_final_stats=1 \
-        -artifact_prefix="artifacts/$t/" -rss_limit_mb=2048 -timeout=10 \
+        -artifact_prefix="artifacts/$t/" -rss_limit_mb=2048 -timeout=10 "${dict[@]}" \
         "target/corpus-new/$t" "corpus/$t" >"$log" 2>&1
     status=$?
     set -e
