@@ -50,18 +50,26 @@ echo "fuzz build: $(( $(date +%s) - start )) s"
 
 bin_dir="target/x86_64-unknown-linux-gnu/release"
 logs="target/fuzz-logs"
-# The targets that decode files write them to a scratch directory under TMPDIR: our own.
-export TMPDIR="$PWD/target/fuzz-tmp"
-mkdir -p "$logs" "$TMPDIR"
+# The targets that decode files write each input to a scratch file under TMPDIR: our own, on
+# tmpfs when there is one (rewriting a file on ext4 costs a block flush: 300 instead of 20,000
+# inputs per second).
+TMPDIR="$(mktemp -d /dev/shm/witness-fuzz.XXXXXX 2>/dev/null || mktemp -d)"
+export TMPDIR
+mkdir -p "$logs"
 failed=()
 printf '%-20s %12s %10s  %s\n' TARGET EXECUTIONS EXEC/S RESULT
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t" "target/corpus-new/$t" "artifacts/$t"
     log="$logs/$t.log"
+    case "$t" in
+        witness_config|agent_config) dict=(-dict=dict/toml.dict) ;;
+        certificate_der|certificate_pem|identity_uri|lease_proof) dict=() ;;
+        *) dict=(-dict=dict/json.dict) ;;
+    esac
     set +e
     # The new-corpus directory first: libFuzzer writes new inputs to the first directory only.
     "$bin_dir/$t" -max_total_time="$seconds" -print_final_stats=1 \
-        -artifact_prefix="artifacts/$t/" -rss_limit_mb=2048 -timeout=10 \
+        -artifact_prefix="artifacts/$t/" -rss_limit_mb=2048 -timeout=10 "${dict[@]}" \
         "target/corpus-new/$t" "corpus/$t" >"$log" 2>&1
     status=$?
     set -e

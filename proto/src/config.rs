@@ -83,6 +83,11 @@ impl Default for Timings {
 
 const PPM: u64 = 1_000_000;
 
+/// The longest any timer may be: one day. Longer is a typo (minutes for milliseconds, a stray
+/// digit), and the bounds derived from the timers (sums, widened by the drift) must not
+/// overflow: at this bound they stay far below `u64::MAX`.
+pub const MAX_TIMING_MS: u64 = 86_400_000;
+
 impl Timings {
     /// How soon an agent sends its next renewal while the previous one is unanswered: a quarter
     /// of the renew interval. The lease then outlives a witness silence of up to
@@ -106,7 +111,8 @@ impl Timings {
     pub fn widen(&self, d: u64) -> u64 {
         let num = (d as u128) * ((PPM + self.drift_ppm) as u128);
         let den = (PPM - self.drift_ppm.min(PPM - 1)) as u128;
-        num.div_ceil(den) as u64
+        // Saturate rather than truncate: a wait that wrapped to a small number would be unsafe.
+        u64::try_from(num.div_ceil(den)).unwrap_or(u64::MAX)
     }
 
     /// How long the witness waits, after its last grant to a room, before it lets the other room
@@ -176,6 +182,25 @@ impl Timings {
         ] {
             if v == 0 {
                 return err(field, "must be greater than zero", format!("{field} = 0"));
+            }
+        }
+        for (field, v) in [
+            ("heartbeat_interval_ms", t.heartbeat_interval_ms),
+            ("peer_timeout_ms", t.peer_timeout_ms),
+            ("renew_interval_ms", t.renew_interval_ms),
+            ("lease_ms", t.lease_ms),
+            ("silence_ms", t.silence_ms),
+            ("fence_deadline_ms", t.fence_deadline_ms),
+            ("watchdog_timeout_ms", t.watchdog_timeout_ms),
+            ("rejoin_stable_ms", t.rejoin_stable_ms),
+            ("min_fenced_ms", t.min_fenced_ms),
+        ] {
+            if v > MAX_TIMING_MS {
+                return err(
+                    field,
+                    "must be at most 86400000 ms (one day); longer timers are a typo, and the waits derived from them must not overflow",
+                    format!("{field} = {v}"),
+                );
             }
         }
         if 2 * t.heartbeat_interval_ms > t.peer_timeout_ms {
@@ -274,6 +299,61 @@ mod tests {
         t.drift_ppm = 10_000;
         // 1000 * 1.01 / 0.99 = 1020.2 -> 1021
         assert_eq!(t.widen(1000), 1021);
+    }
+
+    #[test]
+    fn timings_longer_than_a_day_are_refused_so_derived_waits_cannot_wrap() {
+        // Found by the agent_config fuzz target: accepted, then L+F+W overflowed (a panic in a
+        // checked build, a wrapped, tiny takeover wait in a release build).
+        let t = Timings {
+            lease_ms: i64::MAX as u64,
+            fence_deadline_ms: i64::MAX as u64,
+            ..Timings::default()
+        };
+        let e = t.validate().unwrap_err();
+        assert_eq!(e.field, "lease_ms");
+        assert!(e.to_string().contains("one day"), "{e}");
+        let ok = Timings::default();
+        for (field, set) in [
+            (
+                "heartbeat_interval_ms",
+                (|t, v| t.heartbeat_interval_ms = v) as fn(&mut Timings, u64),
+            ),
+            ("peer_timeout_ms", |t, v| t.peer_timeout_ms = v),
+            ("renew_interval_ms", |t, v| t.renew_interval_ms = v),
+            ("lease_ms", |t, v| t.lease_ms = v),
+            ("silence_ms", |t, v| t.silence_ms = v),
+            ("fence_deadline_ms", |t, v| t.fence_deadline_ms = v),
+            ("watchdog_timeout_ms", |t, v| t.watchdog_timeout_ms = v),
+            ("rejoin_stable_ms", |t, v| t.rejoin_stable_ms = v),
+            ("min_fenced_ms", |t, v| t.min_fenced_ms = v),
+        ] {
+            let mut t = ok.clone();
+            set(&mut t, MAX_TIMING_MS + 1_000);
+            assert_eq!(t.validate().unwrap_err().field, field);
+        }
+    }
+
+    #[test]
+    fn derived_waits_at_the_largest_accepted_timings_do_not_wrap() {
+        let m = MAX_TIMING_MS;
+        let t = Timings {
+            heartbeat_interval_ms: m,
+            peer_timeout_ms: m,
+            renew_interval_ms: m,
+            lease_ms: m,
+            silence_ms: m,
+            fence_deadline_ms: m,
+            watchdog_timeout_ms: m,
+            drift_ppm: 199_999,
+            rejoin_stable_ms: m,
+            min_fenced_ms: m,
+        };
+        assert!(t.witness_takeover_wait_ms() >= 3 * m);
+        assert!(t.node_takeover_wait_ms() >= 3 * m);
+        assert!(t.alone_handover_wait_ms() >= m);
+        assert!(t.worst_case_room_loss_takeover_ms() >= 5 * m);
+        assert_eq!(t.widen(u64::MAX), u64::MAX, "widen saturates, never wraps");
     }
 
     #[test]
