@@ -102,8 +102,12 @@ pub struct PeerConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct KubernetesConfig {
     pub enabled: bool,
-    /// Empty: in-cluster configuration (service account). Tests set a stand-in's URL.
+    /// Empty: in-cluster configuration (service account). Set: this API endpoint instead of the
+    /// in-cluster one; over https the service account's token and CA are still used (from
+    /// `service_account_dir`), over plain http (the test double) no credentials are sent.
     pub api_url: String,
+    /// Where the service account's `token`, `ca.crt` (and `namespace`) are mounted.
+    pub service_account_dir: String,
     pub fence_taint_key: String,
     /// How long one taint step may take while fencing; an API that does not answer within it
     /// counts as unreachable and the taint is skipped (reported).
@@ -115,6 +119,7 @@ impl Default for KubernetesConfig {
         KubernetesConfig {
             enabled: true,
             api_url: String::new(),
+            service_account_dir: "/var/run/secrets/kubernetes.io/serviceaccount".into(),
             fence_taint_key: "witness.dev/fenced".into(),
             deadline_ms: 500,
         }

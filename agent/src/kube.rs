@@ -36,6 +36,14 @@ impl KubeError {
         }
     }
 
+    /// The message of the API's answer (empty if it did not answer).
+    pub fn message(&self) -> &str {
+        match self {
+            KubeError::Api(kube::Error::Api(s)) => &s.message,
+            _ => "",
+        }
+    }
+
     /// The API answered (as opposed to: unreachable, timed out, not configured).
     pub fn answered(&self) -> bool {
         self.status().is_some()
@@ -90,8 +98,13 @@ pub fn pointer_escape(s: &str) -> String {
 }
 
 impl Kube {
-    /// Builds the client: from `api_url` when set (plain http allowed, for the stand-in in tests),
-    /// else from the in-cluster service account. A failure is kept and reported on every use.
+    /// Builds the client. The endpoint is `api_url` when set, else the in-cluster one
+    /// (`KUBERNETES_SERVICE_HOST`/`_PORT`). Over https the service account in
+    /// `service_account_dir` authenticates (its `token` file, re-read as the kubelet rotates it)
+    /// and its `ca.crt` verifies the server, also for a configured `api_url`: an operator who
+    /// points the agent at a local API server still acts as the agent's ServiceAccount, never
+    /// as `system:anonymous`. Plain http (the test double) sends no credentials. A failure is
+    /// kept and reported on every use.
     pub fn new(cfg: &KubernetesConfig) -> Kube {
         let call_timeout = Duration::from_secs(5);
         if !cfg.enabled {
@@ -100,15 +113,7 @@ impl Kube {
                 call_timeout,
             };
         }
-        let config = if cfg.api_url.is_empty() {
-            kube::Config::incluster().map_err(|e| format!("in-cluster configuration: {e}"))
-        } else {
-            cfg.api_url
-                .parse::<http::Uri>()
-                .map(kube::Config::new)
-                .map_err(|e| format!("kubernetes.api_url: {e}"))
-        };
-        let client = config.and_then(|mut c| {
+        let client = client_config(cfg).and_then(|mut c| {
             // Our own deadlines and conflict retries decide; no hidden retry loop underneath.
             c.default_retry = false;
             c.connect_timeout = Some(Duration::from_secs(1));
@@ -220,8 +225,10 @@ impl Kube {
             .collect())
     }
 
-    /// `PUT .../virtualmachines/<name>/stop`. A VM that is not running (409) or gone (404) is
-    /// already where we want it.
+    /// `PUT .../virtualmachines/<name>/stop`. A VM that is not running (409) or gone (404
+    /// naming the VM) is already where we want it. A 404 that does not name the VM means the
+    /// `subresources.kubevirt.io` API itself is not served (virt-api missing or not yet
+    /// registered): that is an error, or fencing would believe a stop it never asked for.
     pub async fn stop_vm(&self, ns: &str, name: &str) -> Result<(), KubeError> {
         let client = self.client()?;
         let uri = format!(
@@ -233,7 +240,16 @@ impl Kube {
             .map_err(|e| KubeError::Other(e.to_string()))?;
         match self.call(client.request_text(req)).await {
             Ok(_) => Ok(()),
-            Err(e) if matches!(e.status(), Some(404) | Some(409)) => Ok(()),
+            Err(e) if e.status() == Some(409) => Ok(()),
+            Err(e) if e.status() == Some(404) && e.message().contains(&format!("\"{name}\"")) => {
+                Ok(())
+            }
+            Err(e) if e.status() == Some(404) => Err(KubeError::Other(format!(
+                "stopping VM {ns}/{name}: the stop subresource is not served (404: {}); is \
+                 KubeVirt's virt-api running? vm.stop_mode = \"halt\" needs only the \
+                 VirtualMachine resource",
+                e.message()
+            ))),
             Err(e) => Err(e),
         }
     }
@@ -261,6 +277,66 @@ impl Kube {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The client configuration for `cfg` (see [`Kube::new`]).
+fn client_config(cfg: &KubernetesConfig) -> Result<kube::Config, String> {
+    let url = if cfg.api_url.is_empty() {
+        let host = std::env::var("KUBERNETES_SERVICE_HOST").map_err(|_| {
+            "in-cluster configuration: KUBERNETES_SERVICE_HOST is not set (not running in a \
+             pod?); set kubernetes.api_url"
+                .to_string()
+        })?;
+        let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
+        // An IPv6 service address needs brackets in a URL.
+        if host.contains(':') {
+            format!("https://[{host}]:{port}")
+        } else {
+            format!("https://{host}:{port}")
+        }
+    } else {
+        cfg.api_url.clone()
+    };
+    let uri = url
+        .parse::<http::Uri>()
+        .map_err(|e| format!("kubernetes.api_url {url:?}: {e}"))?;
+    let https = uri.scheme_str() == Some("https");
+    let mut config = kube::Config::new(uri);
+    if !https {
+        return Ok(config);
+    }
+    let dir = std::path::Path::new(&cfg.service_account_dir);
+    let ca_path = dir.join("ca.crt");
+    let ca = std::fs::read(&ca_path).map_err(|e| {
+        format!(
+            "reading the API's CA {} (kubernetes.service_account_dir): {e}",
+            ca_path.display()
+        )
+    })?;
+    let roots: Vec<Vec<u8>> = rustls_pemfile::certs(&mut ca.as_slice())
+        .map(|c| c.map(|c| c.as_ref().to_vec()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: not PEM certificates: {e}", ca_path.display()))?;
+    if roots.is_empty() {
+        return Err(format!(
+            "{}: no certificate in it (kubernetes.service_account_dir)",
+            ca_path.display()
+        ));
+    }
+    config.root_cert = Some(roots);
+    config.root_cert_file = Some(ca_path);
+    let token = dir.join("token");
+    if !token.exists() {
+        return Err(format!(
+            "no service account token at {} (kubernetes.service_account_dir)",
+            token.display()
+        ));
+    }
+    config.auth_info.token_file = Some(token.to_string_lossy().into_owned());
+    if let Ok(ns) = std::fs::read_to_string(dir.join("namespace")) {
+        config.default_namespace = ns.trim().to_string();
+    }
+    Ok(config)
 }
 
 /// One VMI found on this node.

@@ -27,6 +27,10 @@ pub const NODES: [(&str, &str, u8); 4] = [
     ("b2", "b", 22),
 ];
 const WITNESS_OCTET: u8 = 10;
+/// The `kube` host (the API server as the namespaces see it), present with [`Spec::kube`].
+const KUBE_OCTET: u8 = 5;
+/// The port the API server is reached at from the namespaces.
+pub const KUBE_PORT: u16 = 6443;
 const LEASE_PORT: u16 = 7443;
 const PEER_PORT: u16 = 7444;
 /// A monitor thread never outlives this (a bound on its loop).
@@ -51,6 +55,32 @@ pub struct Spec {
     /// Delay the lease API by this many ms each way from the start, through the given
     /// `delay-relay` binary (see [`Cluster::delay_witness`]).
     pub witness_delay: Option<(PathBuf, u64)>,
+    /// Kubernetes enabled in the agents, against a real API server (see
+    /// [`crate::kube_fixture`]); `None`: `kubernetes.enabled = false`.
+    pub kube: Option<KubeAccess>,
+}
+
+/// How the agents reach a real API server.
+#[derive(Clone, Debug)]
+pub struct KubeAccess {
+    /// The API server on this host's loopback; the cluster forwards `<kube host>:6443` in its
+    /// namespaces to it (so cutting the `kube` host cuts a node off from the API).
+    pub upstream: std::net::SocketAddr,
+    /// A projected-ServiceAccount-style directory (`token`, `ca.crt`, `namespace`).
+    pub sa_dir: PathBuf,
+    /// `vm.stop_mode` of the agents (`stop` or `halt`).
+    pub stop_mode: String,
+    /// Nodes' power as the fixture's kubelet stand-in sees it: cleared on power-off and
+    /// watchdog reset, set on boot.
+    pub powered: crate::kube_fixture::Powered,
+}
+
+impl KubeAccess {
+    fn set(&self, node: &str, on: bool) {
+        if let Ok(mut m) = self.powered.lock() {
+            m.insert(node.to_string(), on);
+        }
+    }
 }
 
 impl Spec {
@@ -64,6 +94,7 @@ impl Spec {
             reboot_after_reset_ms: Some(2_000),
             preferred_room: None,
             witness_delay: None,
+            kube: None,
         }
     }
 }
@@ -169,7 +200,31 @@ impl Cluster {
             .tempdir()?;
         let mut hosts: Vec<(&str, u8)> = vec![("witness", WITNESS_OCTET)];
         hosts.extend(NODES.iter().map(|(n, _, o)| (*n, *o)));
+        if spec.kube.is_some() {
+            hosts.push(("kube", KUBE_OCTET));
+        }
         let net = Net::new(spec.index, &hosts)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let kube_section = match &spec.kube {
+            Some(k) => {
+                let ip = net.ip("kube");
+                crate::kube_fixture::forward_into_namespace(
+                    &net.ns("kube"),
+                    format!("{ip}:{KUBE_PORT}").parse()?,
+                    k.upstream,
+                    stop.clone(),
+                )?;
+                (
+                    format!(
+                        "[kubernetes]\nenabled = true\napi_url = \"https://{ip}:{KUBE_PORT}\"\n\
+                         service_account_dir = \"{}\"\ndeadline_ms = 400\n",
+                        s(&k.sa_dir)
+                    ),
+                    k.stop_mode.clone(),
+                )
+            }
+            None => ("[kubernetes]\nenabled = false\n".to_string(), "stop".to_string()),
+        };
         let tag = net.tag.clone();
         println!(
             "[{}] namespaces {tag}-*, 198.18.{}.0/24, dir {}",
@@ -265,8 +320,9 @@ impl Cluster {
                  witness_url = \"https://{wip}:{LEASE_PORT}\"\nlisten = \"{ip}:{PEER_PORT}\"\n\
                  status_listen = \"127.0.0.1:7481\"\nrun_dir = \"{run}\"\nevent_socket = \"{ev}\"\n\
                  [tls]\nca = \"{c}/ca.pem\"\ncert = \"{c}/{n}.pem\"\nkey = \"{c}/{n}-key.pem\"\n\
-                 {peers}[timings]\n{timings}[kubernetes]\nenabled = false\n\
-                 [vm]\nenabled = true\nlocal_kill = true\nprocess_patterns = [\"qemu-{tag}-{n}\"]\n\
+                 {peers}[timings]\n{timings}{kube}\
+                 [vm]\nenabled = true\nstop_mode = \"{stop_mode}\"\nlocal_kill = true\n\
+                 process_patterns = [\"qemu-{tag}-{n}\"]\n\
                  deadline_ms = 500\n[drbd]\nenabled = true\ndrbdadm = \"{drbdadm}\"\n\
                  resources = [\"r0\"]\ndeadline_ms = 600\n[watchdog]\nenabled = true\n\
                  device = \"{wd}\"\nwdctl = \"\"\n",
@@ -276,6 +332,8 @@ impl Cluster {
                 timings = timings_toml(&spec.timings),
                 drbdadm = s(&drbdadm),
                 wd = s(&wd.path),
+                kube = kube_section.0,
+                stop_mode = kube_section.1,
             );
             let config = nd.join("agent.toml");
             std::fs::write(&config, cfg)?;
@@ -305,7 +363,6 @@ impl Cluster {
             agent_bin,
             tag,
         });
-        let stop = Arc::new(AtomicBool::new(false));
         let monitor = {
             let sh = shared.clone();
             let st = stop.clone();
@@ -444,6 +501,9 @@ impl Cluster {
     }
 
     pub fn power_off(&self, node: &str) -> Result<()> {
+        if let Some(k) = &self.spec.kube {
+            k.set(node, false);
+        }
         self.shared.net.link(node, false)?;
         {
             let mut g = self.lock();
@@ -506,6 +566,31 @@ impl Cluster {
     }
 
     /// Cuts `room` from the witness, both ways.
+    /// Starts the node's VM again (as KubeVirt would after an unfence) if it is not running.
+    pub fn start_vm(&self, node: &str) -> Result<()> {
+        let mut g = self.lock();
+        let n = g.nodes.get_mut(node).context("no such node")?;
+        if n.down {
+            bail!("start_vm: {node} is down");
+        }
+        if n.vm.as_mut().is_none_or(|v| !v.alive()) {
+            n.vm = Some(spawn_vm(&self.shared, node, &n.dir)?);
+        }
+        Ok(())
+    }
+
+    /// The nodes of `room` no longer reach the API server (nor it them): needs [`Spec::kube`].
+    pub fn cut_kube(&self, room: &str) -> Result<()> {
+        if self.spec.kube.is_none() {
+            bail!("cut_kube: this cluster has no Kubernetes (Spec::kube)");
+        }
+        for n in Self::room_nodes(room) {
+            self.shared.net.drop_from(n, "kube", None)?;
+            self.shared.net.drop_from("kube", n, None)?;
+        }
+        Ok(())
+    }
+
     pub fn cut_witness(&self, room: &str) -> Result<()> {
         for n in Self::room_nodes(room) {
             self.shared.net.drop_from(n, "witness", None)?;
@@ -804,6 +889,9 @@ fn init_store(path: &Path) -> Result<()> {
 
 fn boot(sh: &Shared, node: &str) -> Result<()> {
     sh.net.link(node, true)?;
+    if let Some(k) = &sh.spec.kube {
+        k.set(node, true);
+    }
     {
         let mut g = sh.inner.lock().unwrap_or_else(|e| e.into_inner());
         let n = g.nodes.get_mut(node).context("no such node")?;
@@ -812,22 +900,26 @@ fn boot(sh: &Shared, node: &str) -> Result<()> {
         let _ = std::fs::remove_dir_all(&run_dir);
         std::fs::create_dir_all(&run_dir)?;
         std::fs::remove_file(n.dir.join("drbd-secondary")).ok();
-        let vm_name = format!("qemu-{}-{node}", sh.tag);
-        let vm = Proc::spawn(
-            &vm_name,
-            &sh.net.ns(node),
-            Path::new("/bin/bash"),
-            &["-c".into(), format!("exec -a {vm_name} sleep 86400")],
-            &[],
-            None,
-            &n.dir.join("vm.log"),
-        )?;
-        n.vm = Some(vm);
+        n.vm = Some(spawn_vm(sh, node, &n.dir)?);
         n.down = false;
         n.reboot_at = None;
     }
     sh.rec.push(node, room_of(node), "boot", json!({}));
     start_agent(sh, node)
+}
+
+/// The node's stand-in VM: a `sleep` whose argv[0] the agent's `process_patterns` match.
+fn spawn_vm(sh: &Shared, node: &str, dir: &Path) -> Result<Proc> {
+    let vm_name = format!("qemu-{}-{node}", sh.tag);
+    Proc::spawn(
+        &vm_name,
+        &sh.net.ns(node),
+        Path::new("/bin/bash"),
+        &["-c".into(), format!("exec -a {vm_name} sleep 86400")],
+        &[],
+        None,
+        &dir.join("vm.log"),
+    )
 }
 
 fn start_agent(sh: &Shared, node: &str) -> Result<()> {
@@ -899,6 +991,9 @@ fn monitor(sh: Arc<Shared>, stop: Arc<AtomicBool>) {
                     n.wd.reset();
                     let _ = std::fs::remove_dir_all(n.dir.join("run"));
                     n.down = true;
+                    if let Some(k) = &sh.spec.kube {
+                        k.set(name, false);
+                    }
                     n.reboot_at = sh
                         .spec
                         .reboot_after_reset_ms

@@ -14,6 +14,7 @@
 
 pub mod checker;
 pub mod cluster;
+pub mod kube_fixture;
 pub mod net;
 pub mod procs;
 pub mod recorder;

@@ -552,7 +552,14 @@ async fn delete_vmi(
 ) -> Response {
     record(&w, &method, &uri, &Bytes::new()).await;
     let mut g = w.lock().unwrap();
-    drop_vmi(&mut g, &ns, &name);
+    if !drop_vmi(&mut g, &ns, &name) {
+        // As kube-apiserver answers (tests/kube/golden/api-answers.json).
+        return status(
+            404,
+            "NotFound",
+            &format!("virtualmachineinstances.kubevirt.io \"{name}\" not found"),
+        );
+    }
     Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}))
         .into_response()
 }
