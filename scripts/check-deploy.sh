@@ -5,12 +5,21 @@
 #                  `witness certs`, as certs/README.md tells the operator)
 #   kubernetes     every rendered resource against the Kubernetes schemas (kubernetes-validate
 #                  --strict, version $K8S_VERSION)
+#   helm           the chart deploy/helm/witness-agent: helm lint, helm template per room (Helm
+#                  built from its Go module by scripts/ensure-helm.sh when not on PATH),
+#                  kubernetes-validate, and equivalence with each kustomize overlay's render
+#                  (scripts/helm-equivalence.py); the cert-manager, PrometheusRule and
+#                  ServiceMonitor variants render and validate
 #   consistency    overlays, witness.toml and agent.toml agree (timings, peers, certificates)
 #   yamllint       every YAML file under deploy/ (deploy/yamllint.yaml, relaxed)
 #   prometheus     promtool check rules + promtool test rules; runbook anchors exist
 #   grafana        dashboard.json parses and is well-formed
 #   container      hadolint on the Containerfile (syntax check if hadolint cannot be had)
 #   systemd        systemd-analyze verify + security of both units (syntax check if it cannot run)
+#   status page    the witness's fleet and cluster pages in headless Chromium (bench binary
+#                  `statuspage`): screenshots of a quiet fleet of $STATUS_PAGE_CLUSTERS clusters, a
+#                  split and a rejoin (real witness and agents), checked for the elements that
+#                  matter; prints the fleet page's load time. Screenshots in target/status-page/.
 #   metrics        every metric name used in alerts.yaml and dashboard.json is in the contract
 #                  and is exported by the real binaries: starts `witness serve` and two agents
 #                  (one per room, kubernetes/vm/drbd/watchdog disabled) on 127.0.0.1 with
@@ -21,8 +30,12 @@
 #   WITNESS_BIN / AGENT_BIN   binaries (default: target/release/{witness,witness-agent}; built
 #                             with cargo if missing)
 #   K8S_VERSION               Kubernetes schema version (default 1.34.0)
+#   HELM                      the helm binary (default: helm on PATH, else scripts/ensure-helm.sh)
 #   CHECK_DEPLOY_INSTALL=0    do not try to install missing tools (apt-get / pip)
 #   CHECK_DEPLOY_SKIP_METRICS=1  skip the metric check (no binaries)
+#   STATUSPAGE_BIN            the bench's statuspage binary (default: beside WITNESS_BIN)
+#   STATUS_PAGE_CLUSTERS      clusters on the fleet page (default 10000)
+#   CHECK_DEPLOY_SKIP_BROWSER=1  skip the browser check (reported as skipped)
 # Traffic goes to 127.0.0.1 only; everything started is stopped on exit.
 set -uo pipefail
 
@@ -173,6 +186,69 @@ EOF
     fi
 done
 
+section "helm chart deploy/helm/witness-agent"
+CHART=$DEPLOY/helm/witness-agent
+HELM=${HELM:-$(command -v helm || true)}
+if [ -z "$HELM" ] && [ "$INSTALL" = 1 ]; then
+    log "  (helm is not in Debian: building it from its Go module with scripts/ensure-helm.sh)"
+    HELM=$("$ROOT/scripts/ensure-helm.sh" 2>"$WORK/helm-build.log") || { HELM=""; tail -5 "$WORK/helm-build.log" | sed 's/^/        /'; }
+fi
+if [ -z "$HELM" ] || [ ! -x "$HELM" ]; then
+    fail "helm not available (scripts/ensure-helm.sh builds it with Go)"
+else
+    log "  helm: $HELM ($("$HELM" version --short 2>/dev/null))"
+    run "chart files/alerts.yaml is deploy/monitoring/alerts.yaml" cmp "$CHART/files/alerts.yaml" "$DEPLOY/monitoring/alerts.yaml"
+    run "chart files/drbd.conf is deploy/kubernetes/base/drbd.conf" cmp "$CHART/files/drbd.conf" "$DEPLOY/kubernetes/base/drbd.conf"
+    crd_free() { # drop the kinds whose schemas kubernetes-validate does not have (CRDs)
+        python3 -c 'import sys,yaml; ds=[d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] not in ("Certificate","PrometheusRule","ServiceMonitor")]; yaml.safe_dump_all(ds, open(sys.argv[2],"w"))' "$1" "$2"
+    }
+    for overlay in "$WORK"/kubernetes/overlays/*/; do
+        room=$(basename "$overlay")
+        values=$CHART/examples/values-$room.yaml
+        [ -f "$values" ] || { fail "no $values for overlay $room"; continue; }
+        run "helm lint --strict ($room)" "$HELM" lint --strict "$CHART" -f "$values" \
+            --set-file agentConfig="$overlay/agent.toml"
+        # The same certificate files the overlay's secretGenerator read, as tls.files.
+        python3 -c 'import glob,os,sys,yaml; files={os.path.basename(f): open(f).read() for f in sorted(glob.glob(sys.argv[1]+"/*.pem"))}; yaml.safe_dump({"tls": {"source": "files", "files": files}}, open(sys.argv[2],"w"))' \
+            "$overlay/certs" "$WORK/helm-tls-$room.yaml"
+        out=$WORK/helm-$room.yaml
+        # namespace.create=true: the overlay renders the Namespace too.
+        if "$HELM" template "agent-$room" "$CHART" --kube-version "$K8S_VERSION" -f "$values" \
+            -f "$WORK/helm-tls-$room.yaml" --set namespace.create=true \
+            --set-file agentConfig="$overlay/agent.toml" >"$out" 2>"$WORK/helm-$room.err"; then
+            pass "helm template ($room, certificates from tls.files)"
+            have kubernetes-validate && run "kubernetes-validate --strict helm render ($room)" \
+                kubernetes-validate --strict --quiet -k "$K8S_VERSION" "$out"
+            if [ -s "$WORK/rendered-$room.yaml" ]; then
+                run "helm render of $room equals the kustomize overlay's objects" \
+                    python3 "$ROOT/scripts/helm-equivalence.py" "$WORK/rendered-$room.yaml" "$out"
+            fi
+        else
+            fail "helm template ($room)"
+            sed 's/^/        /' "$WORK/helm-$room.err" | head -20
+        fi
+        # The other variants: cert-manager Certificates, PrometheusRule, ServiceMonitor.
+        out=$WORK/helm-$room-variants.yaml
+        if "$HELM" template "agent-$room" "$CHART" --kube-version "$K8S_VERSION" -f "$values" \
+            --set tls.source=certManager --set tls.certManager.cluster=hospital-1 \
+            --set prometheusRule.enabled=true --set serviceMonitor.enabled=true \
+            --set-file agentConfig="$overlay/agent.toml" >"$out" 2>"$WORK/helm-v-$room.err"; then
+            n=$(grep -c '^kind: Certificate$' "$out")
+            pass "helm template ($room, cert-manager: $n Certificates, PrometheusRule, ServiceMonitor)"
+            crd_free "$out" "$out.core"
+            have kubernetes-validate && run "kubernetes-validate --strict helm variants ($room)" \
+                kubernetes-validate --strict --quiet -k "$K8S_VERSION" "$out.core"
+            if have promtool; then
+                python3 -c 'import sys,yaml; [yaml.safe_dump(d["spec"], open(sys.argv[2],"w")) for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"]=="PrometheusRule"]' "$out" "$WORK/helm-rule-$room.yaml"
+                run "promtool check rules (the chart's PrometheusRule, $room)" promtool check rules "$WORK/helm-rule-$room.yaml"
+            fi
+        else
+            fail "helm template ($room, variants)"
+            sed 's/^/        /' "$WORK/helm-v-$room.err" | head -20
+        fi
+    done
+fi
+
 section "consistency of the samples"
 run "overlays, agent.toml, witness.toml and the rendered DaemonSets agree" python3 - "$DEPLOY" "$WORK" <<'EOF'
 import glob, os, sys, tomllib, yaml
@@ -263,7 +339,8 @@ EOF
 # ------------------------------------------------------------------------------------------
 section "yamllint (deploy/yamllint.yaml)"
 if have yamllint; then
-    mapfile -t yamls < <(find "$DEPLOY" -name '*.yaml' -o -name '*.yml' | sort)
+    # Helm templates are Go templates, not YAML: helm lint checks them, their renders are checked.
+    mapfile -t yamls < <(find "$DEPLOY" \( -name '*.yaml' -o -name '*.yml' \) -not -path '*/helm/*/templates/*' | sort)
     run "yamllint ${#yamls[@]} files" yamllint --strict -c "$DEPLOY/yamllint.yaml" "${yamls[@]}"
 else
     fail "yamllint not available"
@@ -614,6 +691,15 @@ EOF
     }
     if wait_for "http://127.0.0.1:$P_STATUS/healthz" 20; then
         pass "witness serve --config (sample witness.toml) answers /healthz"
+        # The store is empty: the console says why nothing is granted yet, and counts down.
+        sleep 1.5
+        if grep -q 'forgotten-state wait: nothing is granted for' "$M/witness.log" &&
+            fetch "http://127.0.0.1:$P_STATUS/" | grep -q 'id="countdown"'; then
+            pass "empty store: the console and the page count the forgotten-state wait down"
+        else
+            fail "empty store: no forgotten-state countdown on the console or the page"
+            tail -5 "$M/witness.log" | sed 's/^/        /'
+        fi
     else
         fail "witness serve did not answer on http://127.0.0.1:$P_STATUS/healthz within 20 s"
         sed 's/^/        /' "$M/witness.log" | tail -20
@@ -709,6 +795,29 @@ print("\n".join(missing) or f"all {len(used)} names exported")
 sys.exit(1 if missing else 0)
 EOF
     [ -s "$M/notes" ] && sed 's/^/  info  /' "$M/notes"
+fi
+
+# ------------------------------------------------------------------------------------------
+section "status pages in headless Chromium"
+STATUSPAGE_BIN=${STATUSPAGE_BIN:-$(dirname "$WITNESS_BIN")/statuspage}
+if [ "${CHECK_DEPLOY_SKIP_BROWSER:-0}" = 1 ]; then
+    skip "status pages in Chromium (CHECK_DEPLOY_SKIP_BROWSER=1)"
+elif ! ensure_tool chromium chromium ""; then
+    fail "chromium not available (apt-get install chromium): cannot check the status pages"
+elif [ ! -x "$STATUSPAGE_BIN" ]; then
+    fail "status pages: $STATUSPAGE_BIN missing (cargo build -p witness-bench --bin statuspage)"
+else
+    SHOTS=$ROOT/target/status-page
+    mkdir -p "$SHOTS"
+    if WITNESS_BIN=$WITNESS_BIN AGENT_BIN=$AGENT_BIN timeout 600 "$STATUSPAGE_BIN" --out "$SHOTS" \
+        --clusters "${STATUS_PAGE_CLUSTERS:-10000}" >"$WORK/statuspage.log" 2>&1; then
+        pass "status pages: $(grep -o 'status page checks: .*' "$WORK/statuspage.log")"
+    else
+        fail "status pages in Chromium (log below; screenshots in $SHOTS)"
+    fi
+    grep -E '^(  (ok|FAIL|shot)|==|  fleet page|  [0-9]+ reports|  the witness|  takeover|  rejoined)' \
+        "$WORK/statuspage.log" | sed 's/^/        /'
+    grep -qE 'status page checks' "$WORK/statuspage.log" || tail -20 "$WORK/statuspage.log" | sed 's/^/        /'
 fi
 
 # ------------------------------------------------------------------------------------------

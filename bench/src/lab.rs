@@ -1,7 +1,7 @@
 //! A witness and two rooms of real agents on 127.0.0.1, without root: the `witness serve` and
 //! `witness-agent run` binaries as child processes, certificates issued with the witness's own
 //! certificate code, a pre-initialised store (no forgotten-state wait), log-only drivers
-//! (Kubernetes, VM and DRBD disabled; the watchdog device is a plain file; every phase change
+//! (Kubernetes, VM, DRBD and the watchdog disabled: there is no watchdog device here; every phase change
 //! and action goes to a unix socket this process listens on).
 //!
 //! Everything the lab learns becomes one stream of [`Ev`]: the witness's JSON log (verdicts,
@@ -95,6 +95,9 @@ struct AgentProc {
     room: String,
     node: String,
     peer_port: u16,
+    /// The other room reaches this agent through the lab's relay on this port (see
+    /// [`Lab::split`]).
+    relay_port: u16,
     status_port: u16,
     child: Option<Child>,
     generation: u32,
@@ -115,6 +118,8 @@ pub struct Lab {
     /// The newest `/v1/status` of each node (absent while it does not answer).
     status: Arc<Mutex<HashMap<String, Value>>>,
     tasks: Vec<JoinHandle<()>>,
+    /// True while the link between the rooms is cut.
+    cut: tokio::sync::watch::Sender<bool>,
 }
 
 impl Lab {
@@ -252,11 +257,19 @@ impl Lab {
         }
 
         let mut agents = Vec::new();
+        let (cut, cut_rx) = tokio::sync::watch::channel(false);
         for (room, node) in NODES {
+            let peer_port = free_port()?;
+            let relay = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .context("binding a relay port for the link between the rooms")?;
+            let relay_port = relay.local_addr()?.port();
+            tasks.push(tokio::spawn(run_relay(relay, peer_port, cut_rx.clone())));
             agents.push(AgentProc {
                 room: room.into(),
                 node: node.into(),
-                peer_port: free_port()?,
+                peer_port,
+                relay_port,
                 status_port: free_port()?,
                 child: None,
                 generation: 0,
@@ -275,6 +288,7 @@ impl Lab {
             rx,
             status: Arc::new(Mutex::new(HashMap::new())),
             tasks,
+            cut,
         };
         for i in 0..lab.agents.len() {
             lab.spawn_agent(i)?;
@@ -317,7 +331,7 @@ impl Lab {
              status_listen = \"127.0.0.1:{sport}\"\nrun_dir = \"{run}\"\nevent_socket = \"{sock}\"\n\
              [tls]\nca = \"{c}/ca.pem\"\ncert = \"{c}/{node}.pem\"\nkey = \"{c}/{node}-key.pem\"\n\
              {peers}[timings]\n{t}[kubernetes]\nenabled = false\n[vm]\nenabled = false\n\
-             [drbd]\nenabled = false\n[watchdog]\nenabled = true\ndevice = \"{wd}\"\nwdctl = \"\"\n",
+             [drbd]\nenabled = false\n[watchdog]\nenabled = false\n",
             room = a.room,
             node = a.node,
             wport = self.witness_lease_port,
@@ -328,7 +342,6 @@ impl Lab {
             c = d.join("certs").display(),
             peers = peers,
             t = timings_toml(&self.timings),
-            wd = d.join(format!("watchdog-{}", a.node)).display(),
         );
         let a = &mut self.agents[i];
         std::fs::write(&conf, text)?;
@@ -407,6 +420,19 @@ impl Lab {
         at
     }
 
+    /// Cuts the link between the rooms (both still reach the witness): nothing passes between
+    /// them, as when a firewall drops the packets. Returns the instant of the cut.
+    pub fn split(&self) -> Instant {
+        let _ = self.cut.send(true);
+        Instant::now()
+    }
+
+    /// Mends the link cut by [`Lab::split`]: what waited passes, and so does everything new.
+    pub fn heal(&self) -> Instant {
+        let _ = self.cut.send(false);
+        Instant::now()
+    }
+
     /// Powers a room back on: its agents start again with fresh (empty) run dirs, as after a
     /// reboot.
     pub fn power_on(&mut self, room: &str) -> Result<()> {
@@ -469,10 +495,60 @@ fn peers_for(agents: &[AgentProc], i: usize) -> String {
         .map(|p| {
             format!(
                 "[[peers]]\nnode = \"{}\"\naddress = \"127.0.0.1:{}\"\n",
-                p.node, p.peer_port
+                p.node, p.relay_port
             )
         })
         .collect()
+}
+
+/// The link between the rooms, for one agent: forwards connections from the other room to the
+/// agent's peer port. While `cut` is set nothing passes: bytes already on their way wait in the
+/// relay and new connections wait unanswered, as behind a firewall that drops packets; once the
+/// link is mended everything that is still open flows again (as TCP retransmissions would).
+async fn run_relay(
+    listener: tokio::net::TcpListener,
+    target: u16,
+    cut: tokio::sync::watch::Receiver<bool>,
+) {
+    while let Ok((inbound, _)) = listener.accept().await {
+        let mut cut = cut.clone();
+        tokio::spawn(async move {
+            if cut.wait_for(|c| !*c).await.is_err() {
+                return;
+            }
+            let Ok(outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
+                return;
+            };
+            let (ri, wi) = inbound.into_split();
+            let (ro, wo) = outbound.into_split();
+            tokio::select! {
+                _ = pump(ri, wo, cut.clone()) => {}
+                _ = pump(ro, wi, cut) => {}
+            }
+        });
+    }
+}
+
+/// Copies one direction of a relayed connection, holding each chunk while the link is cut.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut cut: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if cut.wait_for(|c| !*c).await.is_err() {
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// The last lines of a log file, for error messages.
@@ -576,7 +652,11 @@ fn agent_event(v: &Value) -> Option<Ev> {
             format!(
                 "  driver {}: {} ({} ms)",
                 v["driver"].as_str().unwrap_or("?"),
-                v["result"].as_str().unwrap_or("?"),
+                // A driver switched off in the lab's configuration is "skipped" by the agent.
+                match v["result"].as_str().unwrap_or("?") {
+                    "skipped" => "disabled",
+                    other => other,
+                },
                 v["elapsed_ms"]
             ),
         ),

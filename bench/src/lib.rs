@@ -18,9 +18,10 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// Finds a release binary: `$ENV` if set; else, when the workspace and `cargo` are at hand,
-/// builds it (`cargo build --release -p PKG`, a no-op when it is current) and takes it from the
-/// directory of the running executable (the workspace's target dir) or `CARGO_TARGET_DIR`.
+/// Finds a release binary: `$ENV` if set; else one already built beside the running
+/// executable, in `CARGO_TARGET_DIR` or in the workspace's target dir (unless `BENCH_REBUILD`
+/// is set); else, when the workspace and `cargo` are at hand, builds it
+/// (`cargo build --release -p PKG`) and takes it from there.
 pub fn find_bin(env: &str, name: &str, package: &str) -> Result<PathBuf> {
     if let Ok(p) = std::env::var(env) {
         let p = PathBuf::from(p);
@@ -36,6 +37,17 @@ pub fn find_bin(env: &str, name: &str, package: &str) -> Result<PathBuf> {
             .map(|d| d.join(name))
             .find(|p| p.is_file())
     };
+    // Binaries already built are used as they are (a rebuild is a minute of cargo on a small
+    // machine); BENCH_REBUILD=1 asks for `cargo build --release` first.
+    if std::env::var_os("BENCH_REBUILD").is_none() {
+        if let Some(p) = find() {
+            eprintln!(
+                "using {} (set BENCH_REBUILD=1 to rebuild it first, or {env} to pick another)",
+                p.display()
+            );
+            return Ok(p);
+        }
+    }
     let root = workspace_root();
     if root.join("Cargo.toml").is_file() && std::env::var_os("BENCH_NO_BUILD").is_none() {
         eprintln!(

@@ -8,6 +8,7 @@
 //! is flushed, and no later reply of the same cluster can overtake the write. Different clusters
 //! never wait for each other. Plain renewals change no record, so they touch no disk.
 use crate::config::Config;
+use crate::history::{History, TimelineEvent};
 use crate::metrics::Metrics;
 use crate::shortlock::{lock, ShortLock};
 use crate::store::{Store, StoreError, StoredCluster};
@@ -85,6 +86,8 @@ struct SlotState {
     /// A durable write of this cluster failed: the arbiter holds what the disk may not, and is
     /// rebuilt from disk once the store is writable again.
     stale: bool,
+    /// The last hour of what happened, for the status page's timeline (bounded, in memory).
+    history: History,
 }
 
 /// What a lease request got.
@@ -261,6 +264,17 @@ impl ClusterTable {
         );
         let label = mode_label(&arbiter);
         self.metrics.clusters.with_label_values(&[label]).inc();
+        let mut history = History::default();
+        history.loaded(
+            now,
+            if recovering_marked || needs_mark {
+                "recovering"
+            } else if arbiter.record().rooms.is_empty() {
+                "new"
+            } else {
+                "restarted"
+            },
+        );
         let slot = Arc::new(Slot {
             cluster: cluster.clone(),
             state: tokio::sync::Mutex::new(SlotState {
@@ -274,6 +288,7 @@ impl ClusterTable {
                 last_verdict: BTreeMap::new(),
                 loaded_at: now,
                 stale: false,
+                history,
             }),
         });
         map.insert(cluster.clone(), slot.clone());
@@ -390,6 +405,7 @@ impl ClusterTable {
                         .mode_changes
                         .with_label_values(&[mode_name(to)])
                         .inc();
+                    st.history.mode(now, from, to, epoch.0);
                     tracing::info!(
                         %cluster,
                         %epoch,
@@ -401,12 +417,14 @@ impl ClusterTable {
                     );
                 }
                 ArbiterEvent::RecoveryFinished { epoch } => {
+                    st.history.recovery_finished(now, epoch.0);
                     tracing::info!(%cluster, %epoch, "forgotten-state wait is over; the cluster is granted again");
                 }
                 ArbiterEvent::EpochJumped { from, to } => {
                     tracing::warn!(%cluster, %from, %to, "a node reported a higher epoch than the stored one; epoch jumped past it");
                 }
                 ArbiterEvent::Refused { node, reason } => {
+                    st.history.refused(now, node.as_str());
                     tracing::warn!(%cluster, %node, %reason, "arbiter refused a node");
                 }
                 ArbiterEvent::EpochExhausted { epoch } => {
@@ -469,6 +487,7 @@ impl ClusterTable {
         self.ensure_marked(&cluster, &mut st).await?;
         let now = self.clock.now();
         let (room, node) = (req.room.clone(), req.node.clone());
+        let before = st.arbiter.nodes().get(&node).cloned();
         let step = st.arbiter.step(now, ArbiterInput::Lease(req));
         self.commit(&cluster, &mut st, &step, now).await?;
         if let Some(reason) = step.refused {
@@ -478,7 +497,12 @@ impl ClusterTable {
             TableError::Internal("the arbiter gave no reply to a lease request".into())
         })?;
         let result = verdict_label(&reply.verdict);
+        let silence_ms = st.arbiter.config().timings.silence_ms;
+        record_report(&mut st, &node, before.as_ref(), now, silence_ms);
         let prev = st.last_verdict.insert(node.clone(), (result, now));
+        if prev.map(|p| p.0) != Some(result) {
+            st.history.verdict(now, node.as_str(), result);
+        }
         if prev.map(|p| p.0) != Some(result) {
             tracing::info!(%cluster, %room, %node, epoch = %reply.epoch, verdict = ?reply.verdict, "verdict for this node changed");
         } else {
@@ -497,16 +521,18 @@ impl ClusterTable {
         let mut st = slot.state.lock().await;
         self.ensure_marked(cluster, &mut st).await?;
         let now = self.clock.now();
+        let cmd_name = cmd.clone();
         let step = st.arbiter.step(now, ArbiterInput::Admin(cmd));
         self.commit(cluster, &mut st, &step, now).await?;
         let result = step
             .admin_result
             .unwrap_or_else(|| Err("the arbiter gave no result".into()));
-        let rec = st.arbiter.record();
         let (ok, message) = match result {
             Ok(m) => (true, m),
             Err(m) => (false, m),
         };
+        st.history.admin(now, admin_label(&cmd_name), ok);
+        let rec = st.arbiter.record();
         Ok(AdminOutcome {
             cluster: cluster.to_string(),
             ok,
@@ -618,6 +644,90 @@ impl ClusterTable {
         out.sort_by(|a, b| a.cluster.cmp(&b.cluster));
         out
     }
+
+    /// One cluster's status and the events of its last `window_ms` (at most
+    /// [`crate::history::WINDOW_MS`]), for the cluster's page. None for a cluster that has not
+    /// called since the witness started (its status is in [`ClusterTable::snapshot`]).
+    pub async fn timeline(&self, cluster: &ClusterId, window_ms: u64) -> Option<Timeline> {
+        let slot = self.loaded(cluster)?;
+        let st = slot.state.lock().await;
+        let now = self.clock.now();
+        Some(Timeline {
+            status: status_of(cluster, &st, now),
+            events: st
+                .history
+                .events(now, window_ms.min(crate::history::WINDOW_MS)),
+            silence_ms: st.arbiter.config().timings.silence_ms,
+            loaded_ms_ago: now.since(st.loaded_at),
+        })
+    }
+
+    /// Heap bytes held by every cluster's event history (for the fleet memory check).
+    pub async fn history_bytes(&self) -> usize {
+        let mut total = 0;
+        for slot in self.all_slots() {
+            total += slot.state.lock().await.history.heap_bytes();
+        }
+        total
+    }
+}
+
+/// What the cluster page draws: the status now and what happened before.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct Timeline {
+    pub status: ClusterStatus,
+    /// Oldest first.
+    pub events: Vec<TimelineEvent>,
+    /// A node not heard for longer than this is silent.
+    pub silence_ms: u64,
+    /// The history starts when the witness loaded the cluster (it is not persisted).
+    pub loaded_ms_ago: u64,
+}
+
+/// Notes in the history what changed in a node's report (phase, takeover, claim, peer contact,
+/// a silence that ended).
+fn record_report(
+    st: &mut SlotState,
+    node: &NodeId,
+    before: Option<&NodeSeen>,
+    now: Millis,
+    silence_ms: u64,
+) {
+    let Some(after) = st.arbiter.nodes().get(node).cloned() else {
+        return;
+    };
+    let n = node.as_str();
+    let h = &mut st.history;
+    match before {
+        None => h.phase(now, n, after.phase, after.phase),
+        Some(b) => {
+            if b.phase != after.phase {
+                h.phase(now, n, b.phase, after.phase);
+            }
+            let gap = now.since(b.last_seen);
+            if gap > silence_ms {
+                h.returned(now, n, gap);
+            }
+            if b.takeover != after.takeover {
+                h.takeover(now, n, after.takeover);
+            }
+            if b.claim != after.claim {
+                h.claim(now, n, after.claim);
+            }
+            if b.peer_contact != after.peer_contact {
+                h.peer_contact(now, n, after.peer_contact);
+            }
+        }
+    }
+}
+
+fn admin_label(cmd: &AdminCommand) -> &'static str {
+    match cmd {
+        AdminCommand::ForceSurvivor { .. } => "force_survivor",
+        AdminCommand::Release => "release",
+        AdminCommand::Pause => "pause",
+        AdminCommand::Resume => "resume",
+    }
 }
 
 fn room_last_seen(a: &Arbiter) -> Vec<(RoomId, Option<Millis>)> {
@@ -693,8 +803,41 @@ pub struct ClusterStatus {
     pub auto_rejoin: bool,
     pub rooms: Vec<RoomStatus>,
     pub alarms: Vec<String>,
+    /// One kind per alarm, in the same order (see [`ALARM_KINDS`]): what the fleet page counts
+    /// and filters by.
+    #[serde(default)]
+    pub alarm_kinds: Vec<String>,
     /// False for a cluster known from the store that has not called since the witness started.
     pub loaded: bool,
+}
+
+/// The kinds of alarm, most urgent first (the fleet page sorts clusters by the most urgent).
+pub const ALARM_KINDS: [&str; 10] = [
+    "recovering",
+    "room_silent",
+    "alone",
+    "node_silent",
+    "claim",
+    "partial_peer_loss",
+    "releasing",
+    "paused",
+    "one_room",
+    "not_called",
+];
+
+/// Alarms and their kinds, kept side by side.
+#[derive(Default)]
+struct Alarms {
+    text: Vec<String>,
+    kinds: Vec<String>,
+}
+
+impl Alarms {
+    fn push(&mut self, kind: &'static str, text: String) {
+        debug_assert!(ALARM_KINDS.contains(&kind));
+        self.text.push(text);
+        self.kinds.push(kind.to_string());
+    }
 }
 
 fn node_status(
@@ -722,33 +865,41 @@ fn status_of(cluster: &ClusterId, st: &SlotState, now: Millis) -> ClusterStatus 
     let rec = a.record();
     let t = &a.config().timings;
     let survivor = rec.mode.survivor().cloned();
-    let mut alarms = Vec::new();
+    let mut alarms = Alarms::default();
     if let Some(u) = a.recovering_until() {
-        alarms.push(format!(
+        alarms.push("recovering", format!(
             "recovering: the witness may have lost state for this cluster and grants nothing for {} ms more",
             u.since(now)
         ));
     }
     if rec.paused {
         alarms.push(
+            "paused",
             "paused: an operator paused arbitration; no split or rejoin decisions are made".into(),
         );
     }
     match &rec.mode {
-        Mode::Alone(r) => alarms.push(format!(
-            "room {r} acts alone (epoch {}); the other room must stay fenced",
-            rec.epoch
-        )),
-        Mode::Releasing(r) => alarms.push(format!(
-            "room {r} is releasing its takeover; the other room rejoins next"
-        )),
+        Mode::Alone(r) => alarms.push(
+            "alone",
+            format!(
+                "room {r} acts alone (epoch {}); the other room must stay fenced",
+                rec.epoch
+            ),
+        ),
+        Mode::Releasing(r) => alarms.push(
+            "releasing",
+            format!("room {r} is releasing its takeover; the other room rejoins next"),
+        ),
         Mode::Paired => {}
     }
     if rec.rooms.len() < 2 {
-        alarms.push(format!(
-            "only {} room(s) have called: a cluster needs both rooms reporting",
-            rec.rooms.len()
-        ));
+        alarms.push(
+            "one_room",
+            format!(
+                "only {} room(s) have called: a cluster needs both rooms reporting",
+                rec.rooms.len()
+            ),
+        );
     }
     let mut rooms = Vec::new();
     for (room, newest) in room_last_seen(a) {
@@ -756,14 +907,17 @@ fn status_of(cluster: &ClusterId, st: &SlotState, now: Millis) -> ClusterStatus 
         let ago = newest.map(|s| now.since(s));
         if silent {
             match ago {
-                Some(ms) => alarms.push(format!(
-                    "room {room} silent for {:.1} s",
-                    ms as f64 / 1000.0
-                )),
-                None => alarms.push(format!(
-                    "room {room} has not called since the witness started ({:.1} s ago)",
-                    now.since(st.loaded_at) as f64 / 1000.0
-                )),
+                Some(ms) => alarms.push(
+                    "room_silent",
+                    format!("room {room} silent for {:.1} s", ms as f64 / 1000.0),
+                ),
+                None => alarms.push(
+                    "room_silent",
+                    format!(
+                        "room {room} has not called since the witness started ({:.1} s ago)",
+                        now.since(st.loaded_at) as f64 / 1000.0
+                    ),
+                ),
             }
         }
         let mut nodes = Vec::new();
@@ -771,16 +925,31 @@ fn status_of(cluster: &ClusterId, st: &SlotState, now: Millis) -> ClusterStatus 
             let fresh = now.since(n.last_seen) <= t.silence_ms;
             if fresh && rec.mode == Mode::Paired && n.phase == NodePhase::Active {
                 if !n.peer_contact || !n.peer_reachable {
-                    alarms.push(format!(
+                    alarms.push("partial_peer_loss", format!(
                         "partial peer loss: node {id} (room {room}) reports peer_contact={} peer_reachable={}",
                         n.peer_contact, n.peer_reachable
                     ));
                 }
                 if n.claim {
-                    alarms.push(format!(
-                        "node {id} (room {room}) claims to act alone: a split is being decided"
-                    ));
+                    alarms.push(
+                        "claim",
+                        format!(
+                            "node {id} (room {room}) claims to act alone: a split is being decided"
+                        ),
+                    );
                 }
+            }
+            // A node gone quiet while its room still calls: dead or cut off, and nothing else
+            // raises it (the room runs on; a fenced node of the losing room is expected to go).
+            let fenced_room = survivor.as_ref().is_some_and(|s| s != &room);
+            if !fresh && !silent && !fenced_room {
+                alarms.push(
+                    "node_silent",
+                    format!(
+                        "node {id} (room {room}) silent for {:.1} s while its room runs: dead or cut off from the witness",
+                        now.since(n.last_seen) as f64 / 1000.0
+                    ),
+                );
             }
             nodes.push(node_status(id, n, now, st.last_verdict.get(id)));
         }
@@ -805,7 +974,8 @@ fn status_of(cluster: &ClusterId, st: &SlotState, now: Millis) -> ClusterStatus 
         preferred_room: a.config().preferred_room.as_ref().map(|r| r.to_string()),
         auto_rejoin: a.config().auto_rejoin,
         rooms,
-        alarms,
+        alarms: alarms.text,
+        alarm_kinds: alarms.kinds,
         loaded: true,
     }
 }
@@ -849,6 +1019,7 @@ fn status_unloaded(cluster: &ClusterId, stored: StoredCluster) -> ClusterStatus 
             })
             .collect(),
         alarms: vec!["no node of this cluster has called since the witness started".into()],
+        alarm_kinds: vec!["not_called".into()],
         loaded: false,
     }
 }

@@ -316,6 +316,10 @@ pub async fn serve(
     drop(done_tx);
     tasks.push(tokio::spawn(ticker(app.clone(), stop_rx.clone())));
     tasks.push(tokio::spawn(reloader(app.clone(), stop_rx.clone())));
+    tasks.push(tokio::spawn(crate::status::lost_state_countdown(
+        app.clone(),
+        stop_rx.clone(),
+    )));
     tracing::info!(
         lease = %lease_addr,
         status = %status_addr,

@@ -1,22 +1,28 @@
-//! The status port (plain HTTP, meant for loopback or a management network): a small human
-//! page at `/`, the same facts as JSON at `/v1/status`, Prometheus metrics at `/metrics`, the
-//! probes `/healthz` (process alive) and `/readyz` (store open, TLS loaded), and the JWKS.
+//! The status port (plain HTTP, meant for loopback or a management network): the fleet page
+//! at `/` and a page per cluster at `/cluster/NAME` (rendered in [`crate::page`]), the same
+//! facts as JSON at `/v1/status` and `/v1/timeline?cluster=NAME`, Prometheus metrics at
+//! `/metrics`, the probes `/healthz` (process alive) and `/readyz` (store open, TLS loaded), and
+//! the JWKS.
 use crate::clusters::ClusterStatus;
+use crate::page::{self, FleetQuery};
 use crate::server::App;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use proto::ClusterId;
 use serde::Serialize;
-use std::fmt::Write;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The status port's routes.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
-        .route("/", get(page))
+        .route("/", get(fleet_page))
+        .route("/cluster/{name}", get(cluster_page))
         .route("/v1/status", get(status_json))
+        .route("/v1/timeline", get(timeline_json))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -29,7 +35,7 @@ async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
         Json(serde_json::json!({
-            "error": "no such page: try /, /v1/status, /metrics, /healthz, /readyz or /v1/jwks"
+            "error": "no such page: try /, /cluster/NAME, /v1/status, /v1/timeline?cluster=NAME, /metrics, /healthz, /readyz or /v1/jwks"
         })),
     )
         .into_response()
@@ -48,6 +54,9 @@ pub struct WitnessInfo {
     pub store_origin: String,
     /// While the store's lost state may still hide leases: unknown clusters are recovered.
     pub lost_state_window_ms_left: Option<u64>,
+    /// The whole forgotten-state wait, when the store was empty at start.
+    #[serde(default)]
+    pub lost_state_wait_ms: Option<u64>,
     pub clusters_loaded: usize,
     pub server_cert_expires_in_s: i64,
     pub ca_cert_expires_in_s: i64,
@@ -72,38 +81,43 @@ pub struct StatusQuery {
     pub cluster: Option<String>,
 }
 
-/// Clusters shown in full on the HTML page; beyond this only clusters with alarms are listed.
-const HTML_MAX_CLUSTERS: usize = 200;
-
-pub async fn build(app: &App) -> StatusDoc {
+/// Facts about the witness itself, for the pages and `/v1/status`.
+pub fn build_info(app: &App) -> WitnessInfo {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
     let tls = app.tls.current();
+    WitnessInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at: app.started_at.clone(),
+        uptime_s: app.started.elapsed().as_secs(),
+        lease_listen: app.lease_addr.to_string(),
+        status_listen: app.status_addr.to_string(),
+        data_dir: app.config.data_dir.display().to_string(),
+        store_origin: if app.lost_state {
+            "lost_state"
+        } else {
+            "intact"
+        }
+        .into(),
+        lost_state_window_ms_left: app.table.lost_window_left(),
+        lost_state_wait_ms: app
+            .lost_state
+            .then(|| app.config.max_forgotten_state_wait_ms()),
+        clusters_loaded: app.table.cluster_count(),
+        server_cert_expires_in_s: tls.server_not_after - now,
+        ca_cert_expires_in_s: tls.ca_not_after - now,
+        tls_ca: app.config.tls.ca.display().to_string(),
+        tls_cert: app.config.tls.cert.display().to_string(),
+        proof_kid: app.proof.kid().to_string(),
+        audit_log: app.audit.path().display().to_string(),
+    }
+}
+
+pub async fn build(app: &App) -> StatusDoc {
     StatusDoc {
-        witness: WitnessInfo {
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            started_at: app.started_at.clone(),
-            uptime_s: app.started.elapsed().as_secs(),
-            lease_listen: app.lease_addr.to_string(),
-            status_listen: app.status_addr.to_string(),
-            data_dir: app.config.data_dir.display().to_string(),
-            store_origin: if app.lost_state {
-                "lost_state"
-            } else {
-                "intact"
-            }
-            .into(),
-            lost_state_window_ms_left: app.table.lost_window_left(),
-            clusters_loaded: app.table.cluster_count(),
-            server_cert_expires_in_s: tls.server_not_after - now,
-            ca_cert_expires_in_s: tls.ca_not_after - now,
-            tls_ca: app.config.tls.ca.display().to_string(),
-            tls_cert: app.config.tls.cert.display().to_string(),
-            proof_kid: app.proof.kid().to_string(),
-            audit_log: app.audit.path().display().to_string(),
-        },
+        witness: build_info(app),
         clusters: app.table.snapshot().await,
         audit: app.audit.recent(20),
     }
@@ -155,158 +169,110 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
         .into_response()
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+async fn fleet_page(State(app): State<Arc<App>>, Query(q): Query<FleetQuery>) -> Response {
+    if let Some(c) = q.cluster.as_deref().filter(|c| !c.is_empty()) {
+        return Redirect::to(&format!("/cluster/{}", page::esc(c))).into_response();
+    }
+    let doc = build(&app).await;
+    Html(page::fleet(&doc, &q)).into_response()
 }
 
-fn secs(ms: Option<u64>) -> String {
-    match ms {
-        Some(ms) => format!("{:.1} s ago", ms as f64 / 1000.0),
-        None => "never".into(),
+/// `?window=SECONDS` on the cluster page (default: the last hour).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct WindowQuery {
+    pub window: Option<String>,
+}
+
+fn window_ms(q: &WindowQuery) -> u64 {
+    q.window
+        .as_deref()
+        .and_then(|w| w.trim().parse::<u64>().ok())
+        .map(|s| s.saturating_mul(1000))
+        .filter(|ms| *ms > 0)
+        .unwrap_or(crate::history::WINDOW_MS)
+        .clamp(10_000, crate::history::WINDOW_MS)
+}
+
+fn unknown_cluster(name: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Html(format!(
+            "<!doctype html><html><body><p>No cluster <b>{}</b> has called this witness since it started. \
+             Check the name on the <a href=\"/\">fleet page</a>.</p></body></html>",
+            page::esc(name)
+        )),
+    )
+        .into_response()
+}
+
+async fn cluster_page(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    Query(q): Query<WindowQuery>,
+) -> Response {
+    let win = window_ms(&q);
+    let Some(t) = app.table.timeline(&ClusterId::new(name.clone()), win).await else {
+        return unknown_cluster(&name);
+    };
+    let doc = build_info(&app);
+    let mut audit = app.audit.recent(200);
+    audit.retain(|a| a.get("cluster").and_then(|v| v.as_str()) == Some(name.as_str()));
+    audit.truncate(20);
+    Html(page::cluster(&doc, &t, &audit, win, unix_ms())).into_response()
+}
+
+async fn timeline_json(State(app): State<Arc<App>>, Query(q): Query<TimelineQuery>) -> Response {
+    let win = window_ms(&WindowQuery {
+        window: q.window.clone(),
+    });
+    match app.table.timeline(&ClusterId::new(q.cluster.clone()), win).await {
+        Some(t) => Json(t).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({
+                "error": format!("no cluster {} has called this witness since it started; see /v1/status for the names", q.cluster)
+            })),
+        )
+            .into_response(),
     }
 }
 
-/// Renders the status document as a small HTML page (refreshes itself every 5 s).
-pub fn render_html(doc: &StatusDoc) -> String {
-    let w = &doc.witness;
-    let mut h = String::new();
-    let _ = write!(
-        h,
-        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"5\">\
-         <title>witness</title><style>\
-         body{{font-family:system-ui,sans-serif;margin:1.5em;color:#222}}\
-         table{{border-collapse:collapse;margin:.5em 0 1.5em}}td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}\
-         th{{background:#f3f3f3}}.alarm{{color:#a00;font-weight:600}}.ok{{color:#070}}\
-         .mode-alone,.mode-releasing{{background:#fff3cd}}.mode-recovering{{background:#f8d7da}}\
-         small{{color:#666}}</style></head><body>\
-         <h1>Witness</h1><p>version {} &middot; up {} s &middot; lease API {} &middot; store {} &middot; \
-         server certificate expires in {} days &middot; CA in {} days</p>",
-        esc(&w.version),
-        w.uptime_s,
-        esc(&w.lease_listen),
-        if w.store_origin == "intact" { "intact" } else { "was empty at start (lost state)" },
-        w.server_cert_expires_in_s / 86_400,
-        w.ca_cert_expires_in_s / 86_400
-    );
-    if let Some(ms) = w.lost_state_window_ms_left {
-        let _ = write!(
-            h,
-            "<p class=\"alarm\">The store was empty at start (first install or lost disk): clusters that call in the next {:.1} s wait out leases this witness may have forgotten.</p>",
-            ms as f64 / 1000.0
-        );
-    }
-    let _ = write!(h, "<h2>Clusters ({})</h2>", doc.clusters.len());
-    if doc.clusters.is_empty() {
-        h.push_str("<p>No cluster has called yet.</p>");
-    }
-    for c in &doc.clusters {
-        let _ = write!(
-            h,
-            "<h3>{}</h3><table><tr><th>mode</th><th>who may act alone</th><th>epoch</th><th>takeover</th><th>preferred room</th><th>auto rejoin</th><th>paused</th></tr>\
-             <tr class=\"mode-{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>",
-            esc(&c.cluster),
-            esc(&c.mode),
-            esc(&c.mode),
-            esc(&c.summary),
-            c.epoch,
-            match c.takeover_allowed_in_ms {
-                None => "-".to_string(),
-                Some(0) => "allowed".to_string(),
-                Some(ms) => format!("in {:.1} s", ms as f64 / 1000.0),
-            },
-            esc(c.preferred_room.as_deref().unwrap_or("-")),
-            c.auto_rejoin,
-            c.paused
-        );
-        if c.alarms.is_empty() {
-            h.push_str("<p class=\"ok\">no alarms</p>");
-        } else {
-            h.push_str("<ul>");
-            for a in &c.alarms {
-                let _ = write!(h, "<li class=\"alarm\">{}</li>", esc(a));
-            }
-            h.push_str("</ul>");
-        }
-        h.push_str(
-            "<table><tr><th>room</th><th>node</th><th>last seen</th><th>phase</th><th>epoch</th>\
-             <th>peer contact</th><th>peer reachable</th><th>claim</th><th>takeover</th><th>last verdict</th></tr>",
-        );
-        for r in &c.rooms {
-            if r.nodes.is_empty() {
-                let _ = write!(
-                    h,
-                    "<tr><td>{}{}</td><td colspan=\"9\">no node has called ({})</td></tr>",
-                    esc(&r.room),
-                    if r.alone { " (alone)" } else { "" },
-                    secs(r.last_seen_ms_ago)
-                );
-            }
-            for n in &r.nodes {
-                let _ = write!(
-                    h,
-                    "<tr><td>{}{}</td><td>{}</td><td>{}</td><td>{:?}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    esc(&r.room),
-                    if r.alone { " (alone)" } else { "" },
-                    esc(&n.node),
-                    secs(Some(n.last_seen_ms_ago)),
-                    n.phase,
-                    n.epoch,
-                    n.peer_contact,
-                    n.peer_reachable,
-                    n.claim,
-                    n.takeover,
-                    esc(n.last_verdict.as_deref().unwrap_or("-"))
-                );
-            }
-        }
-        h.push_str("</table>");
-    }
-    h.push_str("<h2>Operator commands (newest first)</h2>");
-    if doc.audit.is_empty() {
-        h.push_str("<p>none</p>");
-    } else {
-        h.push_str("<table><tr><th>when</th><th>who</th><th>cluster</th><th>command</th><th>outcome</th><th>message</th></tr>");
-        for a in &doc.audit {
-            let f = |k: &str| {
-                a.get(k)
-                    .map(|v| match v {
-                        serde_json::Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    })
-                    .unwrap_or_default()
-            };
-            let _ = write!(
-                h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&f("at")),
-                esc(&f("who")),
-                esc(&f("cluster")),
-                esc(&f("command")),
-                esc(&f("outcome")),
-                esc(&f("message"))
-            );
-        }
-        h.push_str("</table>");
-    }
-    h.push_str("<p><small><a href=\"/v1/status\">JSON</a> &middot; <a href=\"/metrics\">metrics</a> &middot; <a href=\"/v1/jwks\">JWKS</a></small></p></body></html>");
-    h
+/// `/v1/timeline?cluster=NAME&window=SECONDS`.
+#[derive(Debug, serde::Deserialize)]
+pub struct TimelineQuery {
+    pub cluster: String,
+    pub window: Option<String>,
 }
 
-async fn page(State(app): State<Arc<App>>, Query(q): Query<StatusQuery>) -> Response {
-    let mut doc = filtered(build(&app).await, &q);
-    let total = doc.clusters.len();
-    let mut note = String::new();
-    if total > HTML_MAX_CLUSTERS {
-        doc.clusters.retain(|c| !c.alarms.is_empty());
-        doc.clusters.truncate(HTML_MAX_CLUSTERS);
-        note = format!(
-            "<p><small>{total} clusters: showing {} with alarms; use <code>/?cluster=NAME</code> or <code>/v1/status</code> for the rest.</small></p>",
-            doc.clusters.len()
-        );
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Says on the console, once a second, why nothing is granted while the forgotten-state wait
+/// of an empty store runs, and when it is over. Ends with the wait (or with `stop`).
+pub async fn lost_state_countdown(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    if !app.lost_state {
+        return;
     }
-    let html = render_html(&doc).replacen("<h2>Clusters", &format!("{note}<h2>Clusters"), 1);
-    Html(html).into_response()
+    loop {
+        match app.table.lost_window_left() {
+            Some(ms) => tracing::warn!(
+                seconds_left = format!("{:.0}", (ms as f64 / 1000.0).ceil()),
+                "forgotten-state wait: nothing is granted for {:.0} s more (the store was empty at start, \
+                 so leases this witness may have granted before must run out first; it ends by itself)",
+                (ms as f64 / 1000.0).ceil()
+            ),
+            None => {
+                tracing::info!("forgotten-state wait over: clusters are granted normally from now on");
+                return;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
+    }
 }

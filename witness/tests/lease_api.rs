@@ -118,7 +118,20 @@ async fn grant_and_renewal_over_mtls_carry_a_proof_that_verifies_against_the_jwk
         .text()
         .await
         .expect("html");
-    assert!(page.contains("demo") && page.contains("a1"), "{page}");
+    assert!(page.contains("data-cluster=\"demo\""), "{page}");
+    // And the cluster's own page its nodes and timeline.
+    let page = plain()
+        .get(format!("{}/cluster/demo", w.status_url()))
+        .send()
+        .await
+        .expect("cluster page")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        page.contains("data-node=\"a1\"") && page.contains("<svg id=\"timeline\""),
+        "{page}"
+    );
     w.stop().await.expect("clean stop");
 }
 

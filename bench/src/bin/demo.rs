@@ -60,7 +60,7 @@ async fn run() -> Result<()> {
         t.drift_ppm
     );
     println!(
-        "  drivers: log only (Kubernetes, VM and DRBD disabled; the watchdog device is a plain file; \
+        "  drivers: log only (Kubernetes, VM, DRBD and the watchdog disabled: no watchdog device here; \
          events go to a unix socket this demo reads)"
     );
     println!();
