@@ -7,7 +7,7 @@
 //!
 //! Entry points: [`run`] runs an agent until a shutdown future completes; [`start`] starts one
 //! and returns its bound addresses (tests use port 0).
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod actuator;
 pub mod clock;
