@@ -182,8 +182,9 @@ impl Default for DrbdConfig {
 pub struct WatchdogConfig {
     pub enabled: bool,
     pub device: PathBuf,
-    /// Program used to set the device's timeout to `timings.watchdog_timeout_ms` before the
-    /// agent opens it (`wdctl -s`, util-linux); empty: leave the timeout as the driver has it.
+    /// No longer used: the agent sets the device's timeout to `timings.watchdog_timeout_ms`
+    /// itself, by ioctl on the descriptor it holds (`wdctl -s` before the open could not be
+    /// verified and raced the open). Still accepted so existing files parse.
     pub wdctl: String,
 }
 

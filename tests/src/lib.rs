@@ -20,6 +20,7 @@ pub mod procs;
 pub mod recorder;
 pub mod report;
 pub mod standin;
+pub mod vmlab;
 
 pub use checker::{check, Verdict};
 pub use cluster::{Cluster, Spec};
