@@ -43,12 +43,18 @@ fi
 # is panics, overflows and broken properties; without it builds and runs are several times
 # faster. 16 codegen units: a much quicker build for a slightly slower fuzzer.
 build_flags=(--sanitizer none --codegen-units 16)
+# The fuzz build is a second full build of our dependencies with coverage instrumentation
+# (minutes on two cores): keep it outside the checkout, so a fresh clone on the same machine
+# (as CI makes) rebuilds only our own crates.
+fuzz_target_dir="${WITNESS_FUZZ_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/witness/fuzz-target}"
+mkdir -p "$fuzz_target_dir"
+build_flags+=(--target-dir "$fuzz_target_dir")
 echo "== fuzz build ($(cargo "+$toolchain" fuzz --version), ${#targets[@]} targets)"
 start=$(date +%s)
 cargo "+$toolchain" fuzz build "${build_flags[@]}"
 echo "fuzz build: $(( $(date +%s) - start )) s"
 
-bin_dir="target/x86_64-unknown-linux-gnu/release"
+bin_dir="$fuzz_target_dir/x86_64-unknown-linux-gnu/release"
 logs="target/fuzz-logs"
 # The targets that decode files write each input to a scratch file under TMPDIR: our own, on
 # tmpfs when there is one (rewriting a file on ext4 costs a block flush: 300 instead of 20,000
