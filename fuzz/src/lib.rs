@@ -6,8 +6,8 @@
 use proto::agent::{AgentConfig, AgentInput, NodeAgent, RunState};
 use proto::arbiter::{Arbiter, ArbiterInput, ArbiterStep};
 use proto::wire::{
-    AdminCommand, LeaseMode, LeaseReply, LeaseRequest, NodePhase, Ping, Pong, TakeoverPermit,
-    Verdict, WIRE_VERSION,
+    AdminCommand, LeaseMode, LeaseReply, LeaseRequest, NodePhase, PeerReport, Ping, Pong,
+    TakeoverPermit, Verdict, WIRE_VERSION,
 };
 use proto::{ClusterId, Epoch, Millis, NodeId, RoomId, Timings};
 use std::path::PathBuf;
@@ -92,6 +92,19 @@ pub fn lease_request(c: &mut Choices, cluster: &ClusterId) -> LeaseRequest {
         claim: c.bool(),
         takeover: c.bool(),
         health: u32::from(c.u8()),
+        peers: (0..c.u8() % 3).map(|_| peer_report(c)).collect(),
+    }
+}
+
+/// What a node reports of one peer: any node (also of its own room, or unknown ages), as a
+/// hostile or confused agent might.
+fn peer_report(c: &mut Choices) -> PeerReport {
+    let (_, node) = node(c.u8());
+    let age = |c: &mut Choices| c.bool().then(|| c.u64());
+    PeerReport {
+        node,
+        vouched_ms_ago: age(c),
+        answered_ms_ago: age(c),
     }
 }
 
