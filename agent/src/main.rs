@@ -36,6 +36,10 @@ enum Cmd {
     CheckConfig {
         #[arg(long, env = ENV_CONFIG)]
         config: PathBuf,
+        /// Check structure and timings only, not the certificate files (validating a file for
+        /// another machine, or the shipped samples).
+        #[arg(long)]
+        skip_file_checks: bool,
     },
     /// Show the local agent's view of its node.
     Status {
@@ -70,7 +74,10 @@ fn init_logs() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
         .try_init();
 }
 
@@ -78,12 +85,32 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.cmd {
         Cmd::Run { config } => run(config),
-        Cmd::CheckConfig { config } => match Config::load(&config, &env) {
+        Cmd::CheckConfig {
+            config,
+            skip_file_checks,
+        } => match Config::load(&config, &env) {
+            Ok(c) if skip_file_checks => {
+                let n = c.names();
+                println!(
+                    "{}: ok (structure and timings of node {}/{}/{}; certificate files not checked)",
+                    config.display(),
+                    n.cluster,
+                    n.room,
+                    n.node
+                );
+                0
+            }
             Ok(c) => match agent::tls::TlsState::load(&c.tls) {
-                Ok(t) => {
-                    println!("{}: ok ({})", config.display(), t.identity.to_uri());
-                    0
-                }
+                Ok(t) => match agent::shell::check_identity(&c, &t) {
+                    Ok(()) => {
+                        println!("{}: ok ({})", config.display(), t.identity.to_uri());
+                        0
+                    }
+                    Err(e) => {
+                        eprintln!("{e}");
+                        64
+                    }
+                },
                 Err(e) => {
                     eprintln!("{}: {e}", config.display());
                     64

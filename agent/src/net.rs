@@ -193,9 +193,51 @@ pub struct PingRequest {
 #[derive(Clone, Debug)]
 struct PeerIdentity(Result<Identity, String>);
 
+/// At most one warning line per interval for one kind of event, with the number left out: a
+/// flood of bad connections must not become a flood of log lines.
+struct LogLimiter {
+    every: Duration,
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl LogLimiter {
+    const fn new(every: Duration) -> LogLimiter {
+        LogLimiter {
+            every,
+            state: std::sync::Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(lines left out since the last one)` when a line may be written now.
+    fn allow(&self) -> Option<u64> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        match st.0 {
+            Some(last) if now.duration_since(last) < self.every => {
+                st.1 += 1;
+                None
+            }
+            _ => {
+                let suppressed = st.1;
+                *st = (Some(now), 0);
+                Some(suppressed)
+            }
+        }
+    }
+}
+
+/// Refused heartbeats and refused, failed or timed-out heartbeat connections.
+static CONN_LOG: LogLimiter = LogLimiter::new(Duration::from_secs(10));
+
 fn refuse(status: StatusCode, msg: impl Into<String>) -> Response {
     let msg = msg.into();
-    tracing::warn!(status = status.as_u16(), "heartbeat refused: {msg}");
+    if let Some(suppressed) = CONN_LOG.allow() {
+        tracing::warn!(
+            status = status.as_u16(),
+            suppressed,
+            "heartbeat refused: {msg}"
+        );
+    }
     (status, Json(json!({"error": msg}))).into_response()
 }
 
@@ -270,14 +312,18 @@ pub async fn serve_heartbeats(
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    tracing::warn!("heartbeat accept failed: {e}");
+                    if let Some(suppressed) = CONN_LOG.allow() {
+                        tracing::warn!(suppressed, "heartbeat accept failed: {e}");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::warn!(%addr, "too many heartbeat connections; closing this one");
+            if let Some(suppressed) = CONN_LOG.allow() {
+                tracing::warn!(%addr, suppressed, "too many heartbeat connections; closing this one");
+            }
             continue;
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.borrow().server.clone());
@@ -285,15 +331,23 @@ pub async fn serve_heartbeats(
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let tls_stream =
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::warn!(%addr, "heartbeat TLS handshake refused: {e}");
-                        return;
+            let tls_stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    if let Some(suppressed) = CONN_LOG.allow() {
+                        tracing::warn!(%addr, suppressed, "heartbeat TLS handshake refused: {e}");
                     }
-                    Err(_) => return,
-                };
+                    return;
+                }
+                Err(_) => {
+                    if let Some(suppressed) = CONN_LOG.allow() {
+                        tracing::warn!(%addr, suppressed, "heartbeat TLS handshake timed out");
+                    }
+                    return;
+                }
+            };
             let id = match tls_stream.get_ref().1.peer_certificates() {
                 Some([leaf, ..]) => cert_identity(leaf),
                 _ => Err("no client certificate".to_string()),
@@ -315,5 +369,21 @@ pub async fn serve_heartbeats(
                 _ = shutdown.changed() => {}
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogLimiter;
+    use std::time::Duration;
+
+    #[test]
+    fn a_flood_of_refused_connections_logs_one_line_per_interval() {
+        let l = LogLimiter::new(Duration::from_secs(3600));
+        assert_eq!(l.allow(), Some(0));
+        assert!((0..10_000).all(|_| l.allow().is_none()));
+        let l = LogLimiter::new(Duration::ZERO);
+        assert_eq!(l.allow(), Some(0));
+        assert_eq!(l.allow(), Some(0));
     }
 }

@@ -112,6 +112,34 @@ async fn bind(field: &str, addr: &str) -> Result<TcpListener, Error> {
 /// Starts an agent: loads certificates and state, binds the listeners, opens the watchdog and
 /// spawns everything. Returns once it runs; stops when `shutdown` flips to true (or its
 /// sender is dropped).
+/// The certificate must carry the configured node's identity: peers and the witness refuse
+/// any other (`run` and `check-config` make the same check).
+pub fn check_identity(cfg: &Config, tls: &TlsState) -> Result<(), ConfigError> {
+    let names = cfg.names();
+    let expected = proto::ids::Identity::Node {
+        cluster: names.cluster.clone(),
+        room: names.room.clone(),
+        node: names.node.clone(),
+    };
+    if tls.identity != expected {
+        return Err(ConfigError {
+            file: cfg.origin.clone(),
+            field: "tls.cert".into(),
+            reason: format!(
+                "the certificate is {} but this agent is configured as {}: peers and the \
+                 witness would refuse it; issue one with `witness certs node --cluster {} \
+                 --room {} --node {}`",
+                tls.identity.to_uri(),
+                expected.to_uri(),
+                names.cluster,
+                names.room,
+                names.node
+            ),
+        });
+    }
+    Ok(())
+}
+
 pub async fn start(cfg: Config, shutdown: watch::Receiver<bool>) -> Result<Started, Error> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let tls_err = |e: crate::tls::TlsError| {
@@ -122,24 +150,8 @@ pub async fn start(cfg: Config, shutdown: watch::Receiver<bool>) -> Result<Start
         })
     };
     let tls = TlsState::load(&cfg.tls).map_err(tls_err)?;
+    check_identity(&cfg, &tls).map_err(Error::Config)?;
     let names = cfg.names();
-    let expected = proto::ids::Identity::Node {
-        cluster: names.cluster.clone(),
-        room: names.room.clone(),
-        node: names.node.clone(),
-    };
-    if tls.identity != expected {
-        return Err(Error::Config(ConfigError {
-            file: cfg.origin.clone(),
-            field: "tls.cert".into(),
-            reason: format!(
-                "the certificate is {} but this agent is configured as {}: peers and the \
-                 witness would refuse it",
-                tls.identity.to_uri(),
-                expected.to_uri()
-            ),
-        }));
-    }
     if cfg.fence_budget_ms() > cfg.timings.fence_deadline_ms {
         tracing::warn!(
             "the fencing drivers' deadlines add up to {} ms, more than timings.fence_deadline_ms \

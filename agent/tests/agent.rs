@@ -670,6 +670,85 @@ fn a_certificate_of_another_node_is_refused_at_start() {
     );
 }
 
+#[test]
+fn check_config_refuses_a_certificate_of_another_node_like_run_does() {
+    let pki = Pki::new();
+    let other = pki.node("c1", "a", "node-a9");
+    let mut cfg = {
+        let mut s = NodeSetup::new(&pki, "a", "node-a1", "https://127.0.0.1:1");
+        s.peers = vec![("node-b1".into(), "127.0.0.1:1".into())];
+        s.config(&pki)
+    };
+    cfg.tls.cert = other.cert;
+    cfg.tls.key = other.key;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    let text = format!(
+        "cluster = \"c1\"\nroom = \"a\"\nnode = \"node-a1\"\nwitness_url = \"https://127.0.0.1:1\"\n\
+         [tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n\
+         [[peers]]\nnode = \"node-b1\"\naddress = \"127.0.0.1:1\"\n",
+        cfg.tls.ca, cfg.tls.cert, cfg.tls.key
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tls.cert") && err.contains("witness://c1/a/node-a9"),
+        "{err}"
+    );
+    // Offline: structure and timings only, no certificate files needed.
+    std::fs::write(
+        &path,
+        read(&path).replace(&format!("{:?}", cfg.tls.ca), "\"/nonexistent/ca.pem\""),
+    )
+    .unwrap();
+    let out = bin()
+        .args(["check-config", "--skip-file-checks", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "the files are checked without the flag"
+    );
+}
+
+#[test]
+fn the_shipped_agent_samples_pass_check_config_offline() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for sample in [
+        "deploy/agent-systemd/agent.toml",
+        "deploy/kubernetes/overlays/room-a/agent.toml",
+        "deploy/kubernetes/overlays/room-b/agent.toml",
+    ] {
+        let out = bin()
+            .args(["check-config", "--skip-file-checks", "--config"])
+            .arg(root.join(sample))
+            .env("WITNESS_AGENT_NODE", "node-1")
+            .env_remove("WITNESS_AGENT_CONFIG")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{sample}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fenced_node_unfences_on_a_new_grant_and_removes_its_taint() {
     init();
