@@ -776,8 +776,8 @@ impl Lab {
                 .rec
                 .events()
                 .into_iter()
-                .filter(|e| e.node == node && e.kind == "phase")
-                .last();
+                .rev()
+                .find(|e| e.node == node && e.kind == "phase");
             if let Some(e) = last.filter(|e| e.str("phase") == phase) {
                 return Ok(e.t);
             }

@@ -18,8 +18,8 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn last_before<'a>(ev: &'a [Event], node: &str, kind: &str, t: u64) -> Option<&'a Event> {
     ev.iter()
-        .filter(|e| e.node == node && e.kind == kind && e.t <= t)
-        .last()
+        .rev()
+        .find(|e| e.node == node && e.kind == kind && e.t <= t)
 }
 
 /// Kills (or stops) the agent on the active node b1 and measures last pet -> card fired.
