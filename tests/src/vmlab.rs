@@ -283,13 +283,14 @@ impl Lab {
             lab.boot(n)?;
         }
         for (n, _, _, _) in NODES {
-            lab.wait_console(n, "VMLAB agent started", Duration::from_secs(120))?;
+            // Generous: a TCG guest on a loaded 2-core machine has taken 2 minutes to boot.
+            lab.wait_console(n, "VMLAB agent started", Duration::from_secs(300))?;
         }
         // The agent that starts first may take over the other room until it arrives, then
         // releases it: set DRBD up once both are active (the takeover hook cannot promote r0
         // before: both disks are Inconsistent until the new current UUID).
         for (n, _, _, _) in NODES {
-            lab.wait_phase(n, "active", Duration::from_secs(180))?;
+            lab.wait_phase(n, "active", Duration::from_secs(300))?;
         }
         // A fresh pair of disks: skip the initial sync (both empty), then b1 runs r0.
         lab.ctl("b1", "drbdadm wait-connect r0", Duration::from_secs(60))?;
@@ -300,7 +301,7 @@ impl Lab {
         )?;
         lab.ctl("b1", "drbdadm primary r0", Duration::from_secs(30))?;
         for (n, _, _, _) in NODES {
-            lab.wait_phase(n, "active", Duration::from_secs(120))?;
+            lab.wait_phase(n, "active", Duration::from_secs(300))?;
         }
         Ok(Some(lab))
     }
