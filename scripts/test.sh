@@ -41,20 +41,23 @@ fi
 grep -E '^test result' target/test-output.log |
     awk '{p+=$4; f+=$6; i+=$8} END {printf "cargo test: %d passed, %d failed, %d ignored\n", p, f, i}'
 
-echo "== store fault injection (a full disk under the real witness; mounts a tmpfs, so root only)"
-if [ "$(id -u)" -eq 0 ]; then
-    set +e
-    cargo test -p witness --test disk_full -- --include-ignored --nocapture 2>&1 |
-        tee target/disk-full-output.log | grep --line-buffered -E '^(test |running |test result)'
-    status=${PIPESTATUS[0]}
-    set -e
-    if [ "$status" -ne 0 ]; then
-        echo "the disk-full test failed (full output in target/disk-full-output.log)"
-        grep -E 'panicked|FAILED' target/disk-full-output.log | head -20
-        exit "$status"
-    fi
-else
-    echo "skipped: needs root (reported as ignored by cargo test above)"
+echo "== vm lab (real i6300esb watchdog and DRBD 8.4 in qemu TCG guests; scripts/vmlab.sh runs all)"
+# The guests run the release agent: a debug build under software emulation misses its own
+# deadlines. The lab is its own test target behind the `vmlab` feature, so the main run above
+# (which includes ignored tests as root) leaves it alone. Without root or qemu the tests print
+# "skipped: ..." (.ci/run installs qemu).
+cargo build --release -p witness-agent
+set +e
+AGENT_BIN="$PWD/target/release/witness-agent" cargo test -p witness-tests --features vmlab --test vmlab -- \
+    --ignored --nocapture --test-threads 1 --exact \
+    agent_killed_on_active_node_the_real_watchdog_resets_it_within_w \
+    room_b_powered_off_while_primary_room_a_takes_over_after_the_bound_and_keeps_every_key 2>&1 |
+    grep --line-buffered -E '^(test |test result|\[vm-|skipped|thread )'
+status=${PIPESTATUS[0]}
+set -e
+if [ "$status" -ne 0 ]; then
+    echo "vm lab failed with status $status (console logs: target/vmlab-logs/)"
+    exit "$status"
 fi
 
 echo "== deployment checks (manifests, alerts, dashboard, units, metrics the binaries export)"

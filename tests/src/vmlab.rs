@@ -83,7 +83,9 @@ pub fn can_run() -> bool {
             .map(|s| s.success())
             .unwrap_or(false);
         if !found {
-            println!("skipped: the VM lab needs {tool} (Debian package {pkg}; .ci/run installs it)");
+            println!(
+                "skipped: the VM lab needs {tool} (Debian package {pkg}; .ci/run installs it)"
+            );
             return false;
         }
     }
@@ -220,6 +222,10 @@ fn classify(text: &str) -> Option<(&'static str, Value)> {
         let epoch: u64 = field("epoch").and_then(|e| e.parse().ok()).unwrap_or(0);
         return Some(("takeover", json!({ "epoch": epoch })));
     }
+    if text.contains("releasing the takeover of the other room") {
+        let epoch: u64 = field("epoch").and_then(|e| e.parse().ok()).unwrap_or(0);
+        return Some(("release", json!({ "epoch": epoch })));
+    }
     if text.contains("fencing this node") {
         return Some(("fence", json!({ "line": text })));
     }
@@ -277,7 +283,14 @@ impl Lab {
             lab.boot(n)?;
         }
         for (n, _, _, _) in NODES {
-            lab.wait_console(n, "VMLAB agent started", Duration::from_secs(120))?;
+            // Generous: a TCG guest on a loaded 2-core machine has taken 2 minutes to boot.
+            lab.wait_console(n, "VMLAB agent started", Duration::from_secs(300))?;
+        }
+        // The agent that starts first may take over the other room until it arrives, then
+        // releases it: set DRBD up once both are active (the takeover hook cannot promote r0
+        // before: both disks are Inconsistent until the new current UUID).
+        for (n, _, _, _) in NODES {
+            lab.wait_phase(n, "active", Duration::from_secs(300))?;
         }
         // A fresh pair of disks: skip the initial sync (both empty), then b1 runs r0.
         lab.ctl("b1", "drbdadm wait-connect r0", Duration::from_secs(60))?;
@@ -288,7 +301,7 @@ impl Lab {
         )?;
         lab.ctl("b1", "drbdadm primary r0", Duration::from_secs(30))?;
         for (n, _, _, _) in NODES {
-            lab.wait_phase(n, "active", Duration::from_secs(120))?;
+            lab.wait_phase(n, "active", Duration::from_secs(300))?;
         }
         Ok(Some(lab))
     }
@@ -327,7 +340,9 @@ impl Lab {
         self.nft(
             "add chain bridge vmlab cfwd { type filter hook forward priority 0; policy accept; }",
         )?;
-        self.nft("add chain bridge vmlab cinp { type filter hook input priority 0; policy accept; }")?;
+        self.nft(
+            "add chain bridge vmlab cinp { type filter hook input priority 0; policy accept; }",
+        )?;
         self.nft(
             "add chain bridge vmlab coutp { type filter hook output priority 0; policy accept; }",
         )?;
@@ -357,8 +372,20 @@ impl Lab {
             run(
                 &wb,
                 &[
-                    "certs", "node", "--ca-dir", &c, "--cluster", CLUSTER, "--room", r, "--node",
-                    n, "--san", ip, "--out", &c,
+                    "certs",
+                    "node",
+                    "--ca-dir",
+                    &c,
+                    "--cluster",
+                    CLUSTER,
+                    "--room",
+                    r,
+                    "--node",
+                    n,
+                    "--san",
+                    ip,
+                    "--out",
+                    &c,
                 ],
             )?;
         }
@@ -410,7 +437,12 @@ impl Lab {
         let peers: String = NODES
             .iter()
             .filter(|p| p.1 != room)
-            .map(|p| format!("[[peers]]\nnode = \"{}\"\naddress = \"{}:7444\"\n", p.0, p.3))
+            .map(|p| {
+                format!(
+                    "[[peers]]\nnode = \"{}\"\naddress = \"{}:7444\"\n",
+                    p.0, p.3
+                )
+            })
             .collect();
         let agent = format!(
             "cluster = \"{CLUSTER}\"\nroom = \"{room}\"\nnode = \"{node}\"\n\
@@ -426,11 +458,17 @@ impl Lab {
              [watchdog]\nenabled = true\ndevice = \"/dev/watchdog\"\n\
              [[hooks]]\nname = \"promote-r0\"\non = [\"takeover\"]\n\
              command = [\"/bin/sh\", \"-c\", \"drbdadm primary r0 && \
-             (setsid vmlab-writer 1001 </dev/null >/dev/null 2>&1 &)\"]\ntimeout_ms = 30000\n",
+             (pidof vmlab-writer >/dev/null || \
+             (setsid vmlab-writer 1001 </dev/null >/dev/null 2>&1 &))\"]\ntimeout_ms = 30000\n\
+             [[hooks]]\nname = \"demote-r0\"\non = [\"release\"]\n\
+             command = [\"/bin/sh\", \"-c\", \"killall vmlab-writer; sleep 0.5; \
+             drbdadm secondary r0\"]\ntimeout_ms = 30000\n",
             timings = toml::to_string(&self.timings)?,
         );
         std::fs::write(etc.join("agent.toml"), agent)?;
-        let drbd = DRBD_CONF.replace("{a1}", NODES[0].3).replace("{b1}", NODES[1].3);
+        let drbd = DRBD_CONF
+            .replace("{a1}", NODES[0].3)
+            .replace("{b1}", NODES[1].3);
         std::fs::write(root.join("etc/drbd.conf"), drbd)?;
         // The per-node archive, concatenated after the cached image.
         let list = Command::new("sh")
@@ -439,7 +477,11 @@ impl Lab {
             .current_dir(&root)
             .output()?;
         if !list.status.success() {
-            bail!("cpio of {}: {}", root.display(), String::from_utf8_lossy(&list.stderr));
+            bail!(
+                "cpio of {}: {}",
+                root.display(),
+                String::from_utf8_lossy(&list.stderr)
+            );
         }
         let mut initrd = std::fs::read(&self.initrd)
             .with_context(|| format!("read {}", self.initrd.display()))?;
@@ -482,7 +524,10 @@ impl Lab {
             "-append".into(),
             "console=ttyS0 quiet panic=-1".into(),
             "-chardev".into(),
-            format!("socket,id=con,path={},server=on,wait=on", sock("console.sock")),
+            format!(
+                "socket,id=con,path={},server=on,wait=on",
+                sock("console.sock")
+            ),
             "-serial".into(),
             "chardev:con".into(),
             "-chardev".into(),
@@ -492,7 +537,10 @@ impl Lab {
             "-qmp".into(),
             format!("unix:{},server=on,wait=off", sock("qmp.sock")),
             "-drive".into(),
-            format!("file={},format=raw,if=virtio,cache=unsafe", sock("disk.img")),
+            format!(
+                "file={},format=raw,if=virtio,cache=unsafe",
+                sock("disk.img")
+            ),
             "-netdev".into(),
             format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
             "-device".into(),
@@ -650,7 +698,8 @@ impl Lab {
     /// Records a fault; returns its time.
     pub fn fault(&self, what: &str) -> u64 {
         println!("[{}] t={} ms fault: {what}", self.name, self.rec.now());
-        self.rec.push("harness", "", "fault", json!({ "what": what }));
+        self.rec
+            .push("harness", "", "fault", json!({ "what": what }));
         self.rec.now()
     }
 
@@ -665,7 +714,13 @@ impl Lab {
     }
 
     /// Waits until a node's console shows a line containing `what` (after time `after`).
-    pub fn wait_console_after(&self, node: &str, what: &str, after: u64, within: Duration) -> Result<Line> {
+    pub fn wait_console_after(
+        &self,
+        node: &str,
+        what: &str,
+        after: u64,
+        within: Duration,
+    ) -> Result<Line> {
         let until = Instant::now() + within;
         loop {
             if let Some(l) = self
@@ -690,7 +745,13 @@ impl Lab {
     }
 
     /// Waits for a recorded event of `kind` from `node` at or after `after`.
-    pub fn wait_event(&self, node: &str, kind: &str, after: u64, within: Duration) -> Result<Event> {
+    pub fn wait_event(
+        &self,
+        node: &str,
+        kind: &str,
+        after: u64,
+        within: Duration,
+    ) -> Result<Event> {
         let until = Instant::now() + within;
         loop {
             if let Some(e) = self
@@ -716,8 +777,8 @@ impl Lab {
                 .rec
                 .events()
                 .into_iter()
-                .filter(|e| e.node == node && e.kind == "phase")
-                .last();
+                .rev()
+                .find(|e| e.node == node && e.kind == "phase");
             if let Some(e) = last.filter(|e| e.str("phase") == phase) {
                 return Ok(e.t);
             }

@@ -2,6 +2,15 @@
 //! back to `drbdadm secondary --force <res>` when the device is held open or IO is suspended,
 //! and verified by reading the role back (`drbdadm role <res>`). Command lines are checked
 //! against the real drbd-utils in the tests (`drbdadm -d`).
+//!
+//! DRBD 8.4 (the in-tree module of Debian's and most distributions' kernels, driven by
+//! drbd-utils 9 through `drbdadm-84`) has no `secondary --force` (it came with DRBD 9.1.7): a
+//! device held open cannot be demoted at all ("Device is held open by someone", drbdsetup exit
+//! 11). On 8.4 (read from `/proc/drbd`) the driver therefore does not try `--force`: a failed
+//! demote fails the fencing step at once, naming the cause, and the state machine stops
+//! petting the watchdog, which resets the node (the escalation the protocol counts on). That
+//! is what the VM lab verifies against the real module (tests/vmlab, scenario "device held
+//! open"): stop the workload first (the `vm` driver or a `fence` hook) so the demote succeeds.
 use super::{DriverReport, FenceContext, FenceDriver, FenceError};
 use crate::config::DrbdConfig;
 use futures::future::BoxFuture;
@@ -76,6 +85,29 @@ async fn drbdadm(prog: &str, args: &[String]) -> Result<(bool, String), String> 
     Ok((out.status.success(), text))
 }
 
+/// The kernel module's version from the first line of `/proc/drbd`
+/// (`version: 8.4.11 (api:1/proto:86-101)`), as (major, minor).
+pub fn module_version(proc_drbd: &str) -> Option<(u32, u32)> {
+    let v = proc_drbd.lines().next()?.strip_prefix("version:")?.trim();
+    let mut parts = v.split_whitespace().next()?.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// Whether `secondary --force` may exist: not on a module older than 9 (read from
+/// `/proc/drbd`); when the version cannot be read, the driver tries it.
+fn force_available() -> bool {
+    match std::fs::read_to_string("/proc/drbd")
+        .ok()
+        .as_deref()
+        .and_then(module_version)
+    {
+        Some((major, _)) => major >= 9,
+        None => true,
+    }
+}
+
 impl DrbdDriver {
     async fn demote(&self, res: &str) -> Result<String, FenceError> {
         let prog = &self.cfg.drbdadm;
@@ -83,6 +115,14 @@ impl DrbdDriver {
             .await
             .map_err(FenceError::Failed)?;
         let mut how = "secondary";
+        if !ok && !force_available() {
+            return Err(FenceError::Failed(format!(
+                "{res}: drbdadm secondary failed ({}); DRBD 8.4 has no secondary --force, so \
+                 the node cannot be demoted while the device is held open: the watchdog resets \
+                 it (stop the workload before the drbd step: vm driver or a fence hook)",
+                out.trim()
+            )));
+        }
         if !ok {
             // Held open by a process, or IO suspended: demoting anyway fails that IO, which is
             // exactly what fencing wants.
@@ -140,6 +180,20 @@ impl FenceDriver for DrbdDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn module_version_is_read_from_proc_drbd_of_each_generation() {
+        assert_eq!(
+            module_version("version: 8.4.11 (api:1/proto:86-101)\nsrcversion: F73C\n"),
+            Some((8, 4))
+        );
+        assert_eq!(
+            module_version("version: 9.2.12 (api:2/proto:86-122)\n"),
+            Some((9, 2))
+        );
+        assert_eq!(module_version(""), None);
+        assert_eq!(module_version("garbage\n"), None);
+    }
 
     #[test]
     fn role_output_of_each_drbd_generation_is_understood() {

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole VM lab (tests/tests/vmlab.rs): the real agent in qemu VMs (TCG) with the real
+# i6300esb watchdog and real DRBD 8.4 between the rooms. scripts/test.sh runs the short slice
+# (watchdog reset after SIGKILL, loss of room b); this runs every scenario, one at a time.
+# Needs root and the packages .ci/run installs (qemu-system-x86 busybox-static cpio kmod
+# drbd-utils nftables binutils); the first run downloads the kernel package (apt-get download)
+# into target/vmlab-cache. Console logs: target/vmlab-logs/<scenario>/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --workspace --bins
+# The guests run the release agent (a debug build is too slow under TCG).
+cargo build --release -p witness-agent
+AGENT_BIN="$PWD/target/release/witness-agent" \
+    cargo test -p witness-tests --features vmlab --test vmlab -- --ignored --nocapture --test-threads 1 "$@"
