@@ -16,6 +16,18 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo build (the binaries the harness and the deploy checks start)"
 cargo build --workspace --bins
 
+echo "== kubernetes control plane (kube-apiserver, -controller-manager, -scheduler, kine from Go modules; cached)"
+# Built once per version into ~/.cache/witness-kube (a rerun finds it there); tests/tests/kube.rs
+# then runs the agents against it inside cargo test. Without Go that test says "skipped".
+export PATH="$PATH:/usr/local/go/bin"
+if command -v go >/dev/null; then
+    start=$SECONDS
+    scripts/kube-fixture.sh build
+    echo "kubernetes control plane ready in $((SECONDS - start)) s"
+else
+    echo "skipped: Go is not installed (needed to build the Kubernetes control plane)"
+fi
+
 echo "== cargo test"
 mkdir -p target
 # The real-process harness needs root (network namespaces, nftables): its tests are marked

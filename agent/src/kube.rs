@@ -347,3 +347,50 @@ pub struct VmiRef {
     /// The VirtualMachine that owns it; `None` for a standalone VMI.
     pub vm: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(url: &str, dir: &std::path::Path) -> KubernetesConfig {
+        KubernetesConfig {
+            api_url: url.into(),
+            service_account_dir: dir.to_string_lossy().into_owned(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_https_api_url_authenticates_with_the_service_account_token_and_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = client_config(&cfg("https://10.1.0.10:6443", dir.path())).unwrap_err();
+        assert!(
+            e.contains("ca.crt") && e.contains("service_account_dir"),
+            "{e}"
+        );
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca = rcgen::CertificateParams::new(vec!["kubernetes".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(dir.path().join("ca.crt"), ca.pem()).unwrap();
+        let e = client_config(&cfg("https://10.1.0.10:6443", dir.path())).unwrap_err();
+        assert!(e.contains("token"), "{e}");
+        std::fs::write(dir.path().join("token"), "t").unwrap();
+        std::fs::write(dir.path().join("namespace"), "witness-system\n").unwrap();
+        let c = client_config(&cfg("https://10.1.0.10:6443", dir.path())).unwrap();
+        assert_eq!(c.root_cert.as_ref().map(Vec::len), Some(1));
+        assert!(c
+            .auth_info
+            .token_file
+            .is_some_and(|t| t.ends_with("/token")));
+        assert_eq!(c.default_namespace, "witness-system");
+    }
+
+    #[test]
+    fn a_plain_http_api_url_sends_no_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = client_config(&cfg("http://127.0.0.1:1", dir.path())).unwrap();
+        assert!(c.root_cert.is_none() && c.auth_info.token_file.is_none());
+    }
+}

@@ -223,7 +223,10 @@ impl Cluster {
                     k.stop_mode.clone(),
                 )
             }
-            None => ("[kubernetes]\nenabled = false\n".to_string(), "stop".to_string()),
+            None => (
+                "[kubernetes]\nenabled = false\n".to_string(),
+                "stop".to_string(),
+            ),
         };
         let tag = net.tag.clone();
         println!(

@@ -67,7 +67,9 @@ pub fn binaries() -> Result<Option<PathBuf>> {
             .map(|o| o.status.success())
             .unwrap_or(false);
     if !have_go {
-        println!("skipped: needs Go to build the Kubernetes control plane (scripts/kube-fixture.sh)");
+        println!(
+            "skipped: needs Go to build the Kubernetes control plane (scripts/kube-fixture.sh)"
+        );
         return Ok(None);
     }
     let started = Instant::now();
@@ -194,7 +196,12 @@ impl ApiClient {
     }
 
     pub fn strategic_patch(&self, path: &str, body: &Value) -> Result<Answer> {
-        self.call("PATCH", path, "application/strategic-merge-patch+json", Some(body))
+        self.call(
+            "PATCH",
+            path,
+            "application/strategic-merge-patch+json",
+            Some(body),
+        )
     }
 }
 
@@ -304,16 +311,12 @@ fn now_ts() -> k8s_openapi::jiff::Timestamp {
 
 /// RFC 3339 with microseconds, as `MicroTime` (Lease `renewTime`) wants it.
 pub fn micro_time() -> String {
-    now_ts()
-        .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
-        .to_string()
+    now_ts().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
 /// RFC 3339 to the second, as `Time` (conditions) wants it.
 pub fn time_now() -> String {
-    now_ts()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    now_ts().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 impl ControlPlane {
@@ -321,9 +324,7 @@ impl ControlPlane {
     /// `default` ServiceAccount (the sign that kube-controller-manager runs). `extra_ips`: more
     /// addresses the serving certificate must name.
     pub fn start(bins: &Path, extra_ips: &[std::net::IpAddr]) -> Result<ControlPlane> {
-        let tmp = tempfile::Builder::new()
-            .prefix("witness-kube-")
-            .tempdir()?;
+        let tmp = tempfile::Builder::new().prefix("witness-kube-").tempdir()?;
         let dir = tmp.path().to_path_buf();
         let pki = make_pki(extra_ips)?;
         write(&dir.join("ca.pem"), &pki.ca_pem)?;
@@ -358,7 +359,10 @@ impl ControlPlane {
             "kine",
             &bins.join("kine"),
             &[
-                format!("--endpoint=sqlite://{}?_journal=WAL&cache=shared", p("state.db")),
+                format!(
+                    "--endpoint=sqlite://{}?_journal=WAL&cache=shared",
+                    p("state.db")
+                ),
                 format!("--listen-address=127.0.0.1:{kine_port}"),
             ],
         )?;
@@ -447,14 +451,21 @@ impl ControlPlane {
             stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         let t0 = Instant::now();
-        cp.wait("the API server to answer /readyz", Duration::from_secs(180), |cp| {
-            Ok(cp.admin.get("/readyz").map(|a| a.ok()).unwrap_or(false))
-        })?;
+        cp.wait(
+            "the API server to answer /readyz",
+            Duration::from_secs(180),
+            |cp| Ok(cp.admin.get("/readyz").map(|a| a.ok()).unwrap_or(false)),
+        )?;
         let ready = t0.elapsed();
         cp.wait(
             "kube-controller-manager to create the default ServiceAccount",
             Duration::from_secs(180),
-            |cp| Ok(cp.admin.get("/api/v1/namespaces/default/serviceaccounts/default")?.ok()),
+            |cp| {
+                Ok(cp
+                    .admin
+                    .get("/api/v1/namespaces/default/serviceaccounts/default")?
+                    .ok())
+            },
         )?;
         println!(
             "kube fixture: API ready after {} ms, controllers after {} ms (logs in {})",
@@ -490,9 +501,14 @@ impl ControlPlane {
                 let logs: Vec<String> = self
                     .procs
                     .iter()
-                    .map(|(n, _)| format!("--- {n}\n{}", tail(&self.dir.join(format!("{n}.log")), 10)))
+                    .map(|(n, _)| {
+                        format!("--- {n}\n{}", tail(&self.dir.join(format!("{n}.log")), 10))
+                    })
                     .collect();
-                bail!("timed out after {limit:?} waiting for {what}\n{}", logs.join("\n"));
+                bail!(
+                    "timed out after {limit:?} waiting for {what}\n{}",
+                    logs.join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -545,9 +561,16 @@ impl ControlPlane {
             };
             let a = self.admin.create_yaml(&path, doc)?;
             if !a.ok() && a.status != 409 {
-                bail!("applying {kind} from deploy/kubernetes/base: {} {}", a.status, a.body);
+                bail!(
+                    "applying {kind} from deploy/kubernetes/base: {} {}",
+                    a.status,
+                    a.body
+                );
             }
-            let name = a.body["metadata"]["name"].as_str().unwrap_or("?").to_string();
+            let name = a.body["metadata"]["name"]
+                .as_str()
+                .unwrap_or("?")
+                .to_string();
             applied.push(format!("{kind}/{name}"));
         }
         if !applied.iter().any(|a| a.starts_with("ClusterRole/")) {
@@ -619,16 +642,20 @@ impl ControlPlane {
                 bail!("creating the {kind} CRD: {} {}", a.status, a.body);
             }
         }
-        self.wait("the KubeVirt CRDs to be served", Duration::from_secs(60), |cp| {
-            Ok(cp
-                .admin
-                .get("/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstances")?
-                .ok()
-                && cp
+        self.wait(
+            "the KubeVirt CRDs to be served",
+            Duration::from_secs(60),
+            |cp| {
+                Ok(cp
                     .admin
-                    .get("/apis/kubevirt.io/v1/namespaces/default/virtualmachines")?
-                    .ok())
-        })?;
+                    .get("/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstances")?
+                    .ok()
+                    && cp
+                        .admin
+                        .get("/apis/kubevirt.io/v1/namespaces/default/virtualmachines")?
+                        .ok())
+            },
+        )?;
         Ok(())
     }
 
@@ -659,15 +686,21 @@ impl ControlPlane {
         }
         self.start_heartbeats();
         let names: Vec<String> = nodes.iter().map(|(n, _)| n.to_string()).collect();
-        self.wait("the nodes to be Ready and untainted", Duration::from_secs(60), |cp| {
-            for n in &names {
-                let v = cp.admin.get_ok(&format!("/api/v1/nodes/{n}"))?;
-                if !node_ready(&v) || !v["spec"]["taints"].as_array().is_none_or(|t| t.is_empty()) {
-                    return Ok(false);
+        self.wait(
+            "the nodes to be Ready and untainted",
+            Duration::from_secs(60),
+            |cp| {
+                for n in &names {
+                    let v = cp.admin.get_ok(&format!("/api/v1/nodes/{n}"))?;
+                    if !node_ready(&v)
+                        || !v["spec"]["taints"].as_array().is_none_or(|t| t.is_empty())
+                    {
+                        return Ok(false);
+                    }
                 }
-            }
-            Ok(true)
-        })?;
+                Ok(true)
+            },
+        )?;
         Ok(())
     }
 
@@ -690,7 +723,9 @@ impl ControlPlane {
                     }
                     // Just powered on, or due: post Ready like a kubelet after (re)start.
                     let due = was.get(&n) != Some(&true)
-                        || last_status.get(&n).is_none_or(|t| t.elapsed() >= STATUS_EVERY);
+                        || last_status
+                            .get(&n)
+                            .is_none_or(|t| t.elapsed() >= STATUS_EVERY);
                     if heartbeat_once(&admin, &n, due).is_ok() && due {
                         last_status.insert(n.clone(), Instant::now());
                     }
@@ -845,7 +880,8 @@ pub fn has_taint(node: &Value, key: &str) -> bool {
 
 /// Renews the node's Lease (creating it the first time) and, with `status`, posts Ready=True.
 fn heartbeat_once(admin: &ApiClient, node: &str, status: bool) -> Result<()> {
-    let lease_path = format!("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{node}");
+    let lease_path =
+        format!("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{node}");
     let a = admin.merge_patch(
         &lease_path,
         &json!({"spec": {"holderIdentity": node, "leaseDurationSeconds": 40, "renewTime": micro_time()}}),
@@ -902,10 +938,8 @@ impl Drop for ControlPlane {
             let _ = c.wait();
         }
         if std::env::var("WITNESS_KEEP_LOGS").is_ok() {
-            let keep = std::env::temp_dir().join(format!(
-                "witness-kube-logs-{}",
-                std::process::id()
-            ));
+            let keep =
+                std::env::temp_dir().join(format!("witness-kube-logs-{}", std::process::id()));
             let _ = std::fs::create_dir_all(&keep);
             for (n, _) in &self.procs {
                 let f = format!("{n}.log");
@@ -957,7 +991,9 @@ pub fn forward_into_namespace(
             match listener.accept() {
                 Ok((down, _)) => {
                     let _ = down.set_nonblocking(false);
-                    let Ok(up) = std::net::TcpStream::connect_timeout(&upstream, Duration::from_secs(2)) else {
+                    let Ok(up) =
+                        std::net::TcpStream::connect_timeout(&upstream, Duration::from_secs(2))
+                    else {
                         continue;
                     };
                     for (mut from, mut to) in [

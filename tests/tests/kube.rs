@@ -17,7 +17,8 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 use witness_tests::cluster::{KubeAccess, NODES};
 use witness_tests::kube_fixture::{
-    binaries, golden_answers, has_taint, node_ready, ApiClient, ControlPlane, AGENT_NS, AGENT_SA, WORKLOAD_NS,
+    binaries, golden_answers, has_taint, node_ready, ApiClient, ControlPlane, AGENT_NS, AGENT_SA,
+    WORKLOAD_NS,
 };
 use witness_tests::{Cluster, Spec};
 
@@ -47,9 +48,9 @@ fn control_plane(index: u8) -> Result<Option<(ControlPlane, std::path::PathBuf)>
 }
 
 fn runstrategy(cp: &ControlPlane, vm: &str) -> Result<String> {
-    let v = cp
-        .admin
-        .get_ok(&format!("/apis/kubevirt.io/v1/namespaces/{WORKLOAD_NS}/virtualmachines/{vm}"))?;
+    let v = cp.admin.get_ok(&format!(
+        "/apis/kubevirt.io/v1/namespaces/{WORKLOAD_NS}/virtualmachines/{vm}"
+    ))?;
     Ok(v["spec"]["runStrategy"].as_str().unwrap_or("").to_string())
 }
 
@@ -71,7 +72,10 @@ fn until(what: &str, limit: Duration, mut f: impl FnMut() -> Result<bool>) -> Re
             Err(e) if t0.elapsed() > limit => return Err(e.context(format!("waiting for {what}"))),
             Err(_) => {}
         }
-        ensure!(t0.elapsed() <= limit, "timed out after {limit:?} waiting for {what}");
+        ensure!(
+            t0.elapsed() <= limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 }
@@ -81,15 +85,19 @@ fn until(what: &str, limit: Duration, mut f: impl FnMut() -> Result<bool>) -> Re
 fn least_privilege(cp: &ControlPlane, sa: &ApiClient) -> Result<()> {
     let node = sa.get("/api/v1/nodes/a1")?;
     ensure!(node.ok(), "agent GET node: {} {}", node.status, node.body);
-    let rv = node.body["metadata"]["resourceVersion"].as_str().unwrap_or("");
+    let rv = node.body["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("");
     // The agent's guarded JSON patch: a failed `test` of the resourceVersion must be refused
     // (the agent re-reads on it), a right one applied.
     let stale = sa.call(
         "PATCH",
         "/api/v1/nodes/a1",
         "application/json-patch+json",
-        Some(&json!([{"op": "test", "path": "/metadata/resourceVersion", "value": "1"},
-                     {"op": "add", "path": "/metadata/annotations", "value": {}}])),
+        Some(
+            &json!([{"op": "test", "path": "/metadata/resourceVersion", "value": "1"},
+                     {"op": "add", "path": "/metadata/annotations", "value": {}}]),
+        ),
     )?;
     ensure!(
         stale.status == 422 || stale.status == 409,
@@ -102,11 +110,20 @@ fn least_privilege(cp: &ControlPlane, sa: &ApiClient) -> Result<()> {
         "PATCH",
         "/api/v1/nodes/a1",
         "application/json-patch+json",
-        Some(&json!([{"op": "test", "path": "/metadata/resourceVersion", "value": rv},
-                     {"op": "add", "path": "/metadata/labels/witness.dev~1probe", "value": "1"}])),
+        Some(
+            &json!([{"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+                     {"op": "add", "path": "/metadata/labels/witness.dev~1probe", "value": "1"}]),
+        ),
     )?;
-    ensure!(good.ok(), "agent guarded node patch: {} {}", good.status, good.body);
-    let l = sa.get("/apis/kubevirt.io/v1/virtualmachineinstances?labelSelector=kubevirt.io%2FnodeName%3Da1")?;
+    ensure!(
+        good.ok(),
+        "agent guarded node patch: {} {}",
+        good.status,
+        good.body
+    );
+    let l = sa.get(
+        "/apis/kubevirt.io/v1/virtualmachineinstances?labelSelector=kubevirt.io%2FnodeName%3Da1",
+    )?;
     ensure!(l.ok(), "agent list VMIs: {} {}", l.status, l.body);
     ensure!(
         l.body["items"].as_array().is_some_and(|i| i.len() == 1),
@@ -117,10 +134,17 @@ fn least_privilege(cp: &ControlPlane, sa: &ApiClient) -> Result<()> {
         &format!("/apis/kubevirt.io/v1/namespaces/{WORKLOAD_NS}/virtualmachines/vm-a1"),
         &json!({"spec": {"runStrategy": "Always", "running": null}}),
     )?;
-    ensure!(vm.ok(), "agent merge patch of a VM: {} {}", vm.status, vm.body);
+    ensure!(
+        vm.ok(),
+        "agent merge patch of a VM: {} {}",
+        vm.status,
+        vm.body
+    );
     let stop = sa.call(
         "PUT",
-        &format!("/apis/subresources.kubevirt.io/v1/namespaces/{WORKLOAD_NS}/virtualmachines/vm-a1/stop"),
+        &format!(
+            "/apis/subresources.kubevirt.io/v1/namespaces/{WORKLOAD_NS}/virtualmachines/vm-a1/stop"
+        ),
         "application/json",
         Some(&json!({})),
     )?;
@@ -132,8 +156,7 @@ fn least_privilege(cp: &ControlPlane, sa: &ApiClient) -> Result<()> {
     );
     println!(
         "stop subresource without virt-api: {} {}",
-        stop.status,
-        stop.body["message"]
+        stop.status, stop.body["message"]
     );
     // A standalone VMI (no VM owns it) is stopped by deleting it: the agent needs delete.
     cp.admin.create(
@@ -148,21 +171,46 @@ fn least_privilege(cp: &ControlPlane, sa: &ApiClient) -> Result<()> {
         "",
         None,
     )?;
-    ensure!(del.ok(), "agent delete of a standalone VMI: {} {}", del.status, del.body);
+    ensure!(
+        del.ok(),
+        "agent delete of a standalone VMI: {} {}",
+        del.status,
+        del.body
+    );
     // Outside the role, including reads the agent never makes (the role is exact).
     for (method, path) in [
         ("GET", "/api/v1/nodes".to_string()),
-        ("GET", format!("/apis/kubevirt.io/v1/namespaces/{WORKLOAD_NS}/virtualmachines/vm-a1")),
-        ("GET", format!("/apis/kubevirt.io/v1/namespaces/{WORKLOAD_NS}/virtualmachineinstances/vm-a1")),
-        ("DELETE", format!("/api/v1/namespaces/{WORKLOAD_NS}/pods/anything")),
+        (
+            "GET",
+            format!("/apis/kubevirt.io/v1/namespaces/{WORKLOAD_NS}/virtualmachines/vm-a1"),
+        ),
+        (
+            "GET",
+            format!("/apis/kubevirt.io/v1/namespaces/{WORKLOAD_NS}/virtualmachineinstances/vm-a1"),
+        ),
+        (
+            "DELETE",
+            format!("/api/v1/namespaces/{WORKLOAD_NS}/pods/anything"),
+        ),
         ("GET", format!("/api/v1/namespaces/{AGENT_NS}/secrets")),
         ("PATCH", "/api/v1/nodes/a1/status".to_string()),
     ] {
-        let a = sa.call(method, &path, "application/merge-patch+json", Some(&json!({})).filter(|_| method == "PATCH"))?;
-        ensure!(a.status == 403, "{method} {path} must be forbidden, got {} {}", a.status, a.body);
+        let a = sa.call(
+            method,
+            &path,
+            "application/merge-patch+json",
+            Some(&json!({})).filter(|_| method == "PATCH"),
+        )?;
+        ensure!(
+            a.status == 403,
+            "{method} {path} must be forbidden, got {} {}",
+            a.status,
+            a.body
+        );
         let msg = a.body["message"].as_str().unwrap_or("");
         ensure!(
-            msg.contains("system:serviceaccount:witness-system:witness-agent") && msg.contains("forbidden"),
+            msg.contains("system:serviceaccount:witness-system:witness-agent")
+                && msg.contains("forbidden"),
             "403 must name the ServiceAccount: {msg}"
         );
     }
@@ -195,9 +243,22 @@ fn real_control_plane_takeover_fencing_and_rejoin() -> Result<()> {
         Ok(cp.pods()?.iter().filter(|p| !p.node.is_empty()).count() == 6)
     })?;
     let before = cp.pods()?;
-    println!("placement: {:?}", before.iter().map(|p| (&p.name, &p.node)).collect::<Vec<_>>());
-    let lost: Vec<_> = before.iter().filter(|p| room_of(&p.node) == "a").cloned().collect();
-    ensure!(!lost.is_empty(), "the scheduler must place pods in room a too: {before:?}");
+    println!(
+        "placement: {:?}",
+        before
+            .iter()
+            .map(|p| (&p.name, &p.node))
+            .collect::<Vec<_>>()
+    );
+    let lost: Vec<_> = before
+        .iter()
+        .filter(|p| room_of(&p.node) == "a")
+        .cloned()
+        .collect();
+    ensure!(
+        !lost.is_empty(),
+        "the scheduler must place pods in room a too: {before:?}"
+    );
 
     let mut spec = Spec::new("kube", index);
     spec.preferred_room = Some("b".into());
@@ -222,28 +283,38 @@ fn real_control_plane_takeover_fencing_and_rejoin() -> Result<()> {
         ev.iter().any(|e| e.t >= t0 && e.kind == "takeover")
     })?;
     let takeover_ms = tk - t0;
-    until("out-of-service on a1 and a2", Duration::from_secs(30), || {
-        Ok(has_taint(&cp.node("a1")?, OUT_OF_SERVICE) && has_taint(&cp.node("a2")?, OUT_OF_SERVICE))
-    })?;
+    until(
+        "out-of-service on a1 and a2",
+        Duration::from_secs(30),
+        || {
+            Ok(has_taint(&cp.node("a1")?, OUT_OF_SERVICE)
+                && has_taint(&cp.node("a2")?, OUT_OF_SERVICE))
+        },
+    )?;
     let t_taint = t_cut.elapsed();
     let lost_uids: Vec<String> = lost.iter().map(|p| p.uid.clone()).collect();
     let mut t_notready = None;
     let mut t_deleted = None;
-    until("replacement pods bound in room b", Duration::from_secs(300), || {
-        if t_notready.is_none() && !node_ready(&cp.node("a1")?) && !node_ready(&cp.node("a2")?) {
-            t_notready = Some(t_cut.elapsed());
-        }
-        let pods = cp.pods()?;
-        let gone = !pods.iter().any(|p| lost_uids.contains(&p.uid));
-        if gone && t_deleted.is_none() {
-            t_deleted = Some(t_cut.elapsed());
-        }
-        let bound_b = pods
-            .iter()
-            .filter(|p| !p.terminating && room_of(&p.node) == "b")
-            .count();
-        Ok(gone && bound_b == 6)
-    })?;
+    until(
+        "replacement pods bound in room b",
+        Duration::from_secs(300),
+        || {
+            if t_notready.is_none() && !node_ready(&cp.node("a1")?) && !node_ready(&cp.node("a2")?)
+            {
+                t_notready = Some(t_cut.elapsed());
+            }
+            let pods = cp.pods()?;
+            let gone = !pods.iter().any(|p| lost_uids.contains(&p.uid));
+            if gone && t_deleted.is_none() {
+                t_deleted = Some(t_cut.elapsed());
+            }
+            let bound_b = pods
+                .iter()
+                .filter(|p| !p.terminating && room_of(&p.node) == "b")
+                .count();
+            Ok(gone && bound_b == 6)
+        },
+    )?;
     let t_bound = t_cut.elapsed();
     let st = c.agent_status("b1")?;
     println!(
@@ -256,9 +327,15 @@ fn real_control_plane_takeover_fencing_and_rejoin() -> Result<()> {
         t_bound.as_millis(),
         st["takeover"]
     );
-    write_measure("power_cut_to_replacement_bound_ms", t_bound.as_millis() as u64)?;
+    write_measure(
+        "power_cut_to_replacement_bound_ms",
+        t_bound.as_millis() as u64,
+    )?;
     write_measure("power_cut_to_takeover_ms", takeover_ms)?;
-    ensure!(t_bound < Duration::from_secs(180), "replacement took longer than three minutes");
+    ensure!(
+        t_bound < Duration::from_secs(180),
+        "replacement took longer than three minutes"
+    );
 
     // (3) Rejoin: room a boots, the survivor lifts out-of-service, no pod that starts on a
     // returning node is force-deleted afterwards.
@@ -267,7 +344,8 @@ fn real_control_plane_takeover_fencing_and_rejoin() -> Result<()> {
     c.boot("a2")?;
     c.wait_all_active(120_000)?;
     until("out-of-service lifted", Duration::from_secs(30), || {
-        Ok(!has_taint(&cp.node("a1")?, OUT_OF_SERVICE) && !has_taint(&cp.node("a2")?, OUT_OF_SERVICE))
+        Ok(!has_taint(&cp.node("a1")?, OUT_OF_SERVICE)
+            && !has_taint(&cp.node("a2")?, OUT_OF_SERVICE))
     })?;
     let rejoin_ms = c.rec.now() - t1;
     println!(
@@ -279,7 +357,10 @@ fn real_control_plane_takeover_fencing_and_rejoin() -> Result<()> {
     let unfenced = until("a1 unfenced", Duration::from_secs(60), || {
         Ok(!has_taint(&cp.node("a1")?, FENCE_TAINT))
     })?;
-    println!("(3) a1's fence taint removed {} ms after the out-of-service lift was seen", unfenced.as_millis());
+    println!(
+        "(3) a1's fence taint removed {} ms after the out-of-service lift was seen",
+        unfenced.as_millis()
+    );
     // A pod the scheduler places on a returning node as soon as it may.
     cp.admin.create(
         &format!("/api/v1/namespaces/{WORKLOAD_NS}/pods"),
@@ -291,7 +372,9 @@ fn real_control_plane_takeover_fencing_and_rejoin() -> Result<()> {
     let mut evicted = None;
     // Longer than the pod garbage collector's period (20 s) and the taint manager's reaction.
     while t_lift.elapsed() < Duration::from_secs(30) {
-        let p = cp.admin.get(&format!("/api/v1/namespaces/{WORKLOAD_NS}/pods/returning"))?;
+        let p = cp
+            .admin
+            .get(&format!("/api/v1/namespaces/{WORKLOAD_NS}/pods/returning"))?;
         if bound_after.is_none() && p.body["spec"]["nodeName"] == "a1" {
             bound_after = Some(t_lift.elapsed());
         }
@@ -325,7 +408,8 @@ fn real_control_plane_takeover_fencing_and_rejoin() -> Result<()> {
     c.cut_rooms()?;
     c.wait_phase(&["a1", "a2"], "fenced", 30_000)?;
     c.wait_for("a1's VM stopped", 10_000, |ev| {
-        ev.iter().any(|e| e.t >= t3 && e.node == "a1" && e.kind == "vm_stopped")
+        ev.iter()
+            .any(|e| e.t >= t3 && e.node == "a1" && e.kind == "vm_stopped")
     })?;
     let st = c.agent_status("a1")?;
     let drivers = &st["fencing"]["drivers"];
@@ -338,7 +422,10 @@ fn real_control_plane_takeover_fencing_and_rejoin() -> Result<()> {
         taint.to_string().contains("skipped"),
         "the taint step must be reported skipped: {taint}"
     );
-    ensure!(!has_taint(&cp.node("a1")?, FENCE_TAINT), "a1 tainted though cut off from the API");
+    ensure!(
+        !has_taint(&cp.node("a1")?, FENCE_TAINT),
+        "a1 tainted though cut off from the API"
+    );
     ensure!(
         runstrategy(&cp, "vm-a1")? == "Always",
         "vm-a1 halted through an API room a cannot reach"
@@ -360,7 +447,10 @@ fn real_control_plane_takeover_fencing_and_rejoin() -> Result<()> {
         println!("(1) {n} fencing: {}", st["fencing"]["drivers"]);
     }
     for n in ["b1", "b2"] {
-        ensure!(runstrategy(&cp, &format!("vm-{n}"))? == "Always", "vm-{n} of the survivor halted");
+        ensure!(
+            runstrategy(&cp, &format!("vm-{n}"))? == "Always",
+            "vm-{n} of the survivor halted"
+        );
     }
     let _ = t2;
 
@@ -374,7 +464,10 @@ fn real_control_plane_takeover_fencing_and_rejoin() -> Result<()> {
 
 fn write_measure(name: &str, ms: u64) -> Result<()> {
     let dir = std::env::var("WITNESS_KUBE_MEASURE_DIR").unwrap_or_else(|_| {
-        std::env::temp_dir().join("witness-kube-measure").to_string_lossy().into_owned()
+        std::env::temp_dir()
+            .join("witness-kube-measure")
+            .to_string_lossy()
+            .into_owned()
     });
     std::fs::create_dir_all(&dir)?;
     std::fs::write(format!("{dir}/{name}"), ms.to_string())?;

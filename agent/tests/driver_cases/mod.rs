@@ -25,6 +25,7 @@ fn kube_at(url: &str) -> Kube {
         api_url: url.into(),
         fence_taint_key: "witness.dev/fenced".into(),
         deadline_ms: 500,
+        ..Default::default()
     })
 }
 
