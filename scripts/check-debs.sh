@@ -9,14 +9,18 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 if [ "$(id -u)" != 0 ]; then echo "SKIP skipped: needs root for dpkg -i"; exit 0; fi
 for p in witness witness-agent; do
-    if dpkg -s "$p" >/dev/null 2>&1; then echo "check-debs: $p is already installed here; not touching it" >&2; exit 1; fi
+    if dpkg -s "$p" >/dev/null 2>&1 || [ -e "/etc/$p" ] || [ -e "/var/lib/$p" ]; then
+        echo "check-debs: $p is already installed here (or /etc/$p or /var/lib/$p exists); not touching it" >&2
+        exit 1
+    fi
 done
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     dpkg --purge witness witness-agent >/dev/null 2>&1 || true
-    rm -rf "$WORK"
+    # The certificates and the state this test made (not package files: purge leaves them).
+    rm -rf /etc/witness /etc/witness-agent /run/witness-agent /var/lib/witness "$WORK"
 }
 trap cleanup EXIT
 say() { printf '%s\n' "$*"; }
