@@ -20,6 +20,9 @@
 #                  `statuspage`): screenshots of a quiet fleet of $STATUS_PAGE_CLUSTERS clusters, a
 #                  split and a rejoin (real witness and agents), checked for the elements that
 #                  matter; prints the fleet page's load time. Screenshots in target/status-page/.
+#   packages       scripts/check-debs.sh: the Debian packages built (scripts/build-debs.sh),
+#                  installed with dpkg -i, each unit's ExecStart run as systemd would, both
+#                  answering, stopped and purged (needs root; lintian findings shown)
 #   metrics        every metric name used in alerts.yaml and dashboard.json is in the contract
 #                  and is exported by the real binaries: starts `witness serve` and two agents
 #                  (one per room, kubernetes/vm/drbd/watchdog disabled) on 127.0.0.1 with
@@ -561,7 +564,7 @@ log "  $(wc -l <"$WORK/used-metrics") metric names used"
 CONTRACT="witness_lease_requests_total witness_lease_request_duration_seconds witness_persist_duration_seconds
 witness_clusters witness_cluster_epoch witness_room_alone witness_room_last_seen_seconds witness_mode_changes_total
 witness_tls_handshake_failures_total witness_refusals_total witness_admin_commands_total
-witness_certificate_expiry_seconds witness_up agent_phase agent_lease_valid agent_lease_remaining_seconds
+witness_certificate_expiry_seconds witness_cluster_alarms witness_up agent_phase agent_lease_valid agent_lease_remaining_seconds
 agent_lease_renewals_total agent_witness_reachable agent_peer_contact agent_peer_reachable agent_takeover_active
 agent_epoch agent_fence_actions_total agent_watchdog_held agent_certificate_expiry_seconds agent_up"
 HISTOGRAMS="witness_lease_request_duration_seconds witness_persist_duration_seconds"
@@ -795,6 +798,26 @@ print("\n".join(missing) or f"all {len(used)} names exported")
 sys.exit(1 if missing else 0)
 EOF
     [ -s "$M/notes" ] && sed 's/^/  info  /' "$M/notes"
+fi
+
+# ------------------------------------------------------------------------------------------
+section "Debian packages witness and witness-agent"
+if [ ! -x "$WITNESS_BIN" ] || [ ! -x "$AGENT_BIN" ]; then
+    fail "Debian packages: binaries missing ($WITNESS_BIN, $AGENT_BIN)"
+elif ! have dpkg-deb; then
+    skip "Debian packages: no dpkg-deb on this machine"
+else
+    if WITNESS_BIN=$WITNESS_BIN AGENT_BIN=$AGENT_BIN "$ROOT/scripts/check-debs.sh" >"$WORK/debs.log" 2>&1; then
+        if grep -q '^SKIP' "$WORK/debs.log"; then
+            skip "Debian packages: $(sed -n 's/^SKIP //p' "$WORK/debs.log")"
+        else
+            pass "Debian packages: build, dpkg -i, start as the units would, answer, stop, purge"
+        fi
+    else
+        fail "Debian packages (scripts/check-debs.sh)"
+    fi
+    grep -E '^(ok|info|FAIL|      starting)' "$WORK/debs.log" | sed 's/^/        /'
+    grep -qE '^(ok|SKIP)' "$WORK/debs.log" || tail -20 "$WORK/debs.log" | sed 's/^/        /'
 fi
 
 # ------------------------------------------------------------------------------------------

