@@ -195,11 +195,14 @@ struct PeerIdentity(Result<Identity, String>);
 
 /// At most one warning line per interval for one kind of event, with the number left out: a
 /// flood of bad connections must not become a flood of log lines.
+// A blocking lock held for a few instructions, never across an await: it cannot stall a worker.
+#[allow(clippy::disallowed_types)]
 struct LogLimiter {
     every: Duration,
-    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+    state: std::sync::Mutex<(Option<tokio::time::Instant>, u64)>,
 }
 
+#[allow(clippy::disallowed_types)]
 impl LogLimiter {
     const fn new(every: Duration) -> LogLimiter {
         LogLimiter {
@@ -211,7 +214,7 @@ impl LogLimiter {
     /// `Some(lines left out since the last one)` when a line may be written now.
     fn allow(&self) -> Option<u64> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let now = std::time::Instant::now();
+        let now = tokio::time::Instant::now();
         match st.0 {
             Some(last) if now.duration_since(last) < self.every => {
                 st.1 += 1;

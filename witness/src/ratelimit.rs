@@ -94,21 +94,21 @@ mod tests {
 /// full disk), with the number of lines left out since the last one.
 pub struct LogLimiter {
     every: std::time::Duration,
-    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+    state: ShortLock<(Option<Instant>, u64)>,
 }
 
 impl LogLimiter {
     pub fn new(every: std::time::Duration) -> LogLimiter {
         LogLimiter {
             every,
-            state: std::sync::Mutex::new((None, 0)),
+            state: ShortLock::new((None, 0)),
         }
     }
 
     /// `Some(lines left out since the last one)` when a line may be written now.
     pub fn allow(&self) -> Option<u64> {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let now = std::time::Instant::now();
+        let mut st = lock(&self.state);
+        let now = Instant::now();
         match st.0 {
             Some(last) if now.duration_since(last) < self.every => {
                 st.1 += 1;

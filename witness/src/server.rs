@@ -13,6 +13,7 @@ use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::proof::{ProofError, ProofSigner};
 use crate::ratelimit::RateLimiter;
+use crate::shortlock::{lock, ShortLock};
 use crate::store::{Store, StoreError, StoreOrigin};
 use crate::tls::{self, TlsError, TlsFiles, TlsReloader};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -369,7 +370,7 @@ struct Member {
 /// The status port's connections, for eviction.
 pub struct Evicting {
     cap: usize,
-    members: std::sync::Mutex<(u64, std::collections::HashMap<u64, Member>)>,
+    members: ShortLock<(u64, std::collections::HashMap<u64, Member>)>,
 }
 
 /// Holds a place in an evicting budget; gives it back when the connection ends.
@@ -380,11 +381,7 @@ struct Place {
 
 impl Drop for Place {
     fn drop(&mut self) {
-        let mut m = self
-            .budget
-            .members
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut m = lock(&self.budget.members);
         m.1.remove(&self.id);
     }
 }
@@ -393,7 +390,7 @@ impl Evicting {
     fn new(cap: usize) -> Evicting {
         Evicting {
             cap,
-            members: std::sync::Mutex::new((0, std::collections::HashMap::new())),
+            members: ShortLock::new((0, std::collections::HashMap::new())),
         }
     }
 
@@ -405,7 +402,7 @@ impl Evicting {
         act: Arc<Activity>,
         evict: Arc<tokio::sync::Notify>,
     ) -> Option<(Place, bool)> {
-        let mut m = self.members.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = lock(&self.members);
         let mut evicted = false;
         if m.1.len() >= self.cap {
             let victim =

@@ -22,6 +22,7 @@
 //! and reopens it from disk every second until a probe write is flushed again. What it reads
 //! after that is what the disk holds: the cluster table rebuilds from it every cluster whose
 //! write failed (as a restart would).
+use crate::shortlock::{lock, ShortLock, ShortRwLock};
 use proto::arbiter::ClusterRecord;
 use proto::ClusterId;
 use std::path::{Path, PathBuf};
@@ -90,9 +91,9 @@ pub struct Store {
 struct Shared {
     path: PathBuf,
     /// `None` between closing a failed database and reopening it.
-    open: std::sync::RwLock<Option<Open>>,
+    open: ShortRwLock<Option<Open>>,
     /// Why the store is unavailable (a write failed and no reopen has succeeded since).
-    failed: std::sync::Mutex<Option<String>>,
+    failed: ShortLock<Option<String>>,
 }
 
 /// One open sled database and its trees.
@@ -152,10 +153,6 @@ async fn repairer(shared: Weak<Shared>) {
     }
 }
 
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 type FlushWaiter = tokio::sync::oneshot::Sender<Result<(), sled::Error>>;
 
 /// Group commit: one `fsync` for every write waiting when it starts. Writes that arrive during
@@ -202,8 +199,8 @@ impl Store {
         let o = Open::at(path).map_err(open_err)?;
         let shared = Arc::new(Shared {
             path: path.to_path_buf(),
-            open: std::sync::RwLock::new(Some(o.clone())),
-            failed: std::sync::Mutex::new(None),
+            open: ShortRwLock::new(Some(o.clone())),
+            failed: ShortLock::new(None),
         });
         tokio::spawn(repairer(Arc::downgrade(&shared)));
         let store = Store { shared };

@@ -6,6 +6,8 @@
 //!
 //! Mounting needs root: the test is ignored by default (the runner reports it as ignored) and
 //! `scripts/test.sh` runs it with `--include-ignored` when it runs as root.
+// A real witness process against real wall time: witness/clippy.toml's ban is for the shell.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 mod common;
 
 use common::*;
@@ -14,7 +16,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use std::time::Instant;
 
 /// The real binary; killed (like `kill -9`) when dropped, so a failing test leaves none behind.
 struct Binary {

@@ -189,7 +189,7 @@ async fn idle_connections_cannot_silence_the_status_port() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let c = plain();
     for path in ["/healthz", "/metrics", "/", "/readyz"] {
-        let t0 = std::time::Instant::now();
+        let t0 = tokio::time::Instant::now();
         let r = tokio::time::timeout(
             Duration::from_secs(3),
             c.get(format!("{}{path}", w.status_url())).send(),
