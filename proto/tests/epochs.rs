@@ -118,6 +118,7 @@ fn request(
         claim,
         takeover: false,
         health: 0,
+        peers: Vec::new(),
     }
 }
 

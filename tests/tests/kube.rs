@@ -401,6 +401,13 @@ fn real_control_plane_takeover_fencing_and_rejoin() -> Result<()> {
 
     // (5) The API unreachable from the fencing room: the taint is skipped, the VMs are killed
     // locally all the same.
+    // The returning agents fenced at boot and halted their VMs through the API: run them again.
+    for n in ["a1", "a2"] {
+        cp.admin.merge_patch(
+            &format!("/apis/kubevirt.io/v1/namespaces/{WORKLOAD_NS}/virtualmachines/vm-{n}"),
+            &json!({"spec": {"runStrategy": "Always"}}),
+        )?;
+    }
     c.start_vm("a1")?;
     std::thread::sleep(Duration::from_millis(500));
     let t3 = c.fault("cut kube from room a, cut rooms");
