@@ -9,8 +9,9 @@
 //! the runStrategy the agent wrote, the VM process is stopped by the agent's local kill; the
 //! `stop` subresource does not exist here and answers 404).
 //!
-//! Needs root (the cluster harness's namespaces) and Go (the build); without either it prints
-//! `skipped: ...` and returns. The control plane's own periods are left at their defaults, so
+//! Needs root (the cluster harness's namespaces) and Go (the build): marked ignored with that
+//! reason, so the runner reports it as ignored unless asked (scripts/test.sh asks as root);
+//! run anyway without either, it prints `skipped: ...` and returns. The control plane's own periods are left at their defaults, so
 //! the measured failover is the one a default cluster gives.
 use anyhow::{ensure, Context, Result};
 use serde_json::json;
@@ -220,6 +221,7 @@ fn least_privilege(cp: &ControlPlane, sa: &ApiClient) -> Result<()> {
 /// Scenarios (4) least privilege, (2) whole-room loss, (3) rejoin, (1) fenced node tainted and
 /// its VMs halted through the API, (5) API unreachable from the fencing room.
 #[test]
+#[ignore = "needs root (the harness's namespaces) and the Go-built control plane: scripts/test.sh builds it and runs this as root"]
 fn real_control_plane_takeover_fencing_and_rejoin() -> Result<()> {
     let index = 61;
     let Some((cp, sa_dir)) = control_plane(index)? else {
