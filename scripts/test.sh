@@ -56,11 +56,12 @@ grep -E '^test result' target/test-output.log |
 echo "== vm lab (real i6300esb watchdog and DRBD 8.4 in qemu TCG guests; scripts/vmlab.sh runs all)"
 # The guests run the release agent: a debug build under software emulation misses its own
 # deadlines. The lab is its own test target behind the `vmlab` feature, so the main run above
-# (which includes ignored tests as root) leaves it alone. Without root or qemu the tests print
+# (which includes ignored tests as root) leaves it alone; `--workspace` keeps the dependencies'
+# features as in that run, so nothing but the test crate is rebuilt. Without root or qemu the tests print
 # "skipped: ..." (.ci/run installs qemu).
 cargo build --release -p witness-agent
 set +e
-AGENT_BIN="$PWD/target/release/witness-agent" cargo test -p witness-tests --features vmlab --test vmlab -- \
+AGENT_BIN="$PWD/target/release/witness-agent" cargo test --workspace --features witness-tests/vmlab --test vmlab -- \
     --ignored --nocapture --test-threads 1 --exact \
     agent_killed_on_active_node_the_real_watchdog_resets_it_within_w \
     room_b_powered_off_while_primary_room_a_takes_over_after_the_bound_and_keeps_every_key 2>&1 |

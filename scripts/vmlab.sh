@@ -11,4 +11,4 @@ cargo build --workspace --bins
 # The guests run the release agent (a debug build is too slow under TCG).
 cargo build --release -p witness-agent
 AGENT_BIN="$PWD/target/release/witness-agent" \
-    cargo test -p witness-tests --features vmlab --test vmlab -- --ignored --nocapture --test-threads 1 "$@"
+    cargo test --workspace --features witness-tests/vmlab --test vmlab -- --ignored --nocapture --test-threads 1 "$@"
