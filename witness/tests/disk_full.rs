@@ -15,23 +15,8 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
-use std::time::Instant;
-
-/// The real binary; killed (like `kill -9`) when dropped, so a failing test leaves none behind.
-struct Binary {
-    child: Child,
-    lease_url: String,
-    status_url: String,
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A tmpfs mounted for the test; unmounted when dropped, also when the test fails.
 struct Tmpfs {
@@ -103,45 +88,6 @@ min_fenced_ms = {mf}
     let p = dir.join("witness.toml");
     std::fs::write(&p, cfg).expect("config");
     p
-}
-
-fn spawn(dir: &Path, config: &Path, run: u32) -> Binary {
-    // The log stays off the tmpfs: it must not be what fills it.
-    let log = dir.join(format!("serve-{run}.log"));
-    let err = std::fs::File::create(&log).expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_witness"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(err))
-        .spawn()
-        .expect("witness binary starts");
-    let mut b = Binary {
-        child,
-        lease_url: String::new(),
-        status_url: String::new(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.contains("lease API https://")) {
-            let field = |after: &str| {
-                line.split(after)
-                    .nth(1)
-                    .and_then(|s| s.split_whitespace().next())
-                    .expect("url in the banner")
-                    .trim_end_matches('/')
-                    .to_string()
-            };
-            b.lease_url = field("lease API ");
-            b.status_url = field("status ");
-            return b;
-        }
-        assert!(Instant::now() < deadline, "witness did not start: {text}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Fills the file system at `dir` until it refuses a write; returns the filler's path.

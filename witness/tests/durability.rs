@@ -7,23 +7,7 @@ mod common;
 
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// The real `witness serve` binary with a config file; ports are read from its banner.
-struct Binary {
-    child: Child,
-    lease_url: String,
-    status_url: String,
-}
-
-impl Drop for Binary {
-    /// A failing test must not leave a witness running.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn write_config(dir: &Path) -> PathBuf {
     let t = short_timings();
@@ -60,49 +44,6 @@ min_fenced_ms = {mf}
     let p = dir.join("witness.toml");
     std::fs::write(&p, cfg).expect("config");
     p
-}
-
-fn spawn(dir: &Path, config: &Path, run: u32) -> Binary {
-    let log = dir.join(format!("serve-{run}.log"));
-    let err = std::fs::File::create(&log).expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_witness"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(err))
-        .spawn()
-        .expect("witness binary starts");
-    // Owned by the guard at once, so a failed start is killed too.
-    let mut b = Binary {
-        child,
-        lease_url: String::new(),
-        status_url: String::new(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.contains("lease API https://")) {
-            let lease = line
-                .split("lease API ")
-                .nth(1)
-                .and_then(|s| s.split_whitespace().next())
-                .expect("lease url")
-                .to_string();
-            let status = line
-                .split("status ")
-                .nth(1)
-                .and_then(|s| s.split_whitespace().next())
-                .expect("status url")
-                .trim_end_matches('/')
-                .to_string();
-            b.lease_url = lease;
-            b.status_url = status;
-            return b;
-        }
-        assert!(Instant::now() < deadline, "witness did not start: {text}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[tokio::test]

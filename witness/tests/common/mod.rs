@@ -1,6 +1,6 @@
 //! Shared helpers for the witness's integration tests: short protocol timings, starting a real
-//! witness in-process on port 0, mutual-TLS clients built from the demo certificates, and lease
-//! request bodies.
+//! witness in-process on port 0 or as the real binary ([`Binary`]), mutual-TLS clients built from
+//! the demo certificates, and lease request bodies.
 // Real processes against real wall time: witness/clippy.toml's ban is for the shell.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 #![allow(dead_code)]
@@ -228,4 +228,64 @@ pub async fn raw_tls(
         )
         .await
         .expect("handshake")
+}
+
+/// The real `witness serve` binary with a config file; its URLs are read from its banner. Killed
+/// (like `kill -9`) when dropped, so a failing test leaves no witness running.
+pub struct Binary {
+    pub child: std::process::Child,
+    pub lease_url: String,
+    pub status_url: String,
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `witness serve --config CONFIG` in `dir`, its log in `dir/serve-RUN.log`, and waits for
+/// its banner (20 s at most).
+pub fn spawn(dir: &Path, config: &Path, run: u32) -> Binary {
+    use std::process::{Command, Stdio};
+    let log = dir.join(format!("serve-{run}.log"));
+    let err = std::fs::File::create(&log).expect("log");
+    let child = Command::new(env!("CARGO_BIN_EXE_witness"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(err))
+        .spawn()
+        .expect("witness binary starts");
+    // Owned by the guard at once, so a failed start is killed too.
+    let mut b = Binary {
+        child,
+        lease_url: String::new(),
+        status_url: String::new(),
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("lease API https://")) {
+            let field = |after: &str| {
+                line.split(after)
+                    .nth(1)
+                    .and_then(|s| s.split_whitespace().next())
+                    .expect("url in the banner")
+                    .trim_end_matches('/')
+                    .to_string()
+            };
+            b.lease_url = field("lease API ");
+            b.status_url = field("status ");
+            return b;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "witness did not start: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
