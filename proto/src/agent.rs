@@ -13,11 +13,11 @@ use crate::config::{Mutation, Timings};
 use crate::ids::{ClusterId, Epoch, NodeId, RoomId};
 use crate::time::Millis;
 use crate::wire::{
-    LeaseMode, LeaseReply, LeaseRequest, NodePhase, PeerReport, Ping, Pong, TakeoverPermit,
-    Verdict, WIRE_VERSION,
+    LeaseMode, LeaseReply, LeaseRequest, Membership, NodePhase, PeerReport, Ping, Pong,
+    TakeoverPermit, Verdict, WIRE_VERSION,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Who this node is and whom it heartbeats.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -26,9 +26,15 @@ pub struct AgentConfig {
     pub cluster: ClusterId,
     pub room: RoomId,
     pub node: NodeId,
-    /// Every node of the other room. Peer contact needs a vouch from each of them, so that any
-    /// one survivor node that stops vouching ends the other room's peer contact.
+    /// The nodes of the other room this node's configuration names: the seed of its view.
+    /// Peer contact needs a vouch from every *counted* node of the other room (these, and the
+    /// witness's members, minus the ones the witness says no longer count), so that any one
+    /// survivor node that stops vouching ends the other room's peer contact.
     pub peers: Vec<NodeId>,
+    /// This node's heartbeat endpoint (`host:port`) as the other room reaches it; reported to
+    /// the witness, which hands it to them with the membership.
+    #[serde(default)]
+    pub address: Option<String>,
     #[serde(skip)]
     pub mutation: Mutation,
 }
@@ -91,6 +97,11 @@ pub struct RunState {
     /// are unfencing only now, one peer timeout to vouch before it claims.
     #[serde(default)]
     pub resumed_vouching: Option<Millis>,
+    /// The cluster's membership as this node last learned it from the witness (`None`: only
+    /// its configuration). Kept across agent restarts: a restart must not forget that a node
+    /// was added.
+    #[serde(default)]
+    pub members: Option<Membership>,
 }
 
 impl RunState {
@@ -105,8 +116,22 @@ impl RunState {
             had_contact: false,
             stopped_vouching: None,
             resumed_vouching: None,
+            members: None,
         }
     }
+}
+
+/// The nodes of the other room that count for this node's contact rule: those its
+/// configuration names and the witness's membership does not mention, and the membership's
+/// counted members of the other room.
+pub fn counted_peers(cfg: &AgentConfig, members: Option<&Membership>) -> BTreeSet<NodeId> {
+    let named = |n: &NodeId| members.is_some_and(|m| m.members.iter().any(|e| &e.node == n));
+    let mut set: BTreeSet<NodeId> = cfg.peers.iter().filter(|p| !named(p)).cloned().collect();
+    if let Some(m) = members {
+        set.extend(m.counted_peers(&cfg.room).map(|e| e.node.clone()));
+    }
+    set.remove(&cfg.node);
+    set
 }
 
 /// One input to the agent.
@@ -174,6 +199,9 @@ struct PeerSeen {
     pending: Option<(u64, Millis)>,
     /// Send time of the latest ping answered with a vouch.
     vouched_ping: Option<Millis>,
+    /// Send time of the latest ping answered with a vouch by a node that runs (evidence for
+    /// the witness that the peer's room runs).
+    vouched_active_ping: Option<Millis>,
     /// Send time of the latest ping answered at all.
     answered_ping: Option<Millis>,
     last_phase: Option<NodePhase>,
@@ -199,16 +227,19 @@ pub struct NodeAgent {
     /// Restarted while fencing: the drivers must run again (they are idempotent).
     refence: bool,
     health: u32,
+    /// When this agent process first stepped: it knows of no vouch it gave before.
+    started: Option<Millis>,
+    /// Per node of the other room, when this node last answered its ping with a vouch.
+    vouch_given: BTreeMap<NodeId, Millis>,
 }
 
 impl NodeAgent {
     /// Starts the agent. `run` is what the previous agent process on this boot persisted, or
     /// [`RunState::booted`] after a reboot.
     pub fn new(cfg: AgentConfig, run: RunState) -> NodeAgent {
-        let peers = cfg
-            .peers
-            .iter()
-            .map(|p| (p.clone(), PeerSeen::default()))
+        let peers = counted_peers(&cfg, run.members.as_ref())
+            .into_iter()
+            .map(|p| (p, PeerSeen::default()))
             .collect();
         NodeAgent {
             cfg,
@@ -222,7 +253,32 @@ impl NodeAgent {
             refence: matches!(run.phase, Phase::Fencing { .. }),
             run,
             health: 0,
+            started: None,
+            vouch_given: BTreeMap::new(),
         }
+    }
+
+    /// The nodes of the other room this node counts for peer contact (and pings).
+    pub fn peers(&self) -> impl Iterator<Item = &NodeId> {
+        self.peers.keys()
+    }
+
+    /// Where a counted peer's heartbeat endpoint is, as the witness's membership says (`None`:
+    /// only the configuration knows).
+    pub fn peer_address(&self, node: &NodeId) -> Option<&str> {
+        self.run
+            .members
+            .as_ref()?
+            .members
+            .iter()
+            .find(|e| &e.node == node)?
+            .address
+            .as_deref()
+    }
+
+    /// The membership version this node holds (0: its configuration only).
+    pub fn members_version(&self) -> u64 {
+        self.run.members.as_ref().map_or(0, |m| m.version)
     }
 
     pub fn run_state(&self) -> &RunState {
@@ -237,18 +293,30 @@ impl NodeAgent {
         matches!(self.run.phase, Phase::Active { .. } | Phase::Fencing { .. })
     }
 
-    /// Running paired and not granted the right to act alone: our pongs vouch.
+    /// Our pongs vouch: running paired and not granted the right to act alone, or booted and
+    /// not yet granted anything. A vouch promises only that this node has not been granted
+    /// the right to act alone (so its room will not take over through it while the pinger
+    /// relies on the answer); a node that has not started has been granted nothing, and a
+    /// node rebooted while the witness is away keeps the other room's contact whole. The
+    /// witness takes only an *active* node's vouch as evidence that its room runs.
     pub fn vouching(&self) -> bool {
-        matches!(self.run.phase, Phase::Active { .. }) && self.run.alone_since.is_none()
+        match self.run.phase {
+            Phase::Active { .. } => self.run.alone_since.is_none(),
+            Phase::Starting => true,
+            Phase::Fencing { .. } | Phase::Fenced { .. } => false,
+        }
     }
 
     pub fn lease_valid(&self, now: Millis) -> bool {
         self.run.lease.as_ref().is_some_and(|l| now < l.expires)
     }
 
-    /// Peer contact: we vouch, and every node of the other room vouched for a recent ping.
+    /// Peer contact: we run and vouch, and every counted node of the other room vouched for a
+    /// recent ping.
     pub fn peer_contact(&self, now: Millis) -> bool {
-        self.vouching() && self.run.vouched_until.is_some_and(|u| now < u)
+        matches!(self.run.phase, Phase::Active { .. })
+            && self.vouching()
+            && self.run.vouched_until.is_some_and(|u| now < u)
     }
 
     /// Every node of the other room answered a recent ping, vouching or not.
@@ -265,7 +333,7 @@ impl NodeAgent {
     /// and, while it vouches, its peer contact's.
     pub fn authority_end(&self) -> Option<Millis> {
         let lease = self.run.lease.as_ref().map(|l| l.expires);
-        let peer = if self.vouching() {
+        let peer = if matches!(self.run.phase, Phase::Active { .. }) && self.vouching() {
             self.run.vouched_until
         } else {
             None
@@ -320,27 +388,39 @@ impl NodeAgent {
             takeover: self.run.takeover,
             health: self.health,
             peers: self.peer_reports(now),
+            members_version: self.members_version(),
+            address: self.cfg.address.clone(),
         }
     }
 
-    /// What this node heard from each peer within the last peer timeout (older answers say
-    /// nothing current and are left out).
+    /// What this node heard from each counted peer within the last peer timeout (older
+    /// answers say nothing current), and how long it has given each no vouch.
     fn peer_reports(&self, now: Millis) -> Vec<PeerReport> {
         let p = self.cfg.timings.peer_timeout_ms;
         let age = |t: Option<Millis>| t.map(|t| now.since(t)).filter(|a| *a < p);
+        let started = self.started.unwrap_or(now);
         self.peers
             .iter()
             .map(|(node, s)| PeerReport {
                 node: node.clone(),
-                vouched_ms_ago: age(s.vouched_ping),
+                vouched_ms_ago: age(s.vouched_active_ping),
                 answered_ms_ago: age(s.answered_ping),
+                unvouched_ms: Some(
+                    now.since(
+                        self.vouch_given
+                            .get(node)
+                            .copied()
+                            .unwrap_or(started)
+                            .max(started),
+                    ),
+                ),
             })
-            .filter(|r| r.vouched_ms_ago.is_some() || r.answered_ms_ago.is_some())
             .collect()
     }
 
     /// One step at node-local time `now`.
     pub fn step(&mut self, now: Millis, input: AgentInput) -> AgentStep {
+        self.started.get_or_insert(now);
         let before = self.run.clone();
         let claim_before = self.claims(now);
         let mut out = AgentStep::default();
@@ -449,6 +529,11 @@ impl NodeAgent {
         if self.last_renew.is_some_and(|l| sent_at >= l) {
             self.awaiting_reply = false;
         }
+        if let Some(m) = reply.members {
+            if m.version > self.members_version() {
+                self.adopt_membership(now, m);
+            }
+        }
         if reply.epoch < self.run.epoch {
             return; // stale: we have seen a newer epoch
         }
@@ -538,21 +623,41 @@ impl NodeAgent {
         seen.last_phase = Some(pong.phase);
         if pong.vouch {
             seen.vouched_ping = Some(sent_at);
+            if pong.phase == NodePhase::Active {
+                seen.vouched_active_ping = Some(sent_at);
+            }
         }
+        self.recompute_vouch(now);
+    }
+
+    /// A newer membership from the witness: the counted peers change (a new node counts from
+    /// now on; an excluded or removed one no longer does), and the next report acknowledges it.
+    fn adopt_membership(&mut self, now: Millis, m: Membership) {
+        self.run.members = Some(m);
+        let counted = counted_peers(&self.cfg, self.run.members.as_ref());
+        self.peers.retain(|n, _| counted.contains(n));
+        for n in counted {
+            self.peers.entry(n).or_default();
+        }
+        self.vouch_given.retain(|n, _| self.peers.contains_key(n));
+        self.report_dirty = true;
         self.recompute_vouch(now);
     }
 
     fn recompute_vouch(&mut self, now: Millis) {
         let p = self.cfg.timings.peer_timeout_ms;
-        let oldest = self
-            .peers
-            .values()
-            .map(|s| s.vouched_ping)
+        let mut counted: Vec<Option<Millis>> =
+            self.peers.values().map(|s| s.vouched_ping).collect();
+        if self.cfg.mutation == Mutation::ContactSkipsVouchingMember && counted.len() > 1 {
+            // Broken on purpose: one member of the other room is left out of the rule.
+            counted.pop();
+        }
+        // Every counted peer must have vouched; with none counted there is no contact.
+        let oldest = counted
+            .into_iter()
             .collect::<Option<Vec<_>>>()
             .and_then(|v| v.into_iter().min());
-        if let Some(oldest) = oldest {
-            self.run.vouched_until = Some(oldest + p);
-        }
+        self.run.vouched_until = oldest.map(|o| o + p);
         if self.peer_contact(now) && !self.run.had_contact {
             self.run.had_contact = true;
             self.run.resumed_vouching = None;
@@ -575,15 +680,16 @@ impl NodeAgent {
         }
         if !self.peers.contains_key(&ping.node) {
             return Err(format!(
-                "ping from node {} refused: it is not in this node's list of peers ({}); \
-                 every agent must list the same nodes for the other room",
+                "ping from node {} refused: it is not a counted member of the other room for \
+                 this node (counted: {}; membership version {}); a new node is counted once the \
+                 witness has admitted it, an excluded one once it is readmitted",
                 ping.node,
-                self.cfg
-                    .peers
-                    .iter()
+                self.peers
+                    .keys()
                     .map(|p| p.as_str())
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join(", "),
+                self.members_version()
             ));
         }
         if self.cfg.mutation == Mutation::TrustOneWayHeartbeat {
@@ -594,6 +700,10 @@ impl NodeAgent {
             }
             self.recompute_vouch(now);
         }
+        let vouch = self.vouching();
+        if vouch {
+            self.vouch_given.insert(ping.node.clone(), now);
+        }
         Ok(Pong {
             version: WIRE_VERSION,
             cluster: self.cfg.cluster.clone(),
@@ -602,7 +712,7 @@ impl NodeAgent {
             seq: ping.seq,
             epoch: self.run.epoch,
             phase: self.run.phase.wire(),
-            vouch: self.vouching(),
+            vouch,
         })
     }
 
@@ -644,6 +754,7 @@ impl NodeAgent {
         self.run.vouched_until = None;
         for s in self.peers.values_mut() {
             s.vouched_ping = None;
+            s.vouched_active_ping = None;
         }
         let alone = matches!(
             self.run.lease.as_ref().map(|l| l.mode),

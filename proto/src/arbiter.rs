@@ -10,8 +10,8 @@ use crate::config::{Mutation, Timings};
 use crate::ids::{ClusterId, Epoch, NodeId, RoomId};
 use crate::time::Millis;
 use crate::wire::{
-    AdminCommand, LeaseMode, LeaseReply, LeaseRequest, NodePhase, TakeoverPermit, Verdict,
-    WIRE_VERSION,
+    AdminCommand, LeaseMode, LeaseReply, LeaseRequest, MemberEntry, MemberStatus, Membership,
+    NodePhase, TakeoverPermit, Verdict, WIRE_VERSION,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -80,6 +80,27 @@ pub struct ClusterRecord {
     /// epoch, so the other room's earlier rights had expired (a restart need not wait again).
     #[serde(default)]
     pub alone_granted: bool,
+    /// The cluster's membership version: grows with every change of `members`.
+    #[serde(default)]
+    pub members_version: u64,
+    /// Every node the witness knows of, counted or not (docs/protocol.md §Membership).
+    #[serde(default)]
+    pub members: BTreeMap<NodeId, MemberRecord>,
+}
+
+/// One node of the cluster, as the witness keeps it durably.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MemberRecord {
+    pub room: RoomId,
+    pub status: MemberStatus,
+    /// The membership version at which it last became a counted member: it is granted nothing
+    /// until every counted member of the other room has acknowledged this version.
+    pub since: u64,
+    /// The highest membership version it has reported holding.
+    pub acked: u64,
+    /// Its heartbeat endpoint as it last reported it.
+    #[serde(default)]
+    pub address: Option<String>,
 }
 
 impl ClusterRecord {
@@ -92,6 +113,25 @@ impl ClusterRecord {
             paused: false,
             recovering: false,
             alone_granted: false,
+            members_version: 0,
+            members: BTreeMap::new(),
+        }
+    }
+
+    /// The membership as the agents receive it.
+    pub fn membership(&self) -> Membership {
+        Membership {
+            version: self.members_version,
+            members: self
+                .members
+                .iter()
+                .map(|(node, m)| MemberEntry {
+                    node: node.clone(),
+                    room: m.room.clone(),
+                    status: m.status,
+                    address: m.address.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -112,6 +152,10 @@ pub struct NodeSeen {
     /// vouched for one of this node's pings: evidence that the other room ran paired then.
     #[serde(default)]
     pub other_room_vouched_at: Option<Millis>,
+    /// From this node's latest report: for each node of the other room, how long this node had
+    /// given it no vouch (ms on this node's clock).
+    #[serde(default)]
+    pub unvouched: BTreeMap<NodeId, u64>,
 }
 
 /// One input to the arbiter.
@@ -149,6 +193,16 @@ pub enum ArbiterEvent {
     EpochExhausted {
         epoch: Epoch,
     },
+    /// A node's membership changed (joined, excluded, readmitted, removed, added back,
+    /// decommissioned). An exclusion is an alarm: a node of a live room is proven stopped.
+    MemberChanged {
+        version: u64,
+        node: NodeId,
+        room: RoomId,
+        from: Option<MemberStatus>,
+        to: MemberStatus,
+        why: String,
+    },
 }
 
 /// What one step decided.
@@ -181,6 +235,8 @@ pub struct Arbiter {
     nodes: BTreeMap<NodeId, NodeSeen>,
     /// Per room, when this incarnation last granted it anything.
     last_grant: BTreeMap<RoomId, Millis>,
+    /// Per node, when this incarnation last granted it anything.
+    last_node_grant: BTreeMap<NodeId, Millis>,
     /// Per room, when it was last granted the right to act alone (or might have been).
     last_alone_grant: BTreeMap<RoomId, Millis>,
     /// In `Alone`: when the other room's leases and fences are surely over.
@@ -209,6 +265,7 @@ impl Arbiter {
             mode_since: now,
             nodes: BTreeMap::new(),
             last_grant: BTreeMap::new(),
+            last_node_grant: BTreeMap::new(),
             last_alone_grant: BTreeMap::new(),
             takeover_at: now,
             reachable_since: None,
@@ -328,6 +385,9 @@ impl Arbiter {
             epoch: self.record.epoch,
             verdict,
             proof: None,
+            members: (req.members_version < self.record.members_version
+                && self.record.rooms.contains(&req.room))
+            .then(|| self.record.membership()),
         }
     }
 
@@ -343,7 +403,10 @@ impl Arbiter {
             });
             return self.reply(&req, Verdict::Fence { reason });
         }
-        if let Some(reason) = self.epoch_report_refusal(&req) {
+        if let Some(reason) = self
+            .epoch_report_refusal(&req)
+            .or_else(|| address_refusal(&req))
+        {
             out.events.push(ArbiterEvent::Refused {
                 node: req.node.clone(),
                 reason: reason.clone(),
@@ -383,6 +446,13 @@ impl Arbiter {
                 });
                 return self.reply(&req, Verdict::Fence { reason });
             }
+        }
+        if let Some(reason) = self.note_member(&req, out) {
+            out.events.push(ArbiterEvent::Refused {
+                node: req.node.clone(),
+                reason: reason.clone(),
+            });
+            return self.reply(&req, Verdict::Fence { reason });
         }
         self.max_epoch_seen = self.max_epoch_seen.max(req.epoch);
         if self.recovering_until.is_none() && req.epoch > self.record.epoch {
@@ -425,6 +495,11 @@ impl Arbiter {
             takeover: req.takeover,
             health: req.health,
             other_room_vouched_at,
+            unvouched: req
+                .peers
+                .iter()
+                .filter_map(|p| p.unvouched_ms.map(|u| (p.node.clone(), u)))
+                .collect(),
         };
         self.nodes.insert(req.node.clone(), seen);
         if !req.peer_reachable {
@@ -445,7 +520,17 @@ impl Arbiter {
             );
         }
         let t = &self.cfg.timings;
+        let fenced_by_mode = self.record.mode.survivor().is_some_and(|s| *s != req.room);
+        let waiting = if fenced_by_mode {
+            None
+        } else {
+            self.awaiting_acks(&req.node)
+        };
         let verdict = match self.record.mode.clone() {
+            _ if waiting.is_some() => Verdict::Retry {
+                after_ms: t.renew_retry_ms(),
+                reason: waiting.unwrap_or_default(),
+            },
             Mode::Paired => Verdict::Grant {
                 mode: LeaseMode::Paired,
                 valid_ms: t.lease_ms,
@@ -496,8 +581,267 @@ impl Arbiter {
         };
         if matches!(verdict, Verdict::Grant { .. }) {
             self.last_grant.insert(req.room.clone(), now);
+            self.last_node_grant.insert(req.node.clone(), now);
         }
         self.reply(&req, verdict)
+    }
+
+    /// Whether `node` counts for the contact rule (a member, not excluded or taken out).
+    /// Nodes the witness never recorded count too: an agent's configuration may name them.
+    fn counted(&self, node: &NodeId) -> bool {
+        self.record
+            .members
+            .get(node)
+            .is_none_or(|m| m.status == MemberStatus::Member)
+    }
+
+    /// Changes one node's membership: a new version, persisted with the record.
+    fn change_member(
+        &mut self,
+        node: &NodeId,
+        room: &RoomId,
+        to: MemberStatus,
+        why: String,
+        out: &mut ArbiterStep,
+    ) {
+        let version = self.record.members_version + 1;
+        self.record.members_version = version;
+        let from = self.record.members.get(node).map(|m| m.status);
+        let entry = self
+            .record
+            .members
+            .entry(node.clone())
+            .or_insert_with(|| MemberRecord {
+                room: room.clone(),
+                status: to,
+                since: version,
+                acked: 0,
+                address: None,
+            });
+        entry.status = to;
+        if to == MemberStatus::Member {
+            entry.since = version;
+        }
+        out.events.push(ArbiterEvent::MemberChanged {
+            version,
+            node: node.clone(),
+            room: room.clone(),
+            from,
+            to,
+            why,
+        });
+    }
+
+    /// The membership side of a report (docs/protocol.md §Membership): a node the witness
+    /// does not know joins; an excluded or decommissioned one is readmitted; a removed one is
+    /// refused (`Some(reason)`, nothing else changes). Records the version the node reports
+    /// holding (its acknowledgement) and its heartbeat address.
+    fn note_member(&mut self, req: &LeaseRequest, out: &mut ArbiterStep) -> Option<String> {
+        let known = self
+            .record
+            .members
+            .get(&req.node)
+            .map(|m| (m.status, m.room.clone()));
+        let other = self
+            .other_room(&req.room)
+            .map_or("the other room".to_string(), |o| format!("room {o}"));
+        match known {
+            Some((_, room)) if room != req.room => {
+                return Some(format!(
+                    "node {} is a member of room {room} and now reports from room {}; a node \
+                     belongs to one room (decommission it first to move it)",
+                    req.node, req.room
+                ))
+            }
+            Some((MemberStatus::Removed, _)) => {
+                return Some(format!(
+                    "node {} was removed from cluster {} by the operator; it is granted nothing \
+                     until `witness admin member add`",
+                    req.node, self.cluster
+                ))
+            }
+            Some((MemberStatus::Member, _)) => {}
+            Some((MemberStatus::Excluded | MemberStatus::Decommissioned, _)) => self.change_member(
+                &req.node,
+                &req.room,
+                MemberStatus::Member,
+                format!(
+                    "node {} called again and is readmitted; it runs once {other}'s nodes have \
+                     acknowledged it",
+                    req.node
+                ),
+                out,
+            ),
+            None => self.change_member(
+                &req.node,
+                &req.room,
+                MemberStatus::Member,
+                format!(
+                    "node {} joined room {} (first call); it runs once {other}'s nodes have \
+                     acknowledged it",
+                    req.node, req.room
+                ),
+                out,
+            ),
+        }
+        let version = self.record.members_version;
+        let mut moved = false;
+        if let Some(m) = self.record.members.get_mut(&req.node) {
+            if req.members_version > m.acked && req.members_version <= version {
+                m.acked = req.members_version;
+            }
+            if req.address.is_some() && req.address != m.address {
+                m.address = req.address.clone();
+                moved = true;
+            }
+        }
+        if moved {
+            // The other room's nodes learn the new address with the next version.
+            self.record.members_version = version + 1;
+        }
+        None
+    }
+
+    /// Why `node` may not be granted yet: a counted member of the other room that joined
+    /// before it has not acknowledged the version that made it a member.
+    fn awaiting_acks(&self, node: &NodeId) -> Option<String> {
+        if self.cfg.mutation == Mutation::AdmitWithoutAck {
+            return None;
+        }
+        let m = self.record.members.get(node)?;
+        let missing: Vec<&str> = self
+            .record
+            .members
+            .iter()
+            .filter(|(_, o)| {
+                o.room != m.room
+                    && o.status == MemberStatus::Member
+                    && o.since < m.since
+                    && o.acked < m.since
+            })
+            .map(|(n, _)| n.as_str())
+            .collect();
+        (!missing.is_empty()).then(|| {
+            format!(
+                "node {node} became a member at membership version {}; it is granted nothing \
+                 until node(s) {} of the other room have acknowledged that version (a dead one \
+                 stops counting once proven stopped)",
+                m.since,
+                missing.join(", ")
+            )
+        })
+    }
+
+    /// Whether `node` (of `room`) is proven stopped at `now`, or why not: no grant to it for
+    /// `k·(L+F+W)` (its lease ran out, then its fence deadline and watchdog), not heard for as
+    /// long, and every counted member of the other room reports, freshly, that it has given it
+    /// no vouch for at least `k·(P+F+W)` (so it has had no peer contact either). A node without
+    /// authority for that long has fenced or been reset, and nothing lets it run again without a
+    /// new grant.
+    fn proven_stopped(&self, node: &NodeId, room: &RoomId, now: Millis) -> Result<(), String> {
+        let t = &self.cfg.timings;
+        let lease_bound = t.witness_takeover_wait_ms();
+        let last_grant = self
+            .last_node_grant
+            .get(node)
+            .copied()
+            .unwrap_or(self.incarnation_start)
+            .max(self.incarnation_start);
+        if now.since(last_grant) < lease_bound {
+            return Err(format!(
+                "it was granted a lease {} ms ago (this witness waits {lease_bound} ms)",
+                now.since(last_grant)
+            ));
+        }
+        if let Some(seen) = self.nodes.get(node) {
+            if now.since(seen.last_seen) < lease_bound {
+                return Err(format!(
+                    "the witness heard it {} ms ago",
+                    now.since(seen.last_seen)
+                ));
+            }
+        }
+        let vouch_bound = t.node_takeover_wait_ms();
+        let mut witnesses = 0;
+        for (name, m) in &self.record.members {
+            if m.room == *room || m.status != MemberStatus::Member {
+                continue;
+            }
+            let Some(seen) = self.nodes.get(name).filter(|n| self.fresh(n, now)) else {
+                return Err(format!(
+                    "node {name} of the other room has not reported recently, so it may still \
+                     vouch for it"
+                ));
+            };
+            match seen.unvouched.get(node) {
+                Some(u) if *u >= vouch_bound => witnesses += 1,
+                Some(u) => {
+                    return Err(format!(
+                        "node {name} vouched for it {u} ms ago (needs {vouch_bound} ms without)"
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                        "node {name} does not report on it (an older agent, or it does not \
+                         count it)"
+                    ))
+                }
+            }
+        }
+        if witnesses == 0 {
+            return Err("no node of the other room reports on it".to_string());
+        }
+        Ok(())
+    }
+
+    /// The dead-node rule (docs/protocol.md §Membership, M3): a counted member that is proven
+    /// stopped, in a room another of whose counted members the witness hears, stops counting.
+    /// Nodes that the other room's agents count from their configuration but that never called
+    /// this witness (a store lost, a node dead before its first call) are recorded as excluded
+    /// under the same proof.
+    fn exclude_stopped_members(&mut self, now: Millis, out: &mut ArbiterStep) {
+        if self.record.rooms.len() < 2 {
+            return;
+        }
+        let mut candidates: BTreeMap<NodeId, RoomId> = self
+            .record
+            .members
+            .iter()
+            .filter(|(_, m)| m.status == MemberStatus::Member)
+            .map(|(n, m)| (n.clone(), m.room.clone()))
+            .collect();
+        for seen in self.nodes.values().filter(|n| self.fresh(n, now)) {
+            let Some(other) = self.other_room(&seen.room) else {
+                continue;
+            };
+            for named in seen.unvouched.keys() {
+                if !self.record.members.contains_key(named) {
+                    candidates.insert(named.clone(), other.clone());
+                }
+            }
+        }
+        for (node, room) in candidates {
+            let room_alive = self.record.members.iter().any(|(n, m)| {
+                *n != node
+                    && m.room == room
+                    && m.status == MemberStatus::Member
+                    && self.nodes.get(n).is_some_and(|s| self.fresh(s, now))
+            });
+            if !room_alive || self.proven_stopped(&node, &room, now).is_err() {
+                continue;
+            }
+            self.change_member(
+                &node,
+                &room,
+                MemberStatus::Excluded,
+                format!(
+                    "node {node} of room {room} is proven stopped (no lease, no vouch from the \
+                     other room, for the takeover bounds) while its room runs: it no longer \
+                     counts for the contact rule; it is readmitted when it calls again"
+                ),
+                out,
+            );
+        }
     }
 
     /// The rule for a reported epoch (docs/protocol.md §6): never above [`Epoch::CEILING`],
@@ -601,7 +945,11 @@ impl Arbiter {
             return false;
         }
         let mut any = false;
-        for n in self.nodes.values().filter(|n| &n.room != survivor) {
+        for (name, n) in self.nodes.iter().filter(|(_, n)| &n.room != survivor) {
+            if !self.counted(name) {
+                // Proven stopped (excluded) or taken out by the operator: not running.
+                continue;
+            }
             any = true;
             let confirmed = n.phase == NodePhase::Fenced
                 && n.epoch >= self.record.epoch
@@ -706,6 +1054,7 @@ impl Arbiter {
         if self.record.paused {
             return;
         }
+        self.exclude_stopped_members(now, out);
         let t = self.cfg.timings.clone();
         match self.record.mode.clone() {
             Mode::Paired => {
@@ -899,8 +1248,129 @@ impl Arbiter {
                 self.evaluate(now, out);
                 Ok(format!("arbitration resumed for cluster {}", self.cluster))
             }
+            AdminCommand::MemberRemove { node, powered_off } => {
+                self.admin_take_out(now, node, powered_off, MemberStatus::Removed, out)
+            }
+            AdminCommand::MemberDecommission { node, powered_off } => {
+                self.admin_take_out(now, node, powered_off, MemberStatus::Decommissioned, out)
+            }
+            AdminCommand::MemberAdd { node } => {
+                let Some(m) = self.record.members.get(&node) else {
+                    return Err(format!(
+                        "cluster {} has no node {node}; nothing changed (a new node joins by \
+                         calling with a certificate of this cluster and its room)",
+                        self.cluster
+                    ));
+                };
+                match m.status {
+                    MemberStatus::Removed | MemberStatus::Decommissioned => {
+                        let room = m.room.clone();
+                        self.change_member(
+                            &node,
+                            &room,
+                            MemberStatus::Member,
+                            format!("operator: node {node} added back to room {room}"),
+                            out,
+                        );
+                        Ok(format!(
+                            "node {node} is a member of room {room} again at membership version \
+                             {}; it runs once the other room has acknowledged it",
+                            self.record.members_version
+                        ))
+                    }
+                    MemberStatus::Member => Err(format!(
+                        "node {node} is already a member of room {}; nothing changed",
+                        m.room
+                    )),
+                    MemberStatus::Excluded => Err(format!(
+                        "node {node} was excluded as stopped; it is readmitted by itself when it \
+                         calls again; nothing changed"
+                    )),
+                }
+            }
         }
     }
+
+    /// `member remove` and `member decommission`: only a node proven stopped, or one the
+    /// operator certifies powered off, stops counting (a running node that stopped counting
+    /// could keep the other room's contact alive without its own vouch).
+    fn admin_take_out(
+        &mut self,
+        now: Millis,
+        node: NodeId,
+        powered_off: bool,
+        to: MemberStatus,
+        out: &mut ArbiterStep,
+    ) -> Result<String, String> {
+        let verb = if to == MemberStatus::Removed {
+            "removed"
+        } else {
+            "decommissioned"
+        };
+        let Some(m) = self.record.members.get(&node) else {
+            let known: Vec<&str> = self.record.members.keys().map(|n| n.as_str()).collect();
+            return Err(format!(
+                "cluster {} has no node {node}; nothing changed (known nodes: {})",
+                self.cluster,
+                if known.is_empty() {
+                    "none yet".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ));
+        };
+        if m.status == to {
+            return Err(format!("node {node} is already {verb}; nothing changed"));
+        }
+        let room = m.room.clone();
+        if m.status == MemberStatus::Member && !powered_off {
+            if let Err(why) = self.proven_stopped(&node, &room, now) {
+                return Err(format!(
+                    "node {node} may still run: {why}. Stop its agent or power it off and try \
+                     again once it is proven stopped, or certify that it is powered off \
+                     (--powered-off); nothing changed"
+                ));
+            }
+        }
+        self.change_member(
+            &node,
+            &room,
+            to,
+            format!(
+                "operator: node {node} of room {room} {verb}{}",
+                if powered_off {
+                    " (certified powered off)"
+                } else {
+                    ""
+                }
+            ),
+            out,
+        );
+        Ok(format!(
+            "node {node} {verb} at membership version {}",
+            self.record.members_version
+        ))
+    }
+}
+
+/// A reported heartbeat address must look like `host:port` (it is handed to the other
+/// room's agents): anything else is refused before anything changes.
+fn address_refusal(req: &LeaseRequest) -> Option<String> {
+    let a = req.address.as_deref()?;
+    let port_ok = a
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+    let chars_ok = a
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || ".-:[]_".contains(c));
+    (a.len() > 255 || !port_ok || !chars_ok).then(|| {
+        format!(
+            "node {} reports heartbeat address {:?}; expected host:port (at most 255 \
+             characters): fix `advertise` in its agent configuration",
+            req.node,
+            a.chars().take(64).collect::<String>()
+        )
+    })
 }
 
 #[cfg(test)]
@@ -922,6 +1392,8 @@ mod tests {
             takeover: false,
             health,
             peers: Vec::new(),
+            members_version: 0,
+            address: None,
         })
     }
 
@@ -964,6 +1436,7 @@ mod tests {
                 node: NodeId::new(*n),
                 vouched_ms_ago: Some(*age),
                 answered_ms_ago: Some(*age),
+                unvouched_ms: None,
             })
             .collect();
         ArbiterInput::Lease(r)

@@ -34,6 +34,12 @@ pub enum Mutation {
     GrantWithoutPersist,
     /// The agent counts a heartbeat it merely *receives* as contact, instead of a round trip.
     TrustOneWayHeartbeat,
+    /// The agent's contact rule leaves one counted member of the other room out (as if it
+    /// had stopped counting while it still runs and vouches).
+    ContactSkipsVouchingMember,
+    /// The witness grants a new or readmitted member before the other room's older members
+    /// have acknowledged it.
+    AdmitWithoutAck,
 }
 
 /// The protocol's timers. Defaults take over a whole lost room within 15 s (see

@@ -62,6 +62,19 @@ pub struct LeaseRequest {
     /// (an older agent sends none: the witness then has only its own hearing).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<PeerReport>,
+    /// The version of the cluster's membership this node holds (0: only what its configuration
+    /// names). Reporting a version acknowledges it: the witness admits a node only once every
+    /// counted member of the other room has acknowledged it (docs/protocol.md §Membership).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub members_version: u64,
+    /// Where the other room's nodes reach this node's heartbeat endpoint (`host:port`); the
+    /// witness hands it to them with the membership, so a new node needs no edit elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// One node of the other room, as a reporting node last heard it. Ages are on the reporting
@@ -77,6 +90,59 @@ pub struct PeerReport {
     /// How long ago the latest ping this peer answered at all was sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answered_ms_ago: Option<u64>,
+    /// This node has given that peer no vouch for at least this long (counted from this agent's
+    /// start when it never has): evidence the witness needs before it stops counting a silent
+    /// member (docs/protocol.md §Membership).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unvouched_ms: Option<u64>,
+}
+
+/// Whether a member counts for the contact rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberStatus {
+    /// Counts: the other room's nodes need its vouch, and it may be granted leases.
+    Member,
+    /// Proven stopped (silent to the witness, no vouch from the other room, long enough):
+    /// counts no more, is granted nothing; readmitted when it calls again.
+    Excluded,
+    /// Taken out by the operator: counts no more, is granted nothing until `member add`.
+    Removed,
+    /// Retired by the operator: counts no more; a machine that later calls with this name
+    /// joins as a new node.
+    Decommissioned,
+}
+
+/// One node in the cluster's membership, as the witness hands it to the agents.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberEntry {
+    pub node: NodeId,
+    pub room: RoomId,
+    pub status: MemberStatus,
+    /// The node's heartbeat endpoint (`host:port`) as it last reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// The cluster's membership: owned by the witness, versioned, carried in replies to a node
+/// that reports an older version.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Membership {
+    /// Grows with every change.
+    pub version: u64,
+    pub members: Vec<MemberEntry>,
+}
+
+impl Membership {
+    /// The nodes of rooms other than `room` that count for the contact rule.
+    pub fn counted_peers(&self, room: &RoomId) -> impl Iterator<Item = &MemberEntry> {
+        let room = room.clone();
+        self.members
+            .iter()
+            .filter(move |m| m.room != room && m.status == MemberStatus::Member)
+    }
 }
 
 /// What the witness allows a survivor to do about the other room's workloads.
@@ -132,6 +198,9 @@ pub struct LeaseReply {
     /// witness service; `None` from the pure arbiter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proof: Option<String>,
+    /// The cluster's membership, when the node reported an older version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<Membership>,
 }
 
 /// A heartbeat from one node to a node of the other room: `POST /v1/heartbeat` on the agent.
@@ -179,6 +248,16 @@ pub enum AdminCommand {
     Pause,
     /// Resume arbitration.
     Resume,
+    /// Stop counting `node` (planned work, or a node the operator knows is off): it is granted
+    /// nothing until `member_add`. Refused while the node may still run, unless the operator
+    /// certifies it is powered off.
+    MemberRemove { node: NodeId, powered_off: bool },
+    /// Let a removed node back: it joins again when it calls, once the other room has
+    /// acknowledged it.
+    MemberAdd { node: NodeId },
+    /// Forget a node for good (hardware retired): the same conditions as `member_remove`; the
+    /// name may later be used by a new machine, which then joins as a new node.
+    MemberDecommission { node: NodeId, powered_off: bool },
 }
 
 /// How [`AdminCommand`] is read: serde's `deny_unknown_fields` ignores extra fields next to
@@ -191,6 +270,9 @@ enum AdminCommandStrict {
     Release {},
     Pause {},
     Resume {},
+    MemberRemove { node: NodeId, powered_off: bool },
+    MemberAdd { node: NodeId },
+    MemberDecommission { node: NodeId, powered_off: bool },
 }
 
 impl From<AdminCommandStrict> for AdminCommand {
@@ -206,6 +288,13 @@ impl From<AdminCommandStrict> for AdminCommand {
             AdminCommandStrict::Release {} => AdminCommand::Release,
             AdminCommandStrict::Pause {} => AdminCommand::Pause,
             AdminCommandStrict::Resume {} => AdminCommand::Resume,
+            AdminCommandStrict::MemberRemove { node, powered_off } => {
+                AdminCommand::MemberRemove { node, powered_off }
+            }
+            AdminCommandStrict::MemberAdd { node } => AdminCommand::MemberAdd { node },
+            AdminCommandStrict::MemberDecommission { node, powered_off } => {
+                AdminCommand::MemberDecommission { node, powered_off }
+            }
         }
     }
 }
@@ -229,6 +318,7 @@ mod tests {
                 valid_ms: 4000,
             },
             proof: None,
+            members: None,
         };
         let s = serde_json::to_string(&r).unwrap();
         assert!(

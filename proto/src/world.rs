@@ -41,6 +41,8 @@ pub struct WorldConfig {
     /// True time per tick, in the same units as the timings.
     pub tick: u64,
     pub mutation: Mutation,
+    /// Nodes no other agent's configuration names (added later: learned from the witness).
+    pub unlisted: Vec<NodeId>,
 }
 
 impl WorldConfig {
@@ -60,6 +62,7 @@ impl WorldConfig {
             preferred_room: None,
             auto_rejoin: true,
             mutation: Mutation::None,
+            unlisted: Vec::new(),
         }
     }
 
@@ -95,11 +98,12 @@ impl WorldConfig {
             peers: self
                 .nodes
                 .iter()
-                .filter(|(r, _)| *r != room)
+                .filter(|(r, n)| *r != room && !self.unlisted.contains(n))
                 .map(|(_, n)| n.clone())
                 .collect(),
             room,
             node,
+            address: None,
             mutation: self.mutation,
         }
     }
@@ -245,6 +249,10 @@ pub enum Link {
     RoomToWitness(RoomId),
     /// The witness to every node of `room`.
     WitnessToRoom(RoomId),
+    /// One node to the witness (explored only with [`Allow::node_links`]).
+    NodeToWitness(NodeId),
+    /// The witness to one node.
+    WitnessToNode(NodeId),
 }
 
 /// One step of the world.
@@ -279,6 +287,9 @@ pub enum Action {
 pub enum AdminAction {
     ForceSurvivor { room: String, other_room_down: bool },
     Release,
+    MemberRemove { node: String, powered_off: bool },
+    MemberAdd { node: String },
+    MemberDecommission { node: String, powered_off: bool },
 }
 
 /// The simulated cluster.
@@ -348,6 +359,13 @@ impl World {
         self.nodes.iter().position(|n| &n.name == node)
     }
 
+    fn name_of(&self, end: End) -> Option<&NodeId> {
+        match end {
+            End::Witness => None,
+            End::Node(i) => Some(&self.nodes[i].name),
+        }
+    }
+
     fn room_of(&self, end: End) -> Option<&RoomId> {
         match end {
             End::Witness => None,
@@ -366,6 +384,8 @@ impl World {
             }
             Link::RoomToWitness(r) => to == End::Witness && self.room_of(from) == Some(r),
             Link::WitnessToRoom(r) => from == End::Witness && self.room_of(to) == Some(r),
+            Link::NodeToWitness(n) => to == End::Witness && self.name_of(from) == Some(n),
+            Link::WitnessToNode(n) => from == End::Witness && self.name_of(to) == Some(n),
         })
     }
 
@@ -567,6 +587,12 @@ impl World {
                     });
                 }
             }
+            if allow.node_links {
+                for n in &self.nodes {
+                    links.push(Link::NodeToWitness(n.name.clone()));
+                    links.push(Link::WitnessToNode(n.name.clone()));
+                }
+            }
             for l in links {
                 let cut = self.cut_links.contains(&l);
                 if !cut && self.budget.cuts > 0 {
@@ -695,6 +721,19 @@ impl World {
                         other_room_down: *other_room_down,
                     },
                     AdminAction::Release => AdminCommand::Release,
+                    AdminAction::MemberRemove { node, powered_off } => AdminCommand::MemberRemove {
+                        node: NodeId::new(node.clone()),
+                        powered_off: *powered_off,
+                    },
+                    AdminAction::MemberAdd { node } => AdminCommand::MemberAdd {
+                        node: NodeId::new(node.clone()),
+                    },
+                    AdminAction::MemberDecommission { node, powered_off } => {
+                        AdminCommand::MemberDecommission {
+                            node: NodeId::new(node.clone()),
+                            powered_off: *powered_off,
+                        }
+                    }
                 };
                 self.witness_step(ArbiterInput::Admin(cmd));
             }
@@ -860,4 +899,6 @@ pub struct Allow {
     pub agent_crashes: bool,
     pub power: bool,
     pub heals: bool,
+    /// Cut single nodes from the witness, not only whole rooms (the membership explorations).
+    pub node_links: bool,
 }

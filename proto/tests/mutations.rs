@@ -68,6 +68,18 @@ fn model_checker_catches_an_agent_trusting_a_one_way_heartbeat() {
 }
 
 #[test]
+fn model_checker_catches_a_member_admitted_before_the_other_room_acknowledged_it() {
+    let how = caught_by_model_checker(Mutation::AdmitWithoutAck, "membership");
+    println!("AdmitWithoutAck caught: {how}");
+}
+
+#[test]
+fn model_checker_catches_a_contact_rule_that_skips_a_member_still_vouching() {
+    let how = caught_by_model_checker(Mutation::ContactSkipsVouchingMember, "membership");
+    println!("ContactSkipsVouchingMember caught: {how}");
+}
+
+#[test]
 fn simulation_catches_every_mutation() {
     for m in [
         Mutation::TakeoverWithoutWait,

@@ -129,6 +129,24 @@ impl Run {
         assert_eq!(self.w.ghost.fences, 0, "no fence during start-up");
     }
 
+    /// [`Run::warm_up`] for every node but the ones listed (powered off, say).
+    pub fn warm_up_without(&mut self, skip: &[usize]) {
+        let t = self.until(20_000, |w| {
+            w.nodes.iter().enumerate().all(|(i, n)| {
+                skip.contains(&i)
+                    || n.agent.as_ref().is_some_and(|a| {
+                        a.peer_contact(proto::Millis(n.clock))
+                            && a.lease_valid(proto::Millis(n.clock))
+                    })
+            })
+        });
+        assert!(
+            t.is_some(),
+            "cluster did not come up: {}",
+            self.w.describe()
+        );
+    }
+
     pub fn power_off_room(&mut self, room: &str) {
         for i in self.room_nodes(room) {
             self.apply(Action::PowerOff(i));

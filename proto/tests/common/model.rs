@@ -241,6 +241,7 @@ pub fn suite(mutation: Mutation, scale: u64) -> Vec<(&'static str, Exploration)>
                 x
             },
         ),
+        ("membership: a dead node excluded, then back (readmission), with any two directed cuts of rooms or single nodes from the witness", membership_exploration(mutation, 12 + scale)),
         (
             "agent crashes, restarts and node power loss (plus a partition in long runs)",
             exploration(
@@ -255,6 +256,7 @@ pub fn suite(mutation: Mutation, scale: u64) -> Vec<(&'static str, Exploration)>
                     agent_crashes: true,
                     power: true,
                     heals: false,
+                    node_links: false,
                 },
                 9 + scale,
                 exact,
@@ -292,6 +294,45 @@ pub fn heal_exploration(mutation: Mutation, extra_ticks: u64) -> Exploration {
         init,
         allow: Allow {
             heals: true,
+            ..Allow::default()
+        },
+    }
+}
+
+/// Issue 12: a2 died and the witness excluded it (the dead-node rule); from there a2 may power
+/// on again at any moment (it is readmitted when it calls, and runs only once b1 has
+/// acknowledged it), while any two directed links are cut, whole rooms or single nodes to and
+/// from the witness. The mutations `AdmitWithoutAck` and `ContactSkipsVouchingMember` must be
+/// caught here.
+pub fn membership_exploration(mutation: Mutation, extra_ticks: u64) -> Exploration {
+    use proto::wire::MemberStatus;
+    let cfg = model_config(mutation);
+    let mut r = Run::new(cfg.clone());
+    r.warm_up();
+    r.apply(Action::PowerOff(1));
+    r.until(1_000, |w| {
+        w.witness.arbiter.as_ref().is_some_and(|a| {
+            a.record()
+                .members
+                .get(&proto::NodeId::new("a2"))
+                .is_some_and(|m| m.status == MemberStatus::Excluded)
+        })
+    })
+    .expect("the dead node is excluded in a fair run");
+    // and b1 has learned it
+    r.run_for(3 * cfg.tick);
+    let mut init = r.w;
+    init.budget = FaultBudget {
+        cuts: 2,
+        ..FaultBudget::default()
+    };
+    Exploration {
+        horizon: init.now + extra_ticks * cfg.tick,
+        cfg,
+        init,
+        allow: Allow {
+            power: true,
+            node_links: true,
             ..Allow::default()
         },
     }
