@@ -44,6 +44,11 @@ pub struct Config {
     pub listen: String,
     #[serde(default = "default_status_listen")]
     pub status_listen: String,
+    /// `host:port` at which the other room's nodes reach this node's heartbeat listener. The
+    /// witness hands it to them with the membership, so a node added later needs no edit of
+    /// any other agent. Empty: `listen`, when it names a specific address.
+    #[serde(default)]
+    pub advertise: String,
     #[serde(default = "default_run_dir")]
     pub run_dir: PathBuf,
     /// Unix stream socket for the event recorder; empty: no events are written.
@@ -67,6 +72,18 @@ pub struct Config {
     /// Where this configuration came from (for messages); not part of the file.
     #[serde(skip)]
     pub origin: String,
+}
+
+impl Config {
+    /// Where the other room reaches this node's heartbeat listener: `advertise`, else `listen`
+    /// when it names a specific address (an unspecified one, 0.0.0.0, says nothing).
+    pub fn advertised_address(&self) -> Option<String> {
+        if !self.advertise.is_empty() {
+            return Some(self.advertise.clone());
+        }
+        let addr: SocketAddr = self.listen.parse().ok()?;
+        (!addr.ip().is_unspecified()).then(|| self.listen.clone())
+    }
 }
 
 fn default_listen() -> String {
@@ -303,6 +320,9 @@ impl Config {
                     format!("{v:?} is not an address:port such as 0.0.0.0:7444 ({e})"),
                 )
             })?;
+        }
+        if !self.advertise.is_empty() {
+            check_host_port(&self.advertise).map_err(|r| self.err("advertise", r))?;
         }
         if self.run_dir.as_os_str().is_empty() {
             return Err(self.err("run_dir", "must not be empty"));

@@ -43,7 +43,11 @@ impl Clients {
     /// Builds the witness client (timeout: the renew interval, after which a newer request is
     /// due anyway) and one client per peer (timeout: the heartbeat interval, after which a newer
     /// ping replaces this one).
-    pub fn build(cfg: &Config, tls: &TlsState) -> Result<Clients, TlsError> {
+    pub fn build(
+        cfg: &Config,
+        tls: &TlsState,
+        learned: &BTreeMap<NodeId, String>,
+    ) -> Result<Clients, TlsError> {
         let t = &cfg.timings;
         let terr = |e: reqwest::Error| TlsError {
             field: "tls".into(),
@@ -57,12 +61,22 @@ impl Clients {
             .build()
             .map_err(terr)?;
         let mut peers = BTreeMap::new();
-        for p in &cfg.peers {
+        // Configured peers, at the address the membership gives where it gives one, then the
+        // peers only the membership names.
+        let mut targets: BTreeMap<NodeId, String> = cfg
+            .peers
+            .iter()
+            .map(|p| (NodeId::new(&p.node), p.address.clone()))
+            .collect();
+        for (n, a) in learned {
+            targets.insert(n.clone(), a.clone());
+        }
+        for (node, address) in &targets {
             let client = reqwest::Client::builder()
                 .use_preconfigured_tls(tls.peer_client(PeerExpectation {
                     cluster: cfg.cluster.clone(),
                     own_room: cfg.room.clone(),
-                    node: p.node.clone(),
+                    node: node.to_string(),
                 })?)
                 .timeout(Duration::from_millis(t.heartbeat_interval_ms))
                 .connect_timeout(Duration::from_millis(t.heartbeat_interval_ms))
@@ -70,8 +84,8 @@ impl Clients {
                 .build()
                 .map_err(terr)?;
             peers.insert(
-                NodeId::new(&p.node),
-                (client, format!("https://{}/v1/heartbeat", p.address)),
+                node.clone(),
+                (client, format!("https://{address}/v1/heartbeat")),
             );
         }
         Ok(Clients {

@@ -160,7 +160,7 @@ pub async fn start(cfg: Config, shutdown: watch::Receiver<bool>) -> Result<Start
             cfg.timings.fence_deadline_ms
         );
     }
-    let clients = Clients::build(&cfg, &tls).map_err(tls_err)?;
+    let clients = Clients::build(&cfg, &tls, &BTreeMap::new()).map_err(tls_err)?;
     let peer_listener = bind("listen", &cfg.listen).await?;
     let status_listener = bind("status_listen", &cfg.status_listen).await?;
     let peer_addr = peer_listener.local_addr().map_err(|source| Error::Listen {
@@ -246,6 +246,7 @@ pub async fn start(cfg: Config, shutdown: watch::Receiver<bool>) -> Result<Start
             room: names.room.clone(),
             node: names.node.clone(),
             peers: cfg.peers.iter().map(|p| NodeId::new(&p.node)).collect(),
+            address: cfg.advertised_address(),
             mutation: Default::default(),
         },
         run,
@@ -306,6 +307,7 @@ pub async fn start(cfg: Config, shutdown: watch::Receiver<bool>) -> Result<Start
         store,
         pending,
         clients: Arc::new(clients),
+        clients_members: 0,
         tls: tls_rx,
         tls_errors: tls_err_rx,
         watchdog: Some(watchdog),
@@ -349,6 +351,8 @@ struct Shell {
     pending: Vec<AgentAction>,
     /// The HTTPS clients of the current certificates.
     clients: Arc<Clients>,
+    /// The membership version `clients` were built for.
+    clients_members: u64,
     tls: watch::Receiver<Arc<TlsState>>,
     tls_errors: watch::Receiver<Option<String>>,
     /// `None` once released at shutdown.
@@ -423,13 +427,24 @@ impl Shell {
         tracing::info!("agent stopped");
     }
 
+    /// New certificates, or a new membership (a peer added, or moved to a new address):
+    /// new clients. The membership's addresses win over the configured ones.
     fn reload_clients(&mut self) {
-        if !self.tls.has_changed().unwrap_or(false) {
+        let members = self.agent.members_version();
+        if !self.tls.has_changed().unwrap_or(false) && members == self.clients_members {
             return;
         }
         let tls = self.tls.borrow_and_update().clone();
-        match Clients::build(&self.cfg, &tls) {
-            Ok(c) => self.clients = Arc::new(c),
+        let learned: BTreeMap<NodeId, String> = self
+            .agent
+            .peers()
+            .filter_map(|p| Some((p.clone(), self.agent.peer_address(p)?.to_string())))
+            .collect();
+        match Clients::build(&self.cfg, &tls, &learned) {
+            Ok(c) => {
+                self.clients = Arc::new(c);
+                self.clients_members = members;
+            }
             Err(e) => tracing::error!("new certificates unusable for clients: {e}"),
         }
     }
@@ -498,13 +513,13 @@ impl Shell {
             },
             NetInput::Pong { to, result } => match result {
                 Ok(pong) => {
-                    if let Some(p) = self.peers.get_mut(&to) {
-                        p.last_answer = Some(now);
-                        p.vouch = Some(pong.vouch);
-                        p.phase = Some(pong.phase);
-                        p.epoch = Some(pong.epoch.0);
-                        p.last_error = None;
-                    }
+                    // A peer learned from the membership appears here on its first answer.
+                    let p = self.peers.entry(to.clone()).or_default();
+                    p.last_answer = Some(now);
+                    p.vouch = Some(pong.vouch);
+                    p.phase = Some(pong.phase);
+                    p.epoch = Some(pong.epoch.0);
+                    p.last_error = None;
                     self.step(AgentInput::Pong(pong)).await.map(|_| ())
                 }
                 Err(e) => {

@@ -260,6 +260,32 @@ pub enum AdminCommand {
     MemberDecommission { node: NodeId, powered_off: bool },
 }
 
+impl AdminCommand {
+    /// The command's name, as on the wire (audit log, metrics, history).
+    pub fn label(&self) -> &'static str {
+        match self {
+            AdminCommand::ForceSurvivor { .. } => "force_survivor",
+            AdminCommand::Release => "release",
+            AdminCommand::Pause => "pause",
+            AdminCommand::Resume => "resume",
+            AdminCommand::MemberRemove { .. } => "member_remove",
+            AdminCommand::MemberAdd { .. } => "member_add",
+            AdminCommand::MemberDecommission { .. } => "member_decommission",
+        }
+    }
+
+    /// Every label [`AdminCommand::label`] gives, in a fixed order.
+    pub const LABELS: [&'static str; 7] = [
+        "force_survivor",
+        "release",
+        "pause",
+        "resume",
+        "member_remove",
+        "member_add",
+        "member_decommission",
+    ];
+}
+
 /// How [`AdminCommand`] is read: serde's `deny_unknown_fields` ignores extra fields next to
 /// the tag of a unit variant (`{"command":"pause","x":1}`), so every variant here has fields
 /// (empty for the unit ones) and a typo in a command is refused as in a lease request.

@@ -327,15 +327,6 @@ async fn lease_inner(app: &App, peer: &Peer, body: Body) -> Result<Response, Ref
     Ok(Json(reply).into_response())
 }
 
-fn command_label(c: &AdminCommand) -> &'static str {
-    match c {
-        AdminCommand::ForceSurvivor { .. } => "force_survivor",
-        AdminCommand::Release => "release",
-        AdminCommand::Pause => "pause",
-        AdminCommand::Resume => "resume",
-    }
-}
-
 /// `POST /v1/admin/{cluster}`: operator certificate only; every use with a verified
 /// certificate is audited before the answer is sent.
 pub async fn admin(
@@ -430,7 +421,8 @@ async fn admin_inner(
             "bad_request",
             format!(
                 "the admin command is malformed: {e}; send e.g. {{\"command\":\"force_survivor\",\"room\":\"a\",\"other_room_down\":false}}, \
-                 {{\"command\":\"release\"}}, {{\"command\":\"pause\"}} or {{\"command\":\"resume\"}}"
+                 {{\"command\":\"release\"}}, {{\"command\":\"pause\"}}, {{\"command\":\"resume\"}} or \
+                 {{\"command\":\"member_remove\",\"node\":\"b2\",\"powered_off\":true}}"
             ),
         )
     })?;
@@ -438,7 +430,14 @@ async fn admin_inner(
         proto::ids::check_name("room", room.as_str())
             .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "bad_request", e))?;
     }
-    let label = command_label(&cmd);
+    if let AdminCommand::MemberRemove { node, .. }
+    | AdminCommand::MemberAdd { node }
+    | AdminCommand::MemberDecommission { node, .. } = &cmd
+    {
+        proto::ids::check_name("node", node.as_str())
+            .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "bad_request", e))?;
+    }
+    let label = cmd.label();
     app.metrics.admin_commands.with_label_values(&[label]).inc();
     let cluster_id = ClusterId::new(cluster);
     let out = app

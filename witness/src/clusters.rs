@@ -15,7 +15,9 @@ use crate::store::{Store, StoreError, StoredCluster};
 use proto::arbiter::{
     Arbiter, ArbiterEvent, ArbiterInput, ArbiterStep, ClusterRecord, Mode, NodeSeen,
 };
-use proto::wire::{AdminCommand, LeaseMode, LeaseReply, LeaseRequest, NodePhase, Verdict};
+use proto::wire::{
+    AdminCommand, LeaseMode, LeaseReply, LeaseRequest, MemberStatus, NodePhase, Verdict,
+};
 use proto::{ClusterId, Millis, NodeId, RoomId};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -427,6 +429,24 @@ impl ClusterTable {
                     st.history.refused(now, node.as_str());
                     tracing::warn!(%cluster, %node, %reason, "arbiter refused a node");
                 }
+                ArbiterEvent::MemberChanged {
+                    version,
+                    node,
+                    room,
+                    from,
+                    to,
+                    why,
+                } => {
+                    self.metrics
+                        .member_changes
+                        .with_label_values(&[member_status_name(*to)])
+                        .inc();
+                    if *to == MemberStatus::Excluded {
+                        tracing::warn!(%cluster, %node, %room, version, from = ?from, why = %why, "node excluded from the contact rule: proven stopped while its room runs");
+                    } else {
+                        tracing::info!(%cluster, %node, %room, version, from = ?from, to = ?to, why = %why, "membership changed");
+                    }
+                }
                 ArbiterEvent::EpochExhausted { epoch } => {
                     if let Some(suppressed) = self.write_errors.allow() {
                         tracing::error!(%cluster, %epoch, suppressed, "the cluster's epoch cannot grow any more: who may act alone cannot change (see docs/witness.md, out-of-range epochs)");
@@ -531,7 +551,7 @@ impl ClusterTable {
             Ok(m) => (true, m),
             Err(m) => (false, m),
         };
-        st.history.admin(now, admin_label(&cmd_name), ok);
+        st.history.admin(now, cmd_name.label(), ok);
         let rec = st.arbiter.record();
         Ok(AdminOutcome {
             cluster: cluster.to_string(),
@@ -721,15 +741,6 @@ fn record_report(
     }
 }
 
-fn admin_label(cmd: &AdminCommand) -> &'static str {
-    match cmd {
-        AdminCommand::ForceSurvivor { .. } => "force_survivor",
-        AdminCommand::Release => "release",
-        AdminCommand::Pause => "pause",
-        AdminCommand::Resume => "resume",
-    }
-}
-
 fn room_last_seen(a: &Arbiter) -> Vec<(RoomId, Option<Millis>)> {
     a.record()
         .rooms
@@ -809,14 +820,48 @@ pub struct ClusterStatus {
     pub alarm_kinds: Vec<String>,
     /// False for a cluster known from the store that has not called since the witness started.
     pub loaded: bool,
+    /// The membership version and every node the witness knows, counted or not.
+    #[serde(default)]
+    pub members_version: u64,
+    #[serde(default)]
+    pub members: Vec<MemberView>,
+}
+
+/// One node of a cluster's membership, as the status shows it.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct MemberView {
+    pub node: String,
+    pub room: String,
+    pub status: MemberStatus,
+    /// The membership version at which it last became a counted member.
+    pub since: u64,
+    /// The highest membership version it has reported holding.
+    pub acked: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+fn member_views(rec: &ClusterRecord) -> Vec<MemberView> {
+    rec.members
+        .iter()
+        .map(|(n, m)| MemberView {
+            node: n.to_string(),
+            room: m.room.to_string(),
+            status: m.status,
+            since: m.since,
+            acked: m.acked,
+            address: m.address.clone(),
+        })
+        .collect()
 }
 
 /// The kinds of alarm, most urgent first (the fleet page sorts clusters by the most urgent).
-pub const ALARM_KINDS: [&str; 10] = [
+pub const ALARM_KINDS: [&str; 11] = [
     "recovering",
     "room_silent",
     "alone",
     "node_silent",
+    "excluded",
     "claim",
     "partial_peer_loss",
     "releasing",
@@ -901,6 +946,19 @@ fn status_of(cluster: &ClusterId, st: &SlotState, now: Millis) -> ClusterStatus 
             ),
         );
     }
+    for (id, m) in &rec.members {
+        if m.status == MemberStatus::Excluded {
+            alarms.push(
+                "excluded",
+                format!(
+                    "node {id} (room {}) is excluded: proven stopped while its room runs, it no \
+                     longer counts for the other room's peer contact; repair it (it rejoins when \
+                     it calls) or decommission it",
+                    m.room
+                ),
+            );
+        }
+    }
     let mut rooms = Vec::new();
     for (room, newest) in room_last_seen(a) {
         let silent = newest.is_none_or(|s| now.since(s) > t.silence_ms);
@@ -942,7 +1000,11 @@ fn status_of(cluster: &ClusterId, st: &SlotState, now: Millis) -> ClusterStatus 
             // A node gone quiet while its room still calls: dead or cut off, and nothing else
             // raises it (the room runs on; a fenced node of the losing room is expected to go).
             let fenced_room = survivor.as_ref().is_some_and(|s| s != &room);
-            if !fresh && !silent && !fenced_room {
+            let counted = rec
+                .members
+                .get(id)
+                .is_none_or(|m| m.status == MemberStatus::Member);
+            if !fresh && !silent && !fenced_room && counted {
                 alarms.push(
                     "node_silent",
                     format!(
@@ -977,6 +1039,8 @@ fn status_of(cluster: &ClusterId, st: &SlotState, now: Millis) -> ClusterStatus 
         alarms: alarms.text,
         alarm_kinds: alarms.kinds,
         loaded: true,
+        members_version: rec.members_version,
+        members: member_views(rec),
     }
 }
 
@@ -989,6 +1053,8 @@ fn status_unloaded(cluster: &ClusterId, stored: StoredCluster) -> ClusterStatus 
         paused: false,
         recovering: false,
         alone_granted: false,
+        members_version: 0,
+        members: Default::default(),
     });
     let survivor = rec.mode.survivor().cloned();
     ClusterStatus {
@@ -1021,5 +1087,16 @@ fn status_unloaded(cluster: &ClusterId, stored: StoredCluster) -> ClusterStatus 
         alarms: vec!["no node of this cluster has called since the witness started".into()],
         alarm_kinds: vec!["not_called".into()],
         loaded: false,
+        members_version: rec.members_version,
+        members: member_views(&rec),
+    }
+}
+
+fn member_status_name(s: MemberStatus) -> &'static str {
+    match s {
+        MemberStatus::Member => "member",
+        MemberStatus::Excluded => "excluded",
+        MemberStatus::Removed => "removed",
+        MemberStatus::Decommissioned => "decommissioned",
     }
 }

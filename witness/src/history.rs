@@ -9,7 +9,7 @@
 //! the history starts again with the witness (the page says so), the durable facts stay in the
 //! store and the audit log.
 use proto::arbiter::Mode;
-use proto::wire::NodePhase;
+use proto::wire::{AdminCommand, NodePhase};
 use proto::Millis;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -61,7 +61,7 @@ pub struct History {
 /// The verdict labels, as stored.
 const VERDICTS: [&str; 4] = ["grant_paired", "grant_alone", "fence", "retry"];
 const MODES: [&str; 3] = ["paired", "alone", "releasing"];
-const ADMIN: [&str; 4] = ["force_survivor", "release", "pause", "resume"];
+const ADMIN: [&str; 7] = AdminCommand::LABELS;
 const LOADED: [&str; 3] = ["new", "restarted", "recovering"];
 
 fn phase_code(p: NodePhase) -> u8 {

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use proto::wire::AdminCommand;
-use proto::RoomId;
+use proto::{NodeId, RoomId};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use witness::certs::{self, Validity};
@@ -194,6 +194,31 @@ enum AdminCmd {
     Pause,
     /// Resume arbitration.
     Resume,
+    /// The cluster's membership: take a node out, let it back, or retire it.
+    #[command(subcommand)]
+    Member(MemberCmd),
+}
+
+#[derive(Subcommand)]
+enum MemberCmd {
+    /// Stop counting NODE for the other room's peer contact (planned work, a node that is off):
+    /// refused while it may still run, unless --powered-off; it is granted nothing until `add`.
+    Remove {
+        node: String,
+        /// Certify that the node is powered off (it need not be proven stopped first).
+        #[arg(long)]
+        powered_off: bool,
+    },
+    /// Let a removed or decommissioned NODE count again; it runs once the other room has
+    /// acknowledged it.
+    Add { node: String },
+    /// Retire NODE for good (same conditions as `remove`); a machine that later calls with
+    /// this name joins as a new node.
+    Decommission {
+        node: String,
+        #[arg(long)]
+        powered_off: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -528,6 +553,19 @@ async fn admin(a: AdminArgs) -> Result<()> {
         AdminCmd::Release => AdminCommand::Release,
         AdminCmd::Pause => AdminCommand::Pause,
         AdminCmd::Resume => AdminCommand::Resume,
+        AdminCmd::Member(MemberCmd::Remove { node, powered_off }) => AdminCommand::MemberRemove {
+            node: NodeId::new(node),
+            powered_off,
+        },
+        AdminCmd::Member(MemberCmd::Add { node }) => AdminCommand::MemberAdd {
+            node: NodeId::new(node),
+        },
+        AdminCmd::Member(MemberCmd::Decommission { node, powered_off }) => {
+            AdminCommand::MemberDecommission {
+                node: NodeId::new(node),
+                powered_off,
+            }
+        }
     };
     let v = witness::client::admin(&a.url, &creds, &a.cluster, &cmd)
         .await

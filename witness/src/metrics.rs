@@ -22,6 +22,7 @@ pub struct Metrics {
     pub tls_handshake_failures: IntCounter,
     pub refusals: IntCounterVec,
     pub admin_commands: IntCounterVec,
+    pub member_changes: IntCounterVec,
     /// `cert`: server, ca.
     pub cert_expiry: GaugeVec,
     /// `kind`: clusters with at least one alarm of that kind (`clusters::ALARM_KINDS`),
@@ -112,6 +113,13 @@ impl Metrics {
                 Opts::new("witness_admin_commands_total", "Operator commands by command"),
                 &["command"],
             )),
+            member_changes: must(IntCounterVec::new(
+                Opts::new(
+                    "witness_member_changes_total",
+                    "Membership changes by the status a node moved to (joined or readmitted: member; proven stopped: excluded; operator: removed, decommissioned)",
+                ),
+                &["to"],
+            )),
             cert_expiry: must(GaugeVec::new(
                 Opts::new(
                     "witness_certificate_expiry_seconds",
@@ -157,6 +165,7 @@ impl Metrics {
         must(r.register(Box::new(m.tls_handshake_failures.clone())));
         must(r.register(Box::new(m.refusals.clone())));
         must(r.register(Box::new(m.admin_commands.clone())));
+        must(r.register(Box::new(m.member_changes.clone())));
         must(r.register(Box::new(m.cert_expiry.clone())));
         must(r.register(Box::new(m.cluster_alarms.clone())));
         must(r.register(Box::new(m.up.clone())));

@@ -1127,6 +1127,8 @@ mod tests {
             alarms: kinds.iter().map(|k| format!("alarm {k}")).collect(),
             alarm_kinds: kinds.iter().map(|k| k.to_string()).collect(),
             loaded: true,
+            members_version: 0,
+            members: Vec::new(),
         }
     }
 
