@@ -75,6 +75,14 @@ impl Pki {
         })
     }
 
+    /// A directory with the same file names made another way (`witness certs`, or the copy
+    /// inside a VM lab guest).
+    pub fn at(dir: &Path) -> Pki {
+        Pki {
+            dir: dir.to_path_buf(),
+        }
+    }
+
     /// The directory holding every file.
     pub fn dir(&self) -> &Path {
         &self.dir
