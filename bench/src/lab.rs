@@ -1,6 +1,7 @@
 //! A witness and two rooms of real agents on 127.0.0.1, without root: the `witness serve` and
-//! `witness-agent run` binaries as child processes, certificates issued with the witness's own
-//! certificate code, a pre-initialised store (no forgotten-state wait), log-only drivers
+//! `witness-agent run` binaries as child processes, certificates and config files from
+//! `witness-harness` (the witness's own certificate code, the real config types), a
+//! pre-initialised store (no forgotten-state wait), log-only drivers
 //! (Kubernetes, VM, DRBD and the watchdog disabled: there is no watchdog device here; every phase change
 //! and action goes to a unix socket this process listens on).
 //!
