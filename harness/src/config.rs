@@ -143,7 +143,7 @@ mod tests {
         let pki = Pki::create(
             &dir.path().join("certs"),
             &["witness"],
-            &[a1.clone()],
+            std::slice::from_ref(&a1),
             &["ops"],
         )
         .expect("certificates");
