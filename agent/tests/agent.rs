@@ -1,6 +1,6 @@
 //! Integration tests of the agent shell: real agents (in-process, via `agent::start`) with real
 //! mTLS, a scripted fake witness, the Kubernetes API double, a `drbdadm` stand-in and a
-//! watchdog file. Short timings (see `support::TIMINGS`) keep each scenario to a few seconds.
+//! watchdog file. Short timings (see `support::timings`) keep each scenario to a few seconds.
 // The tests measure real agents against real wall time (agent/clippy.toml's ban is for the shell).
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 mod driver_cases;

@@ -1,6 +1,7 @@
 //! A witness and two rooms of real agents on 127.0.0.1, without root: the `witness serve` and
-//! `witness-agent run` binaries as child processes, certificates issued with the witness's own
-//! certificate code, a pre-initialised store (no forgotten-state wait), log-only drivers
+//! `witness-agent run` binaries as child processes, certificates and config files from
+//! `witness-harness` (the witness's own certificate code, the real config types), a
+//! pre-initialised store (no forgotten-state wait), log-only drivers
 //! (Kubernetes, VM, DRBD and the watchdog disabled: there is no watchdog device here; every phase change
 //! and action goes to a unix socket this process listens on).
 //!
@@ -9,7 +10,10 @@
 //! poll of each agent's `/v1/status` every 50 ms (peer contact, claims). Every child process is
 //! killed when the lab is dropped (also on panic); [`Lab::shutdown`] stops them gracefully.
 use crate::{free_port, http1, sys};
+use agent::config::PeerConfig;
 use anyhow::{bail, Context, Result};
+use harness::pki::Member;
+use harness::Pki;
 use proto::Timings;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -21,7 +25,6 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use witness::certs::{self, Ca, Validity};
 
 /// The lab's cluster name.
 pub const CLUSTER: &str = "demo";
@@ -43,12 +46,6 @@ pub fn quick_timings() -> Timings {
         rejoin_stable_ms: 2_500,
         min_fenced_ms: 1_250,
     }
-}
-
-/// `proto::Timings` as TOML key/value lines.
-pub fn timings_toml(t: &Timings) -> String {
-    // Serialised from the struct itself, so a new timing field can never be left out.
-    toml::to_string(t).expect("Timings serialises to TOML")
 }
 
 /// What kind of thing happened.
@@ -106,6 +103,7 @@ struct AgentProc {
 /// The running lab.
 pub struct Lab {
     dir: tempfile::TempDir,
+    pki: Pki,
     pub timings: Timings,
     agent_bin: PathBuf,
     witness: Option<Child>,
@@ -139,23 +137,11 @@ impl Lab {
             .tempdir()
             .context("creating the lab's temp dir")?;
         let d = dir.path();
-        let certs_dir = d.join("certs");
-        let v = Validity { days: 2 };
-        certs::create_ca(&certs_dir, "witness lab CA", v, false)?;
-        let ca = Ca::load(&certs_dir)?;
-        ca.issue_server(&certs_dir, &[], v, false)?;
-        for (room, node) in NODES {
-            ca.issue_node(
-                &certs_dir,
-                CLUSTER,
-                room,
-                node,
-                &["127.0.0.1".to_string(), "localhost".to_string()],
-                None,
-                v,
-                false,
-            )?;
-        }
+        let members: Vec<Member> = NODES
+            .iter()
+            .map(|(room, node)| Member::new(CLUSTER, room, node, &["127.0.0.1", "localhost"]))
+            .collect();
+        let pki = Pki::create(&d.join("certs"), &[], &members, &[])?;
         let wdata = d.join("witness");
         std::fs::create_dir_all(&wdata)?;
         // A new, intact store: no witness ever granted anything to this cluster.
@@ -164,19 +150,15 @@ impl Lab {
             .context("initialising the witness store")?;
         let lease_port = free_port()?;
         let status_port = free_port()?;
-        let wconf = d.join("witness.toml");
-        std::fs::write(
-            &wconf,
-            format!(
-                "data_dir = \"{data}\"\nlisten = \"127.0.0.1:{lease_port}\"\n\
-                 status_listen = \"127.0.0.1:{status_port}\"\ntick_interval_ms = {tick_ms}\n\
-                 [tls]\nca = \"{c}/ca.pem\"\ncert = \"{c}/server.pem\"\nkey = \"{c}/server-key.pem\"\n\
-                 [defaults]\nauto_rejoin = true\n[defaults.timings]\n{t}",
-                data = wdata.display(),
-                c = certs_dir.display(),
-                t = timings_toml(&timings)
-            ),
+        let mut wconfig = harness::witness_config(
+            &wdata,
+            &format!("127.0.0.1:{lease_port}"),
+            &format!("127.0.0.1:{status_port}"),
+            pki.witness_tls(),
+            &timings,
         )?;
+        wconfig.tick_interval_ms = Some(tick_ms);
+        let wconf = harness::write_witness(&d.join("witness.toml"), &wconfig)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let mut tasks = Vec::new();
 
@@ -277,6 +259,7 @@ impl Lab {
         }
         let mut lab = Lab {
             dir,
+            pki,
             timings,
             agent_bin: agent_bin.to_path_buf(),
             witness: Some(wchild),
@@ -324,27 +307,19 @@ impl Lab {
         let a = &self.agents[i];
         let run_dir = d.join(format!("run-{}-{}", a.node, a.generation));
         std::fs::create_dir_all(&run_dir)?;
-        let conf = d.join(format!("{}.toml", a.node));
-        let text = format!(
-            "cluster = \"{CLUSTER}\"\nroom = \"{room}\"\nnode = \"{node}\"\n\
-             witness_url = \"https://127.0.0.1:{wport}\"\nlisten = \"127.0.0.1:{pport}\"\n\
-             status_listen = \"127.0.0.1:{sport}\"\nrun_dir = \"{run}\"\nevent_socket = \"{sock}\"\n\
-             [tls]\nca = \"{c}/ca.pem\"\ncert = \"{c}/{node}.pem\"\nkey = \"{c}/{node}-key.pem\"\n\
-             {peers}[timings]\n{t}[kubernetes]\nenabled = false\n[vm]\nenabled = false\n\
-             [drbd]\nenabled = false\n[watchdog]\nenabled = false\n",
-            room = a.room,
-            node = a.node,
-            wport = self.witness_lease_port,
-            pport = a.peer_port,
-            sport = a.status_port,
-            run = run_dir.display(),
-            sock = d.join("events.sock").display(),
-            c = d.join("certs").display(),
-            peers = peers,
-            t = timings_toml(&self.timings),
+        let mut config = harness::agent_config(
+            &Member::new(CLUSTER, &a.room, &a.node, &[]),
+            &format!("https://127.0.0.1:{}", self.witness_lease_port),
+            &format!("127.0.0.1:{}", a.peer_port),
+            &run_dir,
+            self.pki.agent_tls(&a.node),
+            &self.timings,
         );
+        config.status_listen = format!("127.0.0.1:{}", a.status_port);
+        config.event_socket = d.join("events.sock").to_string_lossy().into_owned();
+        config.peers = peers;
+        let conf = harness::write_agent(&d.join(format!("{}.toml", a.node)), &config)?;
         let a = &mut self.agents[i];
-        std::fs::write(&conf, text)?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -488,15 +463,14 @@ impl Drop for Lab {
     }
 }
 
-fn peers_for(agents: &[AgentProc], i: usize) -> String {
+/// The other room's agents, reached through their relays.
+fn peers_for(agents: &[AgentProc], i: usize) -> Vec<PeerConfig> {
     agents
         .iter()
         .filter(|p| p.room != agents[i].room)
-        .map(|p| {
-            format!(
-                "[[peers]]\nnode = \"{}\"\naddress = \"127.0.0.1:{}\"\n",
-                p.node, p.relay_port
-            )
+        .map(|p| PeerConfig {
+            node: p.node.clone(),
+            address: format!("127.0.0.1:{}", p.relay_port),
         })
         .collect()
 }

@@ -1,6 +1,7 @@
 //! Shared pieces of the benchmarks and the demo: finding the real `witness` and
-//! `witness-agent` binaries, issuing certificates, and [`lab::Lab`], a witness plus two rooms of
-//! real agents on 127.0.0.1 with log-only drivers and one merged timeline of what they do.
+//! `witness-agent` binaries, and [`lab::Lab`], a witness plus two rooms of real agents on
+//! 127.0.0.1 with log-only drivers and one merged timeline of what they do. Certificates and
+//! config files come from `witness-harness`, as in the namespace harness.
 
 pub mod http1;
 pub mod lab;

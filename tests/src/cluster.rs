@@ -8,7 +8,10 @@ use crate::net::{run, Net};
 use crate::procs::{binary, Proc};
 use crate::recorder::{Event, Recorder};
 use crate::standin::{drbdadm_script, Tail, WatchdogFifo};
+use agent::config::{DrbdConfig, KubernetesConfig, PeerConfig, VmConfig, WatchdogConfig};
 use anyhow::{bail, Context, Result};
+use harness::pki::Member;
+use harness::Pki;
 use proto::Timings;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -177,11 +180,6 @@ fn s(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
-fn timings_toml(t: &Timings) -> String {
-    // Serialised from the struct itself, so a new timing field can never be left out.
-    toml::to_string(t).expect("Timings serialises to TOML")
-}
-
 impl Cluster {
     /// Builds and starts everything, and waits until every node is active. `Ok(None)` when not
     /// root (the skip line is printed).
@@ -205,7 +203,8 @@ impl Cluster {
         }
         let net = Net::new(spec.index, &hosts)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let kube_section = match &spec.kube {
+        // The agents' `[kubernetes]` when the spec has an API server (else it stays disabled).
+        let kubernetes = match &spec.kube {
             Some(k) => {
                 let ip = net.ip("kube");
                 crate::kube_fixture::forward_into_namespace(
@@ -214,19 +213,15 @@ impl Cluster {
                     k.upstream,
                     stop.clone(),
                 )?;
-                (
-                    format!(
-                        "[kubernetes]\nenabled = true\napi_url = \"https://{ip}:{KUBE_PORT}\"\n\
-                         service_account_dir = \"{}\"\ndeadline_ms = 400\n",
-                        s(&k.sa_dir)
-                    ),
-                    k.stop_mode.clone(),
-                )
+                Some(KubernetesConfig {
+                    enabled: true,
+                    api_url: format!("https://{ip}:{KUBE_PORT}"),
+                    service_account_dir: s(&k.sa_dir),
+                    deadline_ms: 400,
+                    ..Default::default()
+                })
             }
-            None => (
-                "[kubernetes]\nenabled = false\n".to_string(),
-                "stop".to_string(),
-            ),
+            None => None,
         };
         let tag = net.tag.clone();
         println!(
@@ -235,65 +230,34 @@ impl Cluster {
             spec.index,
             dir.path().display()
         );
-        // Certificates, made by the real `witness certs`.
-        let certs = dir.path().join("certs");
-        std::fs::create_dir_all(&certs)?;
-        let c = s(&certs);
-        let wb = s(&witness_bin);
+        // Certificates, made by the witness's own certificate code.
         let wip = net.ip("witness");
-        run(&wb, &["certs", "ca", "--out", &c])?;
-        run(
-            &wb,
-            &[
-                "certs", "server", "--ca-dir", &c, "--name", "witness", "--ip", &wip, "--out", &c,
-            ],
-        )?;
-        for (n, r, _) in NODES {
-            let ip = net.ip(n);
-            run(
-                &wb,
-                &[
-                    "certs",
-                    "node",
-                    "--ca-dir",
-                    &c,
-                    "--cluster",
-                    CLUSTER,
-                    "--room",
-                    r,
-                    "--node",
-                    n,
-                    "--san",
-                    &ip,
-                    "--out",
-                    &c,
-                ],
-            )?;
-        }
-        run(
-            &wb,
-            &[
-                "certs", "admin", "--ca-dir", &c, "--name", "ops", "--out", &c,
-            ],
+        let node_ips: Vec<String> = NODES.iter().map(|(n, _, _)| net.ip(n)).collect();
+        let members: Vec<Member> = NODES
+            .iter()
+            .zip(&node_ips)
+            .map(|((n, r, _), ip)| Member::new(CLUSTER, r, n, &[ip]))
+            .collect();
+        let pki = Pki::create(
+            &dir.path().join("certs"),
+            &["witness", &wip],
+            &members,
+            &["ops"],
         )?;
         // The witness.
         let data = dir.path().join("witness-data");
         std::fs::create_dir_all(&data)?;
-        let preferred = spec
-            .preferred_room
-            .as_ref()
-            .map(|r| format!("preferred_room = \"{r}\"\n"))
-            .unwrap_or_default();
-        let wcfg = format!(
-            "data_dir = \"{data}\"\nlisten = \"{wip}:{LEASE_PORT}\"\nstatus_listen = \
-             \"127.0.0.1:7480\"\ntick_interval_ms = 50\n[tls]\nca = \"{c}/ca.pem\"\ncert = \
-             \"{c}/server.pem\"\nkey = \"{c}/server-key.pem\"\n[limits]\n\
-             requests_per_second_per_identity = 200\n[defaults]\nauto_rejoin = true\n{preferred}\
-             [defaults.timings]\n{}",
-            timings_toml(&spec.timings),
-            data = s(&data),
-        );
-        std::fs::write(dir.path().join("witness.toml"), wcfg)?;
+        let mut wconfig = harness::witness_config(
+            &data,
+            &format!("{wip}:{LEASE_PORT}"),
+            "127.0.0.1:7480",
+            pki.witness_tls(),
+            &spec.timings,
+        )?;
+        wconfig.tick_interval_ms = Some(50);
+        wconfig.limits.requests_per_second_per_identity = 200;
+        wconfig.defaults.preferred_room = spec.preferred_room.clone();
+        harness::write_witness(&dir.path().join("witness.toml"), &wconfig)?;
         if !spec.wiped_store {
             init_store(&data.join("state.sled"))?;
         }
@@ -308,38 +272,48 @@ impl Cluster {
                 Duration::from_millis(spec.timings.watchdog_timeout_ms),
             )?;
             let (drbdadm, drbd_log) = drbdadm_script(&nd)?;
-            let peers: String = NODES
+            let mut cfg = harness::agent_config(
+                &Member::new(CLUSTER, r, n, &[]),
+                &format!("https://{wip}:{LEASE_PORT}"),
+                &format!("{}:{PEER_PORT}", net.ip(n)),
+                &nd.join("run"),
+                pki.agent_tls(n),
+                &spec.timings,
+            );
+            cfg.event_socket = s(&rec.socket);
+            cfg.peers = NODES
                 .iter()
                 .filter(|(_, pr, _)| *pr != r)
-                .map(|(pn, _, _)| {
-                    format!(
-                        "[[peers]]\nnode = \"{pn}\"\naddress = \"{}:{PEER_PORT}\"\n",
-                        net.ip(pn)
-                    )
+                .map(|(pn, _, _)| PeerConfig {
+                    node: pn.to_string(),
+                    address: format!("{}:{PEER_PORT}", net.ip(pn)),
                 })
                 .collect();
-            let cfg = format!(
-                "cluster = \"{CLUSTER}\"\nroom = \"{r}\"\nnode = \"{n}\"\n\
-                 witness_url = \"https://{wip}:{LEASE_PORT}\"\nlisten = \"{ip}:{PEER_PORT}\"\n\
-                 status_listen = \"127.0.0.1:7481\"\nrun_dir = \"{run}\"\nevent_socket = \"{ev}\"\n\
-                 [tls]\nca = \"{c}/ca.pem\"\ncert = \"{c}/{n}.pem\"\nkey = \"{c}/{n}-key.pem\"\n\
-                 {peers}[timings]\n{timings}{kube}\
-                 [vm]\nenabled = true\nstop_mode = \"{stop_mode}\"\nlocal_kill = true\n\
-                 process_patterns = [\"qemu-{tag}-{n}\"]\n\
-                 deadline_ms = 500\n[drbd]\nenabled = true\ndrbdadm = \"{drbdadm}\"\n\
-                 resources = [\"r0\"]\ndeadline_ms = 600\n[watchdog]\nenabled = true\n\
-                 device = \"{wd}\"\nwdctl = \"\"\n",
-                ip = net.ip(n),
-                run = s(&nd.join("run")),
-                ev = s(&rec.socket),
-                timings = timings_toml(&spec.timings),
-                drbdadm = s(&drbdadm),
-                wd = s(&wd.path),
-                kube = kube_section.0,
-                stop_mode = kube_section.1,
-            );
-            let config = nd.join("agent.toml");
-            std::fs::write(&config, cfg)?;
+            if let Some(k) = &kubernetes {
+                cfg.kubernetes = k.clone();
+            }
+            cfg.vm = VmConfig {
+                enabled: true,
+                stop_mode: spec
+                    .kube
+                    .as_ref()
+                    .map_or("stop".into(), |k| k.stop_mode.clone()),
+                local_kill: true,
+                process_patterns: vec![format!("qemu-{tag}-{n}")],
+                deadline_ms: 500,
+            };
+            cfg.drbd = DrbdConfig {
+                enabled: true,
+                drbdadm: s(&drbdadm),
+                resources: vec!["r0".into()],
+                deadline_ms: 600,
+            };
+            cfg.watchdog = WatchdogConfig {
+                enabled: true,
+                device: wd.path.clone(),
+                wdctl: String::new(),
+            };
+            let config = harness::write_agent(&nd.join("agent.toml"), &cfg)?;
             nodes.insert(
                 n.to_string(),
                 NodeSlot {

@@ -1,8 +1,8 @@
 //! The real-process fault harness: the `witness` and `witness-agent` binaries run as separate
 //! hosts in network namespaces (one per host, joined by veth pairs to a bridge in a switch
-//! namespace), with real mTLS certificates made by `witness certs`, and real faults: nftables
-//! cuts (both ways, one way, random loss), `kill -9` and restarts, a wiped witness store,
-//! libfaketime clock-rate skew and flapping links.
+//! namespace), with real mTLS certificates and config files from `witness-harness`, and real
+//! faults: nftables cuts (both ways, one way, random loss), `kill -9` and restarts, a wiped
+//! witness store, libfaketime clock-rate skew and flapping links.
 //!
 //! What this machine lacks is stood in for at the interface and said so in
 //! `docs/scenarios.md`: the watchdog is a FIFO per node read by the harness ([`standin`]),

@@ -392,15 +392,15 @@ impl Lab {
         let data = d.join("witness-data");
         std::fs::create_dir_all(&data)?;
         init_store(&data.join("state.sled"))?;
-        let wcfg = format!(
-            "data_dir = \"{data}\"\nlisten = \"{HOST_IP}:7443\"\nstatus_listen = \
-             \"127.0.0.1:7480\"\ntick_interval_ms = 50\n[tls]\nca = \"{c}/ca.pem\"\ncert = \
-             \"{c}/server.pem\"\nkey = \"{c}/server-key.pem\"\n[defaults]\nauto_rejoin = true\n\
-             [defaults.timings]\n{}",
-            toml::to_string(&self.timings)?,
-            data = s(&data),
-        );
-        std::fs::write(d.join("witness.toml"), wcfg)?;
+        let mut wcfg = harness::witness_config(
+            &data,
+            &format!("{HOST_IP}:7443"),
+            "127.0.0.1:7480",
+            harness::Pki::at(&d.join("certs")).witness_tls(),
+            &self.timings,
+        )?;
+        wcfg.tick_interval_ms = Some(50);
+        harness::write_witness(&d.join("witness.toml"), &wcfg)?;
         self.witness = Some(Proc::spawn(
             "witness",
             &self.ns,
@@ -434,37 +434,48 @@ impl Lab {
         for f in ["ca.pem", &format!("{node}.pem"), &format!("{node}-key.pem")] {
             std::fs::copy(d.join("certs").join(f), etc.join(f))?;
         }
-        let peers: String = NODES
+        let mut agent = harness::agent_config(
+            &harness::pki::Member::new(CLUSTER, room, node, &[]),
+            &format!("https://{HOST_IP}:7443"),
+            &format!("{ip}:7444"),
+            Path::new("/run/witness-agent"),
+            harness::Pki::at(Path::new("/etc/vmlab")).agent_tls(node),
+            &self.timings,
+        );
+        agent.peers = NODES
             .iter()
             .filter(|p| p.1 != room)
-            .map(|p| {
-                format!(
-                    "[[peers]]\nnode = \"{}\"\naddress = \"{}:7444\"\n",
-                    p.0, p.3
-                )
+            .map(|p| agent::config::PeerConfig {
+                node: p.0.into(),
+                address: format!("{}:7444", p.3),
             })
             .collect();
-        let agent = format!(
-            "cluster = \"{CLUSTER}\"\nroom = \"{room}\"\nnode = \"{node}\"\n\
-             witness_url = \"https://{HOST_IP}:7443\"\nlisten = \"{ip}:7444\"\n\
-             status_listen = \"127.0.0.1:7481\"\nrun_dir = \"/run/witness-agent\"\n\
-             [tls]\nca = \"/etc/vmlab/ca.pem\"\ncert = \"/etc/vmlab/{node}.pem\"\n\
-             key = \"/etc/vmlab/{node}-key.pem\"\n{peers}[timings]\n{timings}\
-             [kubernetes]\nenabled = false\n\
-             [vm]\nenabled = true\nlocal_kill = true\nprocess_patterns = [\"vmlab-writer\"]\n\
-             deadline_ms = 1500\n\
-             [drbd]\nenabled = true\ndrbdadm = \"drbdadm\"\nresources = [\"r0\"]\n\
-             deadline_ms = 1500\n\
-             [watchdog]\nenabled = true\ndevice = \"/dev/watchdog\"\n\
-             [[hooks]]\nname = \"promote-r0\"\non = [\"takeover\"]\n\
-             command = [\"/bin/sh\", \"-c\", \"drbdadm primary r0 && \
-             (pidof vmlab-writer >/dev/null || \
-             (setsid vmlab-writer 1001 </dev/null >/dev/null 2>&1 &))\"]\ntimeout_ms = 30000\n\
-             [[hooks]]\nname = \"demote-r0\"\non = [\"release\"]\n\
-             command = [\"/bin/sh\", \"-c\", \"killall vmlab-writer; sleep 0.5; \
-             drbdadm secondary r0\"]\ntimeout_ms = 30000\n",
-            timings = toml::to_string(&self.timings)?,
-        );
+        agent.vm.enabled = true;
+        agent.vm.process_patterns = vec!["vmlab-writer".into()];
+        agent.drbd.enabled = true;
+        agent.drbd.resources = vec!["r0".into()];
+        agent.drbd.deadline_ms = 1500;
+        agent.watchdog.enabled = true;
+        let hook = |name: &str, on: &str, script: &str| agent::config::HookConfig {
+            name: name.into(),
+            on: vec![on.into()],
+            command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            timeout_ms: 30_000,
+        };
+        agent.hooks = vec![
+            hook(
+                "promote-r0",
+                "takeover",
+                "drbdadm primary r0 && (pidof vmlab-writer >/dev/null || \
+                 (setsid vmlab-writer 1001 </dev/null >/dev/null 2>&1 &))",
+            ),
+            hook(
+                "demote-r0",
+                "release",
+                "killall vmlab-writer; sleep 0.5; drbdadm secondary r0",
+            ),
+        ];
+        let agent = harness::agent_toml(&agent)?;
         std::fs::write(etc.join("agent.toml"), agent)?;
         let drbd = DRBD_CONF
             .replace("{a1}", NODES[0].3)

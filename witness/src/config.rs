@@ -7,7 +7,7 @@
 //! `[clusters.<name>]`, and each result is checked with `proto::Timings::validate`.
 use proto::arbiter::ArbiterConfig;
 use proto::{ClusterId, RoomId, Timings};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -45,7 +45,7 @@ impl ConfigError {
 
 /// Where the TLS material lives. Unset paths mean "inside `<data_dir>/certs`, generated on first
 /// start" (demo mode); set paths must exist.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsSection {
     /// The CA that signs every client certificate (node and admin). Trusted for client auth.
@@ -62,7 +62,7 @@ pub struct TlsSection {
 }
 
 /// Bounds on what a client can make the witness do.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Open connections on the lease port; further connections are closed at once.
@@ -93,7 +93,7 @@ impl Default for Limits {
 }
 
 /// `[defaults]`: protocol settings for every cluster.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DefaultsSection {
     pub auto_rejoin: bool,
@@ -113,7 +113,7 @@ impl Default for DefaultsSection {
 }
 
 /// `[clusters.<name>]`: overrides for one cluster; unset fields come from `[defaults]`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterSection {
     pub preferred_room: Option<String>,
@@ -121,18 +121,19 @@ pub struct ClusterSection {
     pub timings: toml::Table,
 }
 
-/// The file as written (every key optional).
-#[derive(Clone, Debug, Default, Deserialize)]
+/// The file as written (every key optional). Public and `Serialize` so that launchers (the test
+/// harness, the benches) write `witness.toml` from this type: a renamed key fails to compile.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-struct RawConfig {
-    data_dir: Option<PathBuf>,
-    listen: Option<String>,
-    status_listen: Option<String>,
-    tick_interval_ms: Option<u64>,
-    tls: TlsSection,
-    limits: Limits,
-    defaults: DefaultsSection,
-    clusters: BTreeMap<String, ClusterSection>,
+pub struct RawConfig {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub status_listen: Option<String>,
+    pub tick_interval_ms: Option<u64>,
+    pub tls: TlsSection,
+    pub limits: Limits,
+    pub defaults: DefaultsSection,
+    pub clusters: BTreeMap<String, ClusterSection>,
 }
 
 /// The resolved TLS paths.

@@ -53,43 +53,6 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn write_config(dir: &Path, data: &Path) -> PathBuf {
-    let t = short_timings();
-    let cfg = format!(
-        r#"
-data_dir = "{data}"
-listen = "127.0.0.1:0"
-status_listen = "127.0.0.1:0"
-tick_interval_ms = 20
-[defaults]
-preferred_room = "a"
-[defaults.timings]
-heartbeat_interval_ms = {hb}
-peer_timeout_ms = {pt}
-renew_interval_ms = {ri}
-lease_ms = {l}
-silence_ms = {s}
-fence_deadline_ms = {f}
-watchdog_timeout_ms = {wd}
-rejoin_stable_ms = {rj}
-min_fenced_ms = {mf}
-"#,
-        data = data.display(),
-        hb = t.heartbeat_interval_ms,
-        pt = t.peer_timeout_ms,
-        ri = t.renew_interval_ms,
-        l = t.lease_ms,
-        s = t.silence_ms,
-        f = t.fence_deadline_ms,
-        wd = t.watchdog_timeout_ms,
-        rj = t.rejoin_stable_ms,
-        mf = t.min_fenced_ms,
-    );
-    let p = dir.join("witness.toml");
-    std::fs::write(&p, cfg).expect("config");
-    p
-}
-
 /// Fills the file system at `dir` until it refuses a write; returns the filler's path.
 fn fill(dir: &Path) -> PathBuf {
     let p = dir.join("filler");
@@ -147,7 +110,7 @@ async fn a_full_disk_grants_nothing_undurable_answers_503_and_recovers_by_itself
     let dir = tempfile::tempdir().expect("tempdir");
     let mnt = Tmpfs::mount(&dir.path().join("data"), "8m");
     let data = mnt.at.clone();
-    let config = write_config(dir.path(), &data);
+    let config = binary_config(dir.path(), &data);
     let mut w = spawn(dir.path(), &config, 1);
     let certs = certs_dir(&data);
     let a1 = client(&data, "a1");

@@ -6,50 +6,12 @@
 mod common;
 
 use common::*;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-fn write_config(dir: &Path) -> PathBuf {
-    let t = short_timings();
-    let cfg = format!(
-        r#"
-data_dir = "{data}"
-listen = "127.0.0.1:0"
-status_listen = "127.0.0.1:0"
-tick_interval_ms = 20
-[defaults]
-preferred_room = "a"
-[defaults.timings]
-heartbeat_interval_ms = {hb}
-peer_timeout_ms = {pt}
-renew_interval_ms = {ri}
-lease_ms = {l}
-silence_ms = {s}
-fence_deadline_ms = {f}
-watchdog_timeout_ms = {wd}
-rejoin_stable_ms = {rj}
-min_fenced_ms = {mf}
-"#,
-        data = dir.join("data").display(),
-        hb = t.heartbeat_interval_ms,
-        pt = t.peer_timeout_ms,
-        ri = t.renew_interval_ms,
-        l = t.lease_ms,
-        s = t.silence_ms,
-        f = t.fence_deadline_ms,
-        wd = t.watchdog_timeout_ms,
-        rj = t.rejoin_stable_ms,
-        mf = t.min_fenced_ms,
-    );
-    let p = dir.join("witness.toml");
-    std::fs::write(&p, cfg).expect("config");
-    p
-}
 
 #[tokio::test]
 async fn acknowledged_split_decision_survives_kill_9_and_no_conflicting_grant_follows() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(dir.path());
+    let config = binary_config(dir.path(), &dir.path().join("data"));
     let data = dir.path().join("data");
     let mut w = spawn(dir.path(), &config, 1);
     let (a1, b1) = (client(&data, "a1"), client(&data, "b1"));

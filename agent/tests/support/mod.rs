@@ -13,7 +13,10 @@
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 #![allow(dead_code)]
 
-use agent::config::Config;
+use agent::config::{
+    Config, DrbdConfig, HookConfig, KubernetesConfig, PeerConfig, TlsConfig, VmConfig,
+    WatchdogConfig,
+};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -21,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, patch, put};
 use axum::{Json, Router};
 use proto::wire::{LeaseMode, LeaseReply, LeaseRequest, TakeoverPermit, Verdict, WIRE_VERSION};
+use proto::Timings;
 use rcgen::{
     BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, SanType,
 };
@@ -602,21 +606,22 @@ pub fn file_len(path: &std::path::Path) -> u64 {
 }
 
 /// Short protocol timings: node takeover wait = widen(300 + 1000 + 1000) = 2347 ms.
-pub const TIMINGS: &str = r#"
-[timings]
-heartbeat_interval_ms = 100
-peer_timeout_ms = 300
-renew_interval_ms = 100
-lease_ms = 300
-silence_ms = 250
-fence_deadline_ms = 1000
-watchdog_timeout_ms = 1000
-drift_ppm = 10000
-rejoin_stable_ms = 300
-min_fenced_ms = 200
-"#;
+pub fn timings() -> Timings {
+    Timings {
+        heartbeat_interval_ms: 100,
+        peer_timeout_ms: 300,
+        renew_interval_ms: 100,
+        lease_ms: 300,
+        silence_ms: 250,
+        fence_deadline_ms: 1000,
+        watchdog_timeout_ms: 1000,
+        drift_ppm: 10000,
+        rejoin_stable_ms: 300,
+        min_fenced_ms: 200,
+    }
+}
 
-/// `widen(peer_timeout + fence_deadline + watchdog_timeout)` for [`TIMINGS`].
+/// `widen(peer_timeout + fence_deadline + watchdog_timeout)` for [`timings`].
 pub const NODE_TAKEOVER_WAIT_MS: u64 = 2347;
 
 /// Everything one test agent uses.
@@ -634,7 +639,6 @@ pub struct NodeSetup {
     pub kube_url: Option<String>,
     pub drbd_hang: bool,
     pub event_socket: Option<PathBuf>,
-    pub extra: String,
 }
 
 impl NodeSetup {
@@ -657,7 +661,6 @@ impl NodeSetup {
             kube_url: None,
             drbd_hang: false,
             event_socket: None,
-            extra: String::new(),
         }
     }
 
@@ -675,73 +678,75 @@ impl NodeSetup {
                 self.hook_log.display()
             ),
         );
-        let peers: String = self
-            .peers
-            .iter()
-            .map(|(n, a)| format!("[[peers]]\nnode = \"{n}\"\naddress = \"{a}\"\n"))
-            .collect();
-        let kube = match &self.kube_url {
-            Some(u) => {
-                format!("[kubernetes]\nenabled = true\napi_url = \"{u}\"\ndeadline_ms = 200\n")
-            }
-            None => "[kubernetes]\nenabled = false\n".into(),
-        };
-        let text = format!(
-            r#"
-cluster = "c1"
-room = "{room}"
-node = "{node}"
-witness_url = "{witness}"
-listen = "{listen}"
-status_listen = "127.0.0.1:0"
-run_dir = "{run}"
-event_socket = "{events}"
-[tls]
-ca = "{ca}"
-cert = "{cert}"
-key = "{key}"
-{peers}
-{TIMINGS}
-{kube}
-[vm]
-enabled = true
-local_kill = true
-process_patterns = ["qemu-system-witness-test-never-matches-{node}"]
-deadline_ms = 300
-[drbd]
-enabled = true
-drbdadm = "{drbdadm}"
-resources = ["all"]
-deadline_ms = 300
-[watchdog]
-enabled = true
-device = "{wd}"
-wdctl = ""
-[[hooks]]
-name = "record"
-on = ["fence", "unfence", "takeover", "release"]
-command = ["{hook}"]
-timeout_ms = 200
-{extra}
-"#,
-            room = self.room,
-            node = self.node,
-            witness = self.witness_url,
-            listen = self.listen,
-            run = self.run_dir().display(),
-            events = self
+        let text = toml::to_string(&Config {
+            cluster: "c1".into(),
+            room: self.room.clone(),
+            node: self.node.clone(),
+            witness_url: self.witness_url.clone(),
+            listen: self.listen.clone(),
+            status_listen: "127.0.0.1:0".into(),
+            run_dir: self.run_dir(),
+            event_socket: self
                 .event_socket
                 .as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
-            ca = pki.ca.display(),
-            cert = self.certs.cert.display(),
-            key = self.certs.key.display(),
-            drbdadm = drbdadm.display(),
-            wd = self.watchdog.display(),
-            hook = hook.display(),
-            extra = self.extra,
-        );
+            tls: TlsConfig {
+                ca: pki.ca.clone(),
+                cert: self.certs.cert.clone(),
+                key: self.certs.key.clone(),
+            },
+            peers: self
+                .peers
+                .iter()
+                .map(|(node, address)| PeerConfig {
+                    node: node.clone(),
+                    address: address.clone(),
+                })
+                .collect(),
+            timings: timings(),
+            kubernetes: match &self.kube_url {
+                Some(u) => KubernetesConfig {
+                    api_url: u.clone(),
+                    deadline_ms: 200,
+                    ..Default::default()
+                },
+                None => KubernetesConfig {
+                    enabled: false,
+                    ..Default::default()
+                },
+            },
+            vm: VmConfig {
+                process_patterns: vec![format!(
+                    "qemu-system-witness-test-never-matches-{}",
+                    self.node
+                )],
+                deadline_ms: 300,
+                ..Default::default()
+            },
+            drbd: DrbdConfig {
+                enabled: true,
+                drbdadm: drbdadm.display().to_string(),
+                resources: vec!["all".into()],
+                deadline_ms: 300,
+            },
+            watchdog: WatchdogConfig {
+                enabled: true,
+                device: self.watchdog.clone(),
+                wdctl: String::new(),
+            },
+            hooks: vec![HookConfig {
+                name: "record".into(),
+                on: ["fence", "unfence", "takeover", "release"]
+                    .map(String::from)
+                    .to_vec(),
+                command: vec![hook.display().to_string()],
+                timeout_ms: 200,
+            }],
+            origin: String::new(),
+        })
+        .expect("the test config serialises");
+        // Through the agent's parser, as a file would go (validation, the origin in messages).
         Config::parse(&text, &format!("{}.toml", self.node), &|_| None)
             .unwrap_or_else(|e| panic!("test config refused: {e}"))
     }

@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio::process::Command;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
-use witness::certs::{self, Ca, Validity};
+use witness::config::RawConfig;
 use witness_bench::report::{percentile, Section};
 use witness_bench::{find_bin, free_port, http1, sys};
 
@@ -86,17 +86,13 @@ async fn run(args: Args) -> Result<()> {
         .unwrap_or(proto::Timings::default().renew_interval_ms);
     let witness_bin = find_bin("WITNESS_BIN", "witness", "witness")?;
     let dir = tempfile::Builder::new().prefix("witness-load-").tempdir()?;
-    let certs_dir = dir.path().join("certs");
-    let v = Validity { days: 2 };
-    certs::create_ca(&certs_dir, "load CA", v, false)?;
-    let ca = Ca::load(&certs_dir)?;
-    ca.issue_server(&certs_dir, &[], v, false)?;
+    let pki = harness::Pki::create(&dir.path().join("certs"), &[], &[], &[])?;
+    let certs_dir = pki.dir().to_path_buf();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data)?;
     witness::store::Store::init_fresh(&data.join("state.sled")).await?;
     let lease_port = free_port()?;
     let status_port = free_port()?;
-    let conf = dir.path().join("witness.toml");
     // One kept-alive connection per identity on each side: both processes need a file
     // descriptor per connection, so the open-files limit caps the identities.
     let mut clusters = args.clusters;
@@ -112,20 +108,19 @@ async fn run(args: Args) -> Result<()> {
         }
     }
     let ids = clusters * 2;
-    std::fs::write(
-        &conf,
-        format!(
-            "data_dir = \"{data}\"\nlisten = \"127.0.0.1:{lease_port}\"\nstatus_listen = \"127.0.0.1:{status_port}\"\n\
-             {extra}\n[tls]\nca = \"{c}/ca.pem\"\ncert = \"{c}/server.pem\"\nkey = \"{c}/server-key.pem\"\n\
-             [limits]\nmax_connections = {maxc}\nrequests_per_second_per_identity = 1000\n\
-             idle_timeout_ms = 600000\nmax_clusters = {maxcl}\n",
-            data = data.display(),
-            c = certs_dir.display(),
-            maxc = ids + 1000,
-            maxcl = clusters + 1000,
-            extra = args.witness_extra,
-        ),
+    let mut wconfig = harness::witness_config(
+        &data,
+        &format!("127.0.0.1:{lease_port}"),
+        &format!("127.0.0.1:{status_port}"),
+        pki.witness_tls(),
+        &proto::Timings::default(),
     )?;
+    wconfig.limits.max_connections = ids + 1000;
+    wconfig.limits.requests_per_second_per_identity = 1000;
+    wconfig.limits.idle_timeout_ms = 600_000;
+    wconfig.limits.max_clusters = clusters + 1000;
+    let wconfig = with_extra(wconfig, &args.witness_extra)?;
+    let conf = harness::write_witness(&dir.path().join("witness.toml"), &wconfig)?;
     let mut child = Command::new(&witness_bin)
         .args(["serve", "--config"])
         .arg(&conf)
@@ -615,4 +610,23 @@ async fn exchange<'a>(
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The witness's configuration with `--witness-extra` laid over it, key by key (a table in the
+/// extra text replaces the keys it names in that table).
+fn with_extra(base: RawConfig, extra: &str) -> Result<RawConfig> {
+    let extra: toml::Table =
+        toml::from_str(extra).context("--witness-extra is not TOML key = value lines")?;
+    let mut merged = toml::Table::try_from(&base).context("the witness configuration")?;
+    for (k, v) in extra {
+        match (merged.get_mut(&k), v) {
+            (Some(toml::Value::Table(into)), toml::Value::Table(from)) => into.extend(from),
+            (_, v) => {
+                merged.insert(k, v);
+            }
+        }
+    }
+    toml::Value::Table(merged)
+        .try_into()
+        .context("--witness-extra names a key the witness does not have (see docs/witness.md)")
 }

@@ -30,7 +30,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
-use witness::certs::{self, Ca, Validity};
 use witness_bench::lab::{self, Lab};
 use witness_bench::{find_bin, free_port, http1, sys};
 
@@ -428,11 +427,8 @@ async fn start_fleet_witness(clusters: usize) -> Result<Fleet> {
     } else {
         b.tempdir()?
     };
-    let certs_dir = dir.path().join("certs");
-    let v = Validity { days: 2 };
-    certs::create_ca(&certs_dir, "fleet CA", v, false)?;
-    let ca = Ca::load(&certs_dir)?;
-    ca.issue_server(&certs_dir, &[], v, false)?;
+    let pki = harness::Pki::create(&dir.path().join("certs"), &[], &[], &[])?;
+    let certs_dir = pki.dir().to_path_buf();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data)?;
     witness::store::Store::init_fresh(&data.join("state.sled")).await?;
@@ -441,20 +437,17 @@ async fn start_fleet_witness(clusters: usize) -> Result<Fleet> {
     let t = fleet_timings();
     t.validate()
         .map_err(|e| anyhow::anyhow!("fleet timings: {e}"))?;
-    let conf = dir.path().join("witness.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "data_dir = \"{data}\"\nlisten = \"127.0.0.1:{lease_port}\"\nstatus_listen = \"127.0.0.1:{status_port}\"\n\
-             [tls]\nca = \"{c}/ca.pem\"\ncert = \"{c}/server.pem\"\nkey = \"{c}/server-key.pem\"\n\
-             [limits]\nmax_connections = 4096\nrequests_per_second_per_identity = 1000\nmax_clusters = {maxcl}\n\
-             [defaults.timings]\n{timings}",
-            data = data.display(),
-            c = certs_dir.display(),
-            maxcl = clusters + 1000,
-            timings = lab::timings_toml(&t),
-        ),
+    let mut wconfig = harness::witness_config(
+        &data,
+        &format!("127.0.0.1:{lease_port}"),
+        &format!("127.0.0.1:{status_port}"),
+        pki.witness_tls(),
+        &t,
     )?;
+    wconfig.limits.max_connections = 4096;
+    wconfig.limits.requests_per_second_per_identity = 1000;
+    wconfig.limits.max_clusters = clusters + 1000;
+    let conf = harness::write_witness(&dir.path().join("witness.toml"), &wconfig)?;
     let child = Command::new(&witness_bin)
         .args(["serve", "--config"])
         .arg(&conf)

@@ -38,6 +38,24 @@ pub fn test_config(dir: &Path) -> Config {
     c
 }
 
+/// `<dir>/witness.toml` for the real binary: the store in `data`, both ports on 127.0.0.1:0, a
+/// 20 ms tick, room a preferred and [`short_timings`]; demo-mode certificates in `<data>/certs`.
+/// Built as the witness's own file type, so a renamed key fails to compile.
+pub fn binary_config(dir: &Path, data: &Path) -> PathBuf {
+    let mut c = witness::config::RawConfig {
+        data_dir: Some(data.to_path_buf()),
+        listen: Some("127.0.0.1:0".into()),
+        status_listen: Some("127.0.0.1:0".into()),
+        tick_interval_ms: Some(20),
+        ..Default::default()
+    };
+    c.defaults.preferred_room = Some("a".into());
+    c.defaults.timings = toml::Table::try_from(short_timings()).expect("timings serialise");
+    let p = dir.join("witness.toml");
+    std::fs::write(&p, toml::to_string(&c).expect("witness.toml serialises")).expect("config");
+    p
+}
+
 /// Starts a witness whose store is new and intact (no forgotten-state wait).
 pub async fn start_fresh(config: Config) -> RunningServer {
     let store = witness::server::store_path(&config);
