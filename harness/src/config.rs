@@ -61,6 +61,7 @@ pub fn agent_config(
         witness_url: witness_url.into(),
         listen: listen.into(),
         status_listen: "127.0.0.1:7481".into(),
+        advertise: String::new(),
         run_dir: run_dir.to_path_buf(),
         event_socket: String::new(),
         tls,

@@ -73,10 +73,52 @@ fn model_checker_catches_a_member_admitted_before_the_other_room_acknowledged_it
     println!("AdmitWithoutAck caught: {how}");
 }
 
+/// The every-member contact rule, broken: b1 counts only a1 of room a. The model's links cut
+/// whole rooms, so a2 and a1 always see room b alike there; this run cuts single nodes: a2
+/// loses b1 (and claims), a1 loses the witness (and lives on b1's vouch), room b is silent to
+/// the witness. The witness lets room a act alone and a2 takes over after its wait. With the
+/// rule intact b1 lost a2's vouch and fenced long before; with the mutation it keeps running on
+/// a1's vouch (and a1 on b1's), and the checker must see the broken promise.
+fn skipped_member_run(m: Mutation) -> Result<(), String> {
+    use proto::world::{Action, End, Link, WorldConfig};
+    use proto::{NodeId, RoomId, Timings};
+    let mut cfg = WorldConfig::two_rooms(Timings::default(), 2, 1);
+    cfg.tick = 100;
+    cfg.mutation = m;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let mut r = common::Run::new(cfg);
+        r.warm_up();
+        r.w.cut(End::Node(1), End::Node(2), true); // a2 <-> b1
+        for l in [
+            Link::NodeToWitness(NodeId::new("a1")),
+            Link::WitnessToNode(NodeId::new("a1")),
+            Link::RoomToWitness(RoomId::new("b")),
+            Link::WitnessToRoom(RoomId::new("b")),
+        ] {
+            r.w.cut_links.insert(l);
+        }
+        r.run_for(40_000);
+        assert!(
+            r.w.nodes[1].taken_over(),
+            "a2 did not take over: {}",
+            r.w.describe()
+        );
+    }));
+    outcome.map_err(|e| {
+        e.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default()
+    })
+}
+
 #[test]
-fn model_checker_catches_a_contact_rule_that_skips_a_member_still_vouching() {
-    let how = caught_by_model_checker(Mutation::ContactSkipsVouchingMember, "membership");
-    println!("ContactSkipsVouchingMember caught: {how}");
+fn the_checker_catches_a_contact_rule_that_skips_a_member_still_vouching() {
+    skipped_member_run(Mutation::None).expect("the intact rule keeps the promise and fails over");
+    let e = skipped_member_run(Mutation::ContactSkipsVouchingMember)
+        .expect_err("the checker did not catch ContactSkipsVouchingMember");
+    assert!(e.contains("promise broken"), "{e}");
+    println!("ContactSkipsVouchingMember caught: {e}");
 }
 
 #[test]

@@ -150,6 +150,7 @@ pub fn reply(req: &LeaseRequest, epoch: u64, verdict: Verdict, proof: Option<&st
         epoch: proto::Epoch(epoch),
         verdict,
         proof: proof.map(str::to_string),
+        members: None,
     }
 }
 
@@ -685,6 +686,7 @@ impl NodeSetup {
             witness_url: self.witness_url.clone(),
             listen: self.listen.clone(),
             status_listen: "127.0.0.1:0".into(),
+            advertise: String::new(),
             run_dir: self.run_dir(),
             event_socket: self
                 .event_socket

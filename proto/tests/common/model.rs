@@ -241,7 +241,7 @@ pub fn suite(mutation: Mutation, scale: u64) -> Vec<(&'static str, Exploration)>
                 x
             },
         ),
-        ("membership: a dead node excluded, then back (readmission), with any two directed cuts of rooms or single nodes from the witness", membership_exploration(mutation, 12 + scale)),
+        ("membership: a dead node excluded, then back (readmission), with any two directed cuts of rooms or single nodes from the witness", membership_exploration(mutation, 9 + scale)),
         (
             "agent crashes, restarts and node power loss (plus a partition in long runs)",
             exploration(
