@@ -586,7 +586,7 @@ impl NodeAgent {
                     .join(", ")
             ));
         }
-        if self.cfg.mutation == Mutation::TrustOneWayHeartbeat {
+        if mutated!(self.cfg.mutation, TrustOneWayHeartbeat) {
             // Broken on purpose: hearing a peer is taken as the peer vouching for us.
             if let Some(seen) = self.peers.get_mut(&ping.node) {
                 seen.vouched_ping = Some(now);
@@ -679,7 +679,7 @@ impl NodeAgent {
         let Some(alone_since) = self.run.alone_since else {
             return;
         };
-        let allowed = if self.cfg.mutation == Mutation::TakeoverWithoutWait {
+        let allowed = if mutated!(self.cfg.mutation, TakeoverWithoutWait) {
             takeover != TakeoverPermit::Release
         } else {
             takeover == TakeoverPermit::Allowed

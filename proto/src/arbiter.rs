@@ -313,7 +313,7 @@ impl Arbiter {
                 out.reply = Some(reply);
             }
         }
-        if self.record != before && self.cfg.mutation != Mutation::GrantWithoutPersist {
+        if self.record != before && !mutated!(self.cfg.mutation, GrantWithoutPersist) {
             out.persist = Some(self.record.clone());
         }
         out

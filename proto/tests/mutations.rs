@@ -68,11 +68,22 @@ fn model_checker_catches_an_agent_trusting_a_one_way_heartbeat() {
 }
 
 #[test]
+fn model_checker_catches_a_peer_fenced_verdict_before_the_takeover() {
+    let how = caught_by_model_checker(
+        Mutation::PeerFencedBeforeTakeover,
+        "fences that fail or hang",
+    );
+    assert!(how.contains("peer-fenced verdict"), "{how}");
+    println!("PeerFencedBeforeTakeover caught: {how}");
+}
+
+#[test]
 fn simulation_catches_every_mutation() {
     for m in [
         Mutation::TakeoverWithoutWait,
         Mutation::GrantWithoutPersist,
         Mutation::TrustOneWayHeartbeat,
+        Mutation::PeerFencedBeforeTakeover,
     ] {
         let found = (0..2_000u64)
             .find_map(|seed| simulation::run_seed(seed, m, 400).err().map(|e| (seed, e)));
