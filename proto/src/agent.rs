@@ -137,7 +137,8 @@ pub enum AgentAction {
     },
     /// Keep the watchdog from firing (emitted on every step while the node may run).
     PetWatchdog,
-    /// Run the fencing drivers in order (VM stop, DRBD demote, taint, hooks) and report back.
+    /// Run the fencing drivers in their order (the agent's `drivers::FenceDrivers`) and report
+    /// back.
     Fence {
         epoch: Epoch,
         reason: String,
