@@ -434,3 +434,107 @@ async fn other_room(done: &mut OtherRoomDone, action: &AgentAction) -> bool {
     });
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drivers::watchdog::WatchdogStatus;
+    use crate::kube::Kube;
+
+    fn parts() -> Parts {
+        let mut cfg = crate::config::tests::sample();
+        cfg.vm.enabled = false;
+        cfg.drbd.enabled = false;
+        cfg.kubernetes.enabled = false;
+        cfg.hooks.clear();
+        let hooks = Hooks {
+            hooks: Vec::new(),
+            names: cfg.names(),
+        };
+        let (_tx, rx) = watch::channel(WatchdogStatus::default());
+        Parts {
+            drivers: FenceDrivers::build(&cfg, &Kube::disabled(), rx, &hooks),
+            hooks,
+            takeover: Takeover {
+                kube: Kube::disabled(),
+                other_nodes: vec!["b1".into()],
+            },
+            metrics: Metrics::new(),
+            events: EventSink::disabled(),
+        }
+    }
+
+    fn run(number: u64) -> Option<FenceRun> {
+        Some(FenceRun {
+            number,
+            epoch: Epoch(2),
+            reason: "test".into(),
+        })
+    }
+
+    /// Nothing more is reported while the desired state stays as it is (the clock is paused:
+    /// waiting several retry periods takes no real time).
+    async fn quiet(rx: &mut mpsc::Receiver<Feedback>) {
+        let r = tokio::time::timeout(RETRY * 3, rx.recv()).await;
+        assert!(r.is_err(), "unexpected report {r:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_workers_bring_about_the_desired_state_once_and_drop_superseded_work() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let unfence = AgentAction::Unfence { epoch: Epoch(1) };
+        let takeover = AgentAction::TakeOver {
+            epoch: Epoch(1),
+            proof: None,
+        };
+        let work = PendingWork::from_actions([unfence.clone(), takeover.clone()]);
+        let a = Actuators::start(
+            parts(),
+            Desired {
+                fence: None,
+                work: work.clone(),
+            },
+            tx,
+        );
+        let mut done = vec![rx.recv().await.unwrap(), rx.recv().await.unwrap()];
+        done.sort_by_key(|f| format!("{f:?}"));
+        assert_eq!(
+            done,
+            vec![Feedback::Done(takeover.clone()), Feedback::Done(unfence)]
+        );
+        quiet(&mut rx).await;
+
+        // A fencing run is asked for while the confirmed work is still pending in the shell:
+        // the drivers run once, the confirmed work is not repeated.
+        a.desire(Desired {
+            fence: run(1),
+            work: work.clone(),
+        });
+        assert!(matches!(
+            rx.recv().await.unwrap(),
+            Feedback::FenceDone { .. }
+        ));
+        assert_eq!(
+            a.fencing.borrow().drivers.len(),
+            crate::drivers::DRIVERS.len()
+        );
+        quiet(&mut rx).await;
+
+        // The same desired state again (as after every step): nothing happens.
+        a.desire(Desired {
+            fence: run(1),
+            work,
+        });
+        quiet(&mut rx).await;
+
+        // A release supersedes the takeover: only the release is carried out.
+        let release = AgentAction::ReleaseTakeover { epoch: Epoch(2) };
+        a.desire(Desired {
+            fence: run(1),
+            work: PendingWork::from_actions([takeover, release.clone()]),
+        });
+        assert_eq!(rx.recv().await.unwrap(), Feedback::Done(release));
+        assert_eq!(a.takeover_status.borrow().state, TakeoverState::Released);
+        quiet(&mut rx).await;
+    }
+}

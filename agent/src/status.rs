@@ -236,3 +236,69 @@ pub async fn serve(
         tracing::error!("status server failed: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::agent::{AgentConfig, NodeAgent, RunState};
+    use proto::{ClusterId, NodeId, RoomId, Timings};
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn the_fence_peer_answer_comes_from_the_state_machine_not_the_published_view() {
+        let agent = SharedAgent::new(NodeAgent::new(
+            AgentConfig {
+                timings: Timings::default(),
+                cluster: ClusterId::new("c"),
+                room: RoomId::new("a"),
+                node: NodeId::new("a1"),
+                peers: vec![NodeId::new("b1")],
+                mutation: Default::default(),
+            },
+            RunState::booted(),
+        ));
+        // A view that says "peer fenced" (as if published before the lease ran out).
+        let (_tx, report) = watch::channel(StatusReport {
+            cluster: "c".into(),
+            room: "a".into(),
+            node: "a1".into(),
+            phase: NodePhase::Active,
+            phase_for_ms: None,
+            escalated: false,
+            authority: true,
+            vouching: false,
+            claiming: false,
+            watchdog_petting: true,
+            epoch: 3,
+            lease: LeaseStatus::default(),
+            witness: WitnessStatus::default(),
+            peer_contact: false,
+            peer_reachable: false,
+            peers: Vec::new(),
+            fencing: FencingStatus::default(),
+            takeover: TakeoverView::default(),
+            watchdog: WatchdogStatus::default(),
+            certificate: CertStatus::default(),
+            pending: PendingWork::default(),
+            fence_peer: FencePeerAnswer {
+                peer_fenced: true,
+                phase: NodePhase::Active,
+                reason: "stale".into(),
+            },
+            published: None,
+        });
+        let app = router(report, agent, Metrics::new());
+        let req = axum::http::Request::get("/v1/fence-peer")
+            .body(axum::body::Body::empty())
+            .expect("a request");
+        let resp = app.oneshot(req).await.expect("an answer");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .expect("a body");
+        let a: FencePeerAnswer = serde_json::from_slice(&body).expect("json");
+        assert!(!a.peer_fenced, "{a:?}");
+        assert_eq!(a.phase, NodePhase::Starting);
+        assert_eq!(a.reason, "this node has not started yet");
+    }
+}
