@@ -1,22 +1,28 @@
-//! The action executors: they carry out what the state machine decided, and nothing else.
+//! The workers that carry out what the state machine decided, and nothing else. They reconcile
+//! toward a desired state instead of replaying a queue of commands.
 //!
-//! Two workers, each working through its own queue in order:
-//! - the **own-node worker** fences (every driver in the fixed order, each under its deadline)
-//!   and unfences (removes our taint, runs unfence hooks) this node;
-//! - the **takeover worker** applies and lifts the out-of-service taint on the other room's
-//!   nodes and runs the takeover/release hooks.
+//! After every step the shell publishes [`Desired`]: the fencing run last asked for (numbered;
+//! each number runs the drivers once) and the unfinished Kubernetes work ([`PendingWork`],
+//! persisted with the run state, so the next agent process on this boot derives the same desired
+//! state). Two workers look at the latest desired state, never at a backlog:
+//! - the **own-node worker** runs the fencing drivers (in order, each under its deadline) for a
+//!   new fencing run, else brings about the pending unfence (our taint removed, unfence hooks);
+//! - the **other-room worker** brings about the pending takeover or release (the out-of-service
+//!   taint on the other room's nodes, and the hooks).
 //!
-//! Fencing reports `FenceDone{ok:false}` as soon as one driver fails or overruns (so the state
-//! machine stops petting the watchdog at once) and still runs the remaining drivers, because
-//! each of them makes the node safer if the watchdog is slow or missing. Unfence, takeover and
-//! release are retried every [`RETRY`] until they succeed or a newer job supersedes them; the
-//! shell persists them as pending so a restarted agent finishes them too.
+//! A failed step is tried again after [`RETRY`], or at once when the desired state changes;
+//! work the state machine superseded meanwhile (a fence cancels an unfence, a release a
+//! takeover) is simply no longer desired. Every step is idempotent, so a crash or a repeat is
+//! harmless. Fencing reports `FenceDone{ok:false}` as soon as one driver fails or overruns (so the
+//! state machine stops petting the watchdog at once) and still runs the remaining drivers: each
+//! makes the node safer if the watchdog is slow or missing.
 use crate::drivers::hooks::Hooks;
-use crate::drivers::{run_one, FenceContext, FenceDriver, Outcome, StepResult};
+use crate::drivers::{run_one, FenceContext, FenceDrivers, Outcome, StepResult};
 use crate::events::EventSink;
 use crate::metrics::Metrics;
 use crate::takeover::{NodeResult, Takeover};
 use proto::agent::AgentAction;
+use proto::pending::PendingWork;
 use proto::Epoch;
 use serde::Serialize;
 use serde_json::json;
@@ -27,42 +33,20 @@ use tokio::sync::{mpsc, watch};
 /// How long a failed unfence, takeover or release waits before it tries again.
 pub const RETRY: Duration = Duration::from_secs(1);
 
-/// Work for a worker.
+/// One run of the fencing drivers, asked for by the state machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Job {
-    Fence { epoch: Epoch, reason: String },
-    Unfence { epoch: Epoch },
-    TakeOver { epoch: Epoch, proof: Option<String> },
-    Release { epoch: Epoch },
+pub struct FenceRun {
+    /// Counts the runs asked for by this process; a worker runs each number once.
+    pub number: u64,
+    pub epoch: Epoch,
+    pub reason: String,
 }
 
-impl Job {
-    /// The job for an action, if the action is one the workers carry out.
-    pub fn from_action(a: &AgentAction) -> Option<Job> {
-        Some(match a {
-            AgentAction::Fence { epoch, reason } => Job::Fence {
-                epoch: *epoch,
-                reason: reason.clone(),
-            },
-            AgentAction::Unfence { epoch } => Job::Unfence { epoch: *epoch },
-            AgentAction::TakeOver { epoch, proof } => Job::TakeOver {
-                epoch: *epoch,
-                proof: proof.clone(),
-            },
-            AgentAction::ReleaseTakeover { epoch } => Job::Release { epoch: *epoch },
-            _ => return None,
-        })
-    }
-
-    /// The action this job carries out (what the shell keeps as pending).
-    pub fn action(&self) -> AgentAction {
-        match self.clone() {
-            Job::Fence { epoch, reason } => AgentAction::Fence { epoch, reason },
-            Job::Unfence { epoch } => AgentAction::Unfence { epoch },
-            Job::TakeOver { epoch, proof } => AgentAction::TakeOver { epoch, proof },
-            Job::Release { epoch } => AgentAction::ReleaseTakeover { epoch },
-        }
-    }
+/// What the workers are to bring about.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Desired {
+    pub fence: Option<FenceRun>,
+    pub work: PendingWork,
 }
 
 /// What the workers tell the main loop.
@@ -74,11 +58,21 @@ pub enum Feedback {
     Done(AgentAction),
 }
 
+/// Where the last fencing run is (`fencing.state` on the status page).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FenceState {
+    #[default]
+    Idle,
+    Running,
+    Confirmed,
+    Failed,
+}
+
 /// The fencing part of the status page.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct FencingStatus {
-    /// idle, running, confirmed, failed.
-    pub state: String,
+    pub state: FenceState,
     pub epoch: Option<u64>,
     pub reason: Option<String>,
     pub drivers: Vec<StepResult>,
@@ -86,31 +80,37 @@ pub struct FencingStatus {
     pub unfence: Option<String>,
 }
 
+/// Where the work on the other room's nodes is (`takeover.work.state` on the status page).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TakeoverState {
+    #[default]
+    None,
+    Applying,
+    Applied,
+    Releasing,
+    Released,
+}
+
 /// The takeover part of the status page.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct TakeoverStatus {
-    /// none, applying, applied, releasing, released.
-    pub state: String,
+    pub state: TakeoverState,
     pub epoch: Option<u64>,
     pub nodes: Vec<NodeResult>,
     pub hooks: Option<String>,
 }
 
-/// Handles for queueing jobs and reading their status.
-#[derive(Clone)]
+/// The desired state's sender and the workers' status.
 pub struct Actuators {
-    own: mpsc::UnboundedSender<Job>,
-    takeover: mpsc::UnboundedSender<Job>,
+    desired: watch::Sender<Desired>,
     pub fencing: watch::Receiver<FencingStatus>,
     pub takeover_status: watch::Receiver<TakeoverStatus>,
 }
 
 /// Everything the workers need.
 pub struct Parts {
-    /// The fencing drivers, in the order they run.
-    pub drivers: Vec<Arc<dyn FenceDriver>>,
-    /// Our taint, for unfencing.
-    pub taint: Arc<dyn FenceDriver>,
+    pub drivers: FenceDrivers,
     pub hooks: Hooks,
     pub takeover: Takeover,
     pub metrics: Metrics,
@@ -118,122 +118,166 @@ pub struct Parts {
 }
 
 impl Actuators {
-    /// Starts both workers; their reports go to `feedback`.
-    pub fn start(parts: Parts, feedback: mpsc::Sender<Feedback>) -> Actuators {
-        let (own_tx, own_rx) = mpsc::unbounded_channel();
-        let (to_tx, to_rx) = mpsc::unbounded_channel();
-        let (fs_tx, fs_rx) = watch::channel(FencingStatus {
-            state: "idle".into(),
-            ..Default::default()
-        });
-        let (ts_tx, ts_rx) = watch::channel(TakeoverStatus {
-            state: "none".into(),
-            ..Default::default()
-        });
+    /// Starts both workers toward `initial`; their reports go to `feedback`.
+    pub fn start(parts: Parts, initial: Desired, feedback: mpsc::Sender<Feedback>) -> Actuators {
+        let (desired, rx) = watch::channel(initial);
+        let (fs_tx, fs_rx) = watch::channel(FencingStatus::default());
+        let (ts_tx, ts_rx) = watch::channel(TakeoverStatus::default());
         let parts = Arc::new(parts);
-        tokio::spawn(own_worker(parts.clone(), own_rx, feedback.clone(), fs_tx));
-        tokio::spawn(takeover_worker(parts, to_rx, feedback, ts_tx));
+        tokio::spawn(own_worker(
+            parts.clone(),
+            rx.clone(),
+            feedback.clone(),
+            fs_tx,
+        ));
+        tokio::spawn(other_room_worker(parts, rx, feedback, ts_tx));
         Actuators {
-            own: own_tx,
-            takeover: to_tx,
+            desired,
             fencing: fs_rx,
             takeover_status: ts_rx,
         }
     }
 
-    /// Queues a job on the worker it belongs to.
-    pub fn submit(&self, job: Job) {
-        let q = match job {
-            Job::Fence { .. } | Job::Unfence { .. } => &self.own,
-            Job::TakeOver { .. } | Job::Release { .. } => &self.takeover,
-        };
-        if q.send(job).is_err() {
-            tracing::error!("an action worker has stopped; the job is lost");
+    /// Sets the desired state; the workers look again only if it changed.
+    pub fn desire(&self, d: Desired) {
+        self.desired.send_if_modified(|cur| {
+            let changed = *cur != d;
+            if changed {
+                *cur = d;
+            }
+            changed
+        });
+    }
+}
+
+/// Waits until the desired state changes, or `retry` passes when something failed. `false`
+/// when the shell is gone.
+async fn wait(rx: &mut watch::Receiver<Desired>, retry: Option<Duration>) -> bool {
+    match retry {
+        None => rx.changed().await.is_ok(),
+        Some(d) => tokio::select! {
+            r = rx.changed() => r.is_ok(),
+            _ = tokio::time::sleep(d) => true,
+        },
+    }
+}
+
+/// A worker: what it has achieved so far, and one pass toward the desired state.
+trait Worker {
+    /// Looks at the latest desired state and does what is missing; returns whether something
+    /// failed (then it looks again after [`RETRY`]).
+    async fn pass(&mut self, desired: Desired) -> bool;
+}
+
+/// The one reconcile loop of both workers.
+async fn reconcile(mut rx: watch::Receiver<Desired>, mut worker: impl Worker) {
+    loop {
+        let desired = rx.borrow_and_update().clone();
+        let failed = worker.pass(desired).await;
+        if !wait(&mut rx, failed.then_some(RETRY)).await {
+            return;
         }
     }
 }
 
-/// Waits [`RETRY`] or until a new job arrives (which supersedes the one being retried).
-async fn retry_or_next(rx: &mut mpsc::UnboundedReceiver<Job>) -> Option<Job> {
-    tokio::select! {
-        j = rx.recv() => j,
-        _ = tokio::time::sleep(RETRY) => None,
-    }
+/// What the own-node worker has achieved.
+struct OwnDone {
+    parts: Arc<Parts>,
+    feedback: mpsc::Sender<Feedback>,
+    status: watch::Sender<FencingStatus>,
+    /// The last fencing run carried out.
+    fenced: u64,
+    /// The unfence confirmed and reported, while it is still pending in the shell.
+    unfenced: Option<Epoch>,
 }
 
 async fn own_worker(
     parts: Arc<Parts>,
-    mut rx: mpsc::UnboundedReceiver<Job>,
+    rx: watch::Receiver<Desired>,
     feedback: mpsc::Sender<Feedback>,
     status: watch::Sender<FencingStatus>,
 ) {
-    let mut next = None;
-    loop {
-        let job = match next.take() {
-            Some(j) => j,
-            None => match rx.recv().await {
-                Some(j) => j,
-                None => return,
-            },
-        };
-        match job {
-            Job::Fence { epoch, reason } => {
-                let ctx = FenceContext { epoch, reason };
-                fence(&parts, &ctx, &feedback, &status).await;
-            }
-            Job::Unfence { epoch } => {
-                let ctx = FenceContext {
-                    epoch,
-                    reason: "unfence".into(),
-                };
-                loop {
-                    let r = run_one(parts.taint.as_ref(), &ctx, true).await;
-                    if r.outcome.confirmed() {
-                        let hooks = parts.hooks.run("unfence", epoch).await;
-                        let msg = format!(
-                            "{}; hooks: {}",
-                            r.detail,
-                            match &hooks {
-                                Ok(h) => h.detail.clone(),
-                                Err(e) => e.to_string(),
-                            }
-                        );
-                        tracing::info!(epoch = epoch.0, "unfenced: {msg}");
-                        parts
-                            .events
-                            .emit("unfenced", json!({"epoch": epoch.0, "detail": msg}));
-                        status.send_modify(|s| {
-                            s.state = "idle".into();
-                            s.unfence = Some(msg);
-                        });
-                        let _ = feedback
-                            .send(Feedback::Done(AgentAction::Unfence { epoch }))
-                            .await;
-                        break;
-                    }
-                    tracing::warn!(epoch = epoch.0, "unfence failed, retrying: {}", r.detail);
-                    status.send_modify(|s| s.unfence = Some(format!("retrying: {}", r.detail)));
-                    if let Some(j) = retry_or_next(&mut rx).await {
-                        next = Some(j);
-                        break;
-                    }
-                }
-            }
-            other => tracing::error!("own-node worker got {other:?}"),
+    let worker = OwnDone {
+        parts,
+        feedback,
+        status,
+        fenced: 0,
+        unfenced: None,
+    };
+    reconcile(rx, worker).await
+}
+
+impl Worker for OwnDone {
+    async fn pass(&mut self, desired: Desired) -> bool {
+        if let Some(run) = desired.fence.filter(|r| r.number > self.fenced) {
+            self.fenced = run.number;
+            fence(&self.parts, &run, &self.feedback, &self.status).await;
         }
+        let want = desired.work.unfence();
+        if want != self.unfenced {
+            self.unfenced = None;
+        }
+        let Some(epoch) = want.filter(|_| self.unfenced.is_none()) else {
+            return false;
+        };
+        if !unfence(&self.parts, epoch, &self.status).await {
+            return true;
+        }
+        self.unfenced = Some(epoch);
+        let _ = self
+            .feedback
+            .send(Feedback::Done(AgentAction::Unfence { epoch }))
+            .await;
+        false
     }
+}
+
+/// Removes our taint and runs the unfence hooks; whether the taint is gone.
+async fn unfence(parts: &Parts, epoch: Epoch, status: &watch::Sender<FencingStatus>) -> bool {
+    let ctx = FenceContext {
+        epoch,
+        reason: "unfence".into(),
+    };
+    let r = run_one(parts.drivers.taint.as_ref(), &ctx, true).await;
+    if !r.outcome.confirmed() {
+        tracing::warn!(epoch = epoch.0, "unfence failed, retrying: {}", r.detail);
+        status.send_modify(|s| s.unfence = Some(format!("retrying: {}", r.detail)));
+        return false;
+    }
+    let hooks = parts.hooks.run("unfence", epoch).await;
+    let msg = format!(
+        "{}; hooks: {}",
+        r.detail,
+        match &hooks {
+            Ok(h) => h.detail.clone(),
+            Err(e) => e.to_string(),
+        }
+    );
+    tracing::info!(epoch = epoch.0, "unfenced: {msg}");
+    parts
+        .events
+        .emit("unfenced", json!({"epoch": epoch.0, "detail": msg}));
+    status.send_modify(|s| {
+        s.state = FenceState::Idle;
+        s.unfence = Some(msg);
+    });
+    true
 }
 
 async fn fence(
     parts: &Parts,
-    ctx: &FenceContext,
+    run: &FenceRun,
     feedback: &mpsc::Sender<Feedback>,
     status: &watch::Sender<FencingStatus>,
 ) {
+    let ctx = FenceContext {
+        epoch: run.epoch,
+        reason: run.reason.clone(),
+    };
     tracing::warn!(epoch = ctx.epoch.0, reason = %ctx.reason, "fencing this node");
     status.send_modify(|s| {
         *s = FencingStatus {
-            state: "running".into(),
+            state: FenceState::Running,
             epoch: Some(ctx.epoch.0),
             reason: Some(ctx.reason.clone()),
             drivers: Vec::new(),
@@ -241,8 +285,8 @@ async fn fence(
         }
     });
     let mut reported = false;
-    for d in &parts.drivers {
-        let r = run_one(d.as_ref(), ctx, false).await;
+    for d in parts.drivers.ordered() {
+        let r = run_one(d, &ctx, false).await;
         parts
             .metrics
             .fence_actions
@@ -275,92 +319,222 @@ async fn fence(
             // Escalate now: the state machine stops petting and the watchdog resets us. The
             // remaining drivers still run; each makes the node safer meanwhile.
             reported = true;
-            status.send_modify(|s| s.state = "failed".into());
+            status.send_modify(|s| s.state = FenceState::Failed);
             let _ = feedback.send(Feedback::FenceDone { ok: false }).await;
         }
     }
     if !reported {
-        status.send_modify(|s| s.state = "confirmed".into());
+        status.send_modify(|s| s.state = FenceState::Confirmed);
         let _ = feedback.send(Feedback::FenceDone { ok: true }).await;
     }
 }
 
-async fn takeover_worker(
+/// What the other-room worker has achieved.
+struct OtherRoomDone {
     parts: Arc<Parts>,
-    mut rx: mpsc::UnboundedReceiver<Job>,
+    feedback: mpsc::Sender<Feedback>,
+    status: watch::Sender<TakeoverStatus>,
+    /// The work confirmed and reported, while it is still pending in the shell.
+    confirmed: Option<AgentAction>,
+    /// The work the status page shows as in progress.
+    started: Option<AgentAction>,
+}
+
+async fn other_room_worker(
+    parts: Arc<Parts>,
+    rx: watch::Receiver<Desired>,
     feedback: mpsc::Sender<Feedback>,
     status: watch::Sender<TakeoverStatus>,
 ) {
-    let mut next = None;
-    loop {
-        let job = match next.take() {
-            Some(j) => j,
-            None => match rx.recv().await {
-                Some(j) => j,
-                None => return,
-            },
+    let worker = OtherRoomDone {
+        parts,
+        feedback,
+        status,
+        confirmed: None,
+        started: None,
+    };
+    reconcile(rx, worker).await
+}
+
+impl Worker for OtherRoomDone {
+    async fn pass(&mut self, desired: Desired) -> bool {
+        let want = desired.work.other_room().cloned();
+        if want != self.confirmed {
+            self.confirmed = None;
+        }
+        let Some(action) = want.filter(|_| self.confirmed.is_none()) else {
+            return false;
         };
-        let (event, epoch) = match &job {
-            Job::TakeOver { epoch, .. } => ("takeover", *epoch),
-            Job::Release { epoch } => ("release", *epoch),
-            other => {
-                tracing::error!("takeover worker got {other:?}");
-                continue;
-            }
-        };
-        status.send_modify(|s| {
-            s.state = if event == "takeover" {
-                "applying"
-            } else {
-                "releasing"
-            }
-            .into();
+        if !other_room(self, &action).await {
+            return true;
+        }
+        self.confirmed = Some(action.clone());
+        let _ = self.feedback.send(Feedback::Done(action)).await;
+        false
+    }
+}
+
+/// One attempt at a takeover or release of the other room's nodes; whether it is complete.
+async fn other_room(done: &mut OtherRoomDone, action: &AgentAction) -> bool {
+    let parts = &done.parts;
+    let (event, epoch, working, finished) = match action {
+        AgentAction::TakeOver { epoch, .. } => (
+            "takeover",
+            *epoch,
+            TakeoverState::Applying,
+            TakeoverState::Applied,
+        ),
+        AgentAction::ReleaseTakeover { epoch } => (
+            "release",
+            *epoch,
+            TakeoverState::Releasing,
+            TakeoverState::Released,
+        ),
+        _ => return true,
+    };
+    if done.started.as_ref() != Some(action) {
+        done.started = Some(action.clone());
+        done.status.send_modify(|s| {
+            s.state = working;
             s.epoch = Some(epoch.0);
             s.hooks = None;
         });
-        loop {
-            let (ok, nodes) = match &job {
-                Job::TakeOver { epoch, proof } => {
-                    parts.takeover.apply(*epoch, proof.as_deref()).await
-                }
-                _ => parts.takeover.release().await,
-            };
-            let summary: Vec<_> = nodes
-                .iter()
-                .map(|n| json!({"node": n.node, "ok": n.ok, "detail": n.detail}))
-                .collect();
-            status.send_modify(|s| s.nodes = nodes);
-            if ok {
-                let hooks = parts.hooks.run(event, epoch).await;
-                let h = match &hooks {
-                    Ok(h) => h.detail.clone(),
-                    Err(e) => e.to_string(),
-                };
-                tracing::warn!(
-                    epoch = epoch.0,
-                    "{event} done on the other room's nodes; hooks: {h}"
-                );
-                parts.events.emit(
-                    &format!("{event}_applied"),
-                    json!({"epoch": epoch.0, "nodes": summary, "hooks": h}),
-                );
-                status.send_modify(|s| {
-                    s.state = if event == "takeover" {
-                        "applied"
-                    } else {
-                        "released"
-                    }
-                    .into();
-                    s.hooks = Some(h);
-                });
-                let _ = feedback.send(Feedback::Done(job.action())).await;
-                break;
-            }
-            tracing::error!(epoch = epoch.0, "{event} incomplete, retrying: {summary:?}");
-            if let Some(j) = retry_or_next(&mut rx).await {
-                next = Some(j);
-                break;
-            }
+    }
+    let (ok, nodes) = match action {
+        AgentAction::TakeOver { epoch, proof } => {
+            parts.takeover.apply(*epoch, proof.as_deref()).await
         }
+        _ => parts.takeover.release().await,
+    };
+    let summary: Vec<_> = nodes
+        .iter()
+        .map(|n| json!({"node": n.node, "ok": n.ok, "detail": n.detail}))
+        .collect();
+    done.status.send_modify(|s| s.nodes = nodes);
+    if !ok {
+        tracing::error!(epoch = epoch.0, "{event} incomplete, retrying: {summary:?}");
+        return false;
+    }
+    let hooks = parts.hooks.run(event, epoch).await;
+    let h = match &hooks {
+        Ok(h) => h.detail.clone(),
+        Err(e) => e.to_string(),
+    };
+    tracing::warn!(
+        epoch = epoch.0,
+        "{event} done on the other room's nodes; hooks: {h}"
+    );
+    parts.events.emit(
+        &format!("{event}_applied"),
+        json!({"epoch": epoch.0, "nodes": summary, "hooks": h}),
+    );
+    done.status.send_modify(|s| {
+        s.state = finished;
+        s.hooks = Some(h);
+    });
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drivers::watchdog::WatchdogStatus;
+    use crate::kube::Kube;
+
+    fn parts() -> Parts {
+        let mut cfg = crate::config::tests::sample();
+        cfg.vm.enabled = false;
+        cfg.drbd.enabled = false;
+        cfg.kubernetes.enabled = false;
+        cfg.hooks.clear();
+        let hooks = Hooks {
+            hooks: Vec::new(),
+            names: cfg.names(),
+        };
+        let (_tx, rx) = watch::channel(WatchdogStatus::default());
+        Parts {
+            drivers: FenceDrivers::build(&cfg, &Kube::disabled(), rx, &hooks),
+            hooks,
+            takeover: Takeover {
+                kube: Kube::disabled(),
+                other_nodes: vec!["b1".into()],
+            },
+            metrics: Metrics::new(),
+            events: EventSink::disabled(),
+        }
+    }
+
+    fn run(number: u64) -> Option<FenceRun> {
+        Some(FenceRun {
+            number,
+            epoch: Epoch(2),
+            reason: "test".into(),
+        })
+    }
+
+    /// Nothing more is reported while the desired state stays as it is (the clock is paused:
+    /// waiting several retry periods takes no real time).
+    async fn quiet(rx: &mut mpsc::Receiver<Feedback>) {
+        let r = tokio::time::timeout(RETRY * 3, rx.recv()).await;
+        assert!(r.is_err(), "unexpected report {r:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_workers_bring_about_the_desired_state_once_and_drop_superseded_work() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let unfence = AgentAction::Unfence { epoch: Epoch(1) };
+        let takeover = AgentAction::TakeOver {
+            epoch: Epoch(1),
+            proof: None,
+        };
+        let work = PendingWork::from_actions([unfence.clone(), takeover.clone()]);
+        let a = Actuators::start(
+            parts(),
+            Desired {
+                fence: None,
+                work: work.clone(),
+            },
+            tx,
+        );
+        let mut done = vec![rx.recv().await.unwrap(), rx.recv().await.unwrap()];
+        done.sort_by_key(|f| format!("{f:?}"));
+        assert_eq!(
+            done,
+            vec![Feedback::Done(takeover.clone()), Feedback::Done(unfence)]
+        );
+        quiet(&mut rx).await;
+
+        // A fencing run is asked for while the confirmed work is still pending in the shell:
+        // the drivers run once, the confirmed work is not repeated.
+        a.desire(Desired {
+            fence: run(1),
+            work: work.clone(),
+        });
+        assert!(matches!(
+            rx.recv().await.unwrap(),
+            Feedback::FenceDone { .. }
+        ));
+        assert_eq!(
+            a.fencing.borrow().drivers.len(),
+            crate::drivers::DRIVERS.len()
+        );
+        quiet(&mut rx).await;
+
+        // The same desired state again (as after every step): nothing happens.
+        a.desire(Desired {
+            fence: run(1),
+            work,
+        });
+        quiet(&mut rx).await;
+
+        // A release supersedes the takeover: only the release is carried out.
+        let release = AgentAction::ReleaseTakeover { epoch: Epoch(2) };
+        a.desire(Desired {
+            fence: run(1),
+            work: PendingWork::from_actions([takeover, release.clone()]),
+        });
+        assert_eq!(rx.recv().await.unwrap(), Feedback::Done(release));
+        assert_eq!(a.takeover_status.borrow().state, TakeoverState::Released);
+        quiet(&mut rx).await;
     }
 }

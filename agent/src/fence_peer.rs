@@ -10,11 +10,14 @@
 //!
 //! So: exit [`PEER_FENCED`] (7) only when the agent has taken over (this room holds the right
 //! to act alone and the takeover bound has passed, so every node of the other room has fenced
-//! itself or been reset). Otherwise the handler keeps asking until `timeout` and then exits
+//! itself or been reset). The agent asks its state machine at the moment of the question
+//! (`proto::agent::NodeAgent::peer_fenced`), model-checked never to say so while a node of the
+//! other room may still run. Otherwise the handler keeps asking until `timeout` and then exits
 //! [`KEEP_FROZEN`] (1): not 5, which would resume IO on an UpToDate disk without proof, nor 6,
 //! which would outdate a disk that may be the survivor's. A node that is fencing itself gets 1
 //! at once.
 use crate::status::FencePeerAnswer;
+use proto::wire::NodePhase;
 use std::time::Duration;
 
 /// DRBD: the peer was fenced; IO resumes.
@@ -38,7 +41,9 @@ pub async fn decide(status_url: &str, timeout: Duration, poll: Duration) -> (i32
     loop {
         let last = match ask(&client, &url).await {
             Ok(a) if a.peer_fenced => return (PEER_FENCED, a.reason),
-            Ok(a) if a.phase == "fencing" || a.phase == "fenced" => return (KEEP_FROZEN, a.reason),
+            Ok(a) if matches!(a.phase, NodePhase::Fencing | NodePhase::Fenced) => {
+                return (KEEP_FROZEN, a.reason)
+            }
             Ok(a) => a.reason,
             Err(e) => format!("the local agent at {url} is unreachable: {e}"),
         };

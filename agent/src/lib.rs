@@ -15,13 +15,16 @@ pub mod drivers;
 pub mod events;
 pub mod fence_peer;
 pub mod kube;
+pub mod machine;
 pub mod metrics;
 pub mod net;
 pub mod shell;
+pub mod startup;
 pub mod state;
 pub mod status;
 pub mod takeover;
 pub mod tls;
+pub mod view;
 
 pub use config::{Config, ConfigError};
 pub use shell::{start, Started};

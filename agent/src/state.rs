@@ -4,7 +4,8 @@
 //!
 //! Written atomically (temp file, fsync, rename, fsync of the directory) *before* the actions
 //! the state allows are performed: that is the contract of [`proto::agent::AgentStep::persist`].
-use proto::agent::{AgentAction, RunState};
+use proto::agent::RunState;
+use proto::pending::PendingWork;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -33,7 +34,7 @@ pub struct Persisted {
     /// Kubernetes actions (unfence, takeover, release) started but not yet confirmed done: the
     /// next agent process on this boot repeats them (they are idempotent).
     #[serde(default)]
-    pub pending: Vec<AgentAction>,
+    pub pending: PendingWork,
 }
 
 /// Where the state lives and which boot it belongs to.
@@ -88,11 +89,11 @@ impl StateStore {
     }
 
     /// Writes the state atomically and durably.
-    pub fn save(&self, run: &RunState, pending: &[AgentAction]) -> Result<(), StateError> {
+    pub fn save(&self, run: &RunState, pending: &PendingWork) -> Result<(), StateError> {
         let p = Persisted {
             boot_id: self.boot_id.clone(),
             run: run.clone(),
-            pending: pending.to_vec(),
+            pending: pending.clone(),
         };
         let bytes = serde_json::to_vec_pretty(&p).map_err(StateError::Encode)?;
         let werr = |source| StateError::Write {
@@ -129,9 +130,9 @@ mod tests {
         assert!(matches!(s.load(), Loaded::Fresh(_)));
         let mut run = RunState::booted();
         run.phase = Phase::Active { since: Millis(5) };
-        let pending = vec![AgentAction::ReleaseTakeover {
+        let pending = PendingWork::from_actions([proto::agent::AgentAction::ReleaseTakeover {
             epoch: proto::Epoch(3),
-        }];
+        }]);
         s.save(&run, &pending).unwrap();
         match s.load() {
             Loaded::Resumed(p) => {

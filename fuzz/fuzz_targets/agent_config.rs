@@ -20,5 +20,10 @@ fuzz_target!(|data: &[u8]| {
     assert!(proto::ids::check_name("room", names.room.as_str()).is_ok());
     assert!(proto::ids::check_name("node", names.node.as_str()).is_ok());
     check_accepted_timings("timings", &cfg.timings);
-    let _ = cfg.fence_budget_ms();
+    // The fence budget sums these deadlines (agent::drivers::FenceDrivers::budget): it must
+    // compute, not wrap, whatever the file says.
+    let _ = agent::drivers::budget(
+        [cfg.vm.deadline_ms, cfg.drbd.deadline_ms, cfg.kubernetes.deadline_ms]
+            .map(std::time::Duration::from_millis),
+    );
 });

@@ -162,7 +162,8 @@ pub enum AgentAction {
     },
     /// Keep the watchdog from firing (emitted on every step while the node may run).
     PetWatchdog,
-    /// Run the fencing drivers in order (VM stop, DRBD demote, taint, hooks) and report back.
+    /// Run the fencing drivers in their order (the agent's `drivers::FenceDrivers`) and report
+    /// back.
     Fence {
         epoch: Epoch,
         reason: String,
@@ -648,7 +649,7 @@ impl NodeAgent {
         let p = self.cfg.timings.peer_timeout_ms;
         let mut counted: Vec<Option<Millis>> =
             self.peers.values().map(|s| s.vouched_ping).collect();
-        if self.cfg.mutation == Mutation::ContactSkipsVouchingMember && counted.len() > 1 {
+        if mutated!(self.cfg.mutation, ContactSkipsVouchingMember) && counted.len() > 1 {
             // Broken on purpose: one member of the other room is left out of the rule.
             counted.pop();
         }
@@ -692,7 +693,7 @@ impl NodeAgent {
                 self.members_version()
             ));
         }
-        if self.cfg.mutation == Mutation::TrustOneWayHeartbeat {
+        if mutated!(self.cfg.mutation, TrustOneWayHeartbeat) {
             // Broken on purpose: hearing a peer is taken as the peer vouching for us.
             if let Some(seen) = self.peers.get_mut(&ping.node) {
                 seen.vouched_ping = Some(now);
@@ -790,7 +791,7 @@ impl NodeAgent {
         let Some(alone_since) = self.run.alone_since else {
             return;
         };
-        let allowed = if self.cfg.mutation == Mutation::TakeoverWithoutWait {
+        let allowed = if mutated!(self.cfg.mutation, TakeoverWithoutWait) {
             takeover != TakeoverPermit::Release
         } else {
             takeover == TakeoverPermit::Allowed

@@ -370,7 +370,7 @@ impl Arbiter {
                 out.reply = Some(reply);
             }
         }
-        if self.record != before && self.cfg.mutation != Mutation::GrantWithoutPersist {
+        if self.record != before && !mutated!(self.cfg.mutation, GrantWithoutPersist) {
             out.persist = Some(self.record.clone());
         }
         out
@@ -705,7 +705,7 @@ impl Arbiter {
     /// Why `node` may not be granted yet: a counted member of the other room that joined
     /// before it has not acknowledged the version that made it a member.
     fn awaiting_acks(&self, node: &NodeId) -> Option<String> {
-        if self.cfg.mutation == Mutation::AdmitWithoutAck {
+        if mutated!(self.cfg.mutation, AdmitWithoutAck) {
             return None;
         }
         let m = self.record.members.get(node)?;

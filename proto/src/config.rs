@@ -21,25 +21,37 @@ pub struct ConfigError {
 }
 
 /// Deliberately broken protocol variants, used only by the mutation checks to prove that the
-/// model checker and the simulation can fail. Never set in production: `validate` refuses them
-/// unless the caller asks for them explicitly.
+/// model checker and the simulation can fail. Like raft-rs's `failpoints`, they exist only with
+/// the `mutations` cargo feature (proto's own tests turn it on): without it the only value is
+/// `None`, the type is zero-sized and no check of it is compiled, so the witness and the agent
+/// carry no knob. The field stays in the configs so that they are built the same way with and
+/// without the feature (cargo unifies features across a workspace test build).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Mutation {
     #[default]
     None,
     /// The survivor takes over as soon as it is granted the right to act alone, without waiting
     /// out the other room's leases and fence deadline.
+    #[cfg(feature = "mutations")]
     TakeoverWithoutWait,
     /// The witness changes who may act alone without persisting the new epoch first.
+    #[cfg(feature = "mutations")]
     GrantWithoutPersist,
     /// The agent counts a heartbeat it merely *receives* as contact, instead of a round trip.
+    #[cfg(feature = "mutations")]
     TrustOneWayHeartbeat,
     /// The agent's contact rule leaves one counted member of the other room out (as if it
     /// had stopped counting while it still runs and vouches).
+    #[cfg(feature = "mutations")]
     ContactSkipsVouchingMember,
     /// The witness grants a new or readmitted member before the other room's older members
     /// have acknowledged it.
+    #[cfg(feature = "mutations")]
     AdmitWithoutAck,
+    /// The agent tells DRBD the peer is fenced as soon as its room may act alone, without
+    /// waiting for the takeover bound.
+    #[cfg(feature = "mutations")]
+    PeerFencedBeforeTakeover,
 }
 
 /// The protocol's timers. Defaults take over a whole lost room within 15 s (see

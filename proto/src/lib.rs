@@ -8,10 +8,27 @@
 //! persist and call drivers. `docs/protocol.md` is the specification this code implements; every
 //! rule lives here once.
 
+/// `mutated!(m, Variant)`: the run is broken on purpose as `Mutation::Variant`. Without the
+/// `mutations` feature it is the constant `false` and no comparison is compiled.
+macro_rules! mutated {
+    ($m:expr, $v:ident) => {{
+        #[cfg(feature = "mutations")]
+        let on = $m == $crate::config::Mutation::$v;
+        #[cfg(not(feature = "mutations"))]
+        let on = {
+            let _ = &$m;
+            false
+        };
+        on
+    }};
+}
+
 pub mod agent;
 pub mod arbiter;
 pub mod config;
+pub mod fence_peer;
 pub mod ids;
+pub mod pending;
 pub mod time;
 pub mod wire;
 pub mod world;

@@ -857,11 +857,31 @@ impl World {
         })
     }
 
+    /// The promise as DRBD sees it: no running agent would answer the fence-peer handler
+    /// "peer fenced" (IO resumes) while a node of the other room may still be running.
+    pub fn peer_fence_violation(&self) -> Option<String> {
+        for x in self.nodes.iter().filter(|n| n.powered) {
+            let Some(agent) = &x.agent else { continue };
+            if !agent.peer_fenced(Millis(x.clock)).peer_fenced() {
+                continue;
+            }
+            if let Some(y) = self.nodes.iter().find(|n| n.room != x.room && n.active()) {
+                return Some(format!(
+                    "node {} (room {}) would tell DRBD its peer is fenced while node {} of room \
+                     {} is still active",
+                    x.name, x.room, y.name, y.room
+                ));
+            }
+        }
+        None
+    }
+
     /// Any broken part of the promise.
     pub fn violation(&self) -> Option<String> {
         self.takeover_violation()
             .or_else(|| self.alone_violation())
             .or_else(|| self.epoch_violation())
+            .or_else(|| self.peer_fence_violation())
     }
 
     /// A short description of the state, for failure reports.

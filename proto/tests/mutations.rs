@@ -80,7 +80,7 @@ fn model_checker_catches_a_member_admitted_before_the_other_room_acknowledged_it
 /// rule intact b1 lost a2's vouch and fenced long before; with the mutation it keeps running on
 /// a1's vouch (and a1 on b1's), and the checker must see the broken promise.
 fn skipped_member_run(m: Mutation) -> Result<(), String> {
-    use proto::world::{Action, End, Link, WorldConfig};
+    use proto::world::{End, Link, WorldConfig};
     use proto::{NodeId, RoomId, Timings};
     let mut cfg = WorldConfig::two_rooms(Timings::default(), 2, 1);
     cfg.tick = 100;
@@ -122,11 +122,22 @@ fn the_checker_catches_a_contact_rule_that_skips_a_member_still_vouching() {
 }
 
 #[test]
+fn model_checker_catches_a_peer_fenced_verdict_before_the_takeover() {
+    let how = caught_by_model_checker(
+        Mutation::PeerFencedBeforeTakeover,
+        "fences that fail or hang",
+    );
+    assert!(how.contains("peer-fenced verdict"), "{how}");
+    println!("PeerFencedBeforeTakeover caught: {how}");
+}
+
+#[test]
 fn simulation_catches_every_mutation() {
     for m in [
         Mutation::TakeoverWithoutWait,
         Mutation::GrantWithoutPersist,
         Mutation::TrustOneWayHeartbeat,
+        Mutation::PeerFencedBeforeTakeover,
     ] {
         let found = (0..2_000u64)
             .find_map(|seed| simulation::run_seed(seed, m, 400).err().map(|e| (seed, e)));

@@ -462,3 +462,37 @@ fn the_survivor_makes_no_claim_when_the_rooms_return_to_paired() {
     assert!(r.all_active("a") && r.all_active("b"));
     assert_eq!(r.mode(), Some(Mode::Paired));
 }
+
+#[test]
+fn the_fence_peer_verdict_turns_to_peer_fenced_only_with_the_takeover() {
+    use proto::fence_peer::PeerFenceVerdict;
+    let verdict = |r: &Run, i: usize| {
+        let n = &r.w.nodes[i];
+        n.agent
+            .as_ref()
+            .expect("the agent runs")
+            .peer_fenced(proto::Millis(n.clock))
+    };
+    let mut r = Run::default_two_by_two();
+    r.warm_up();
+    assert_eq!(verdict(&r, 0), PeerFenceVerdict::Paired);
+    r.power_off_room("b");
+    let alone = r.until(30_000, |w| {
+        let n = &w.nodes[0];
+        n.agent.as_ref().is_some_and(|a| {
+            a.peer_fenced(proto::Millis(n.clock)) == PeerFenceVerdict::AloneWaiting
+        })
+    });
+    assert!(
+        alone.is_some(),
+        "a1 never held the right to act alone: {}",
+        r.w.describe()
+    );
+    assert!(!r.w.nodes[0].taken_over());
+    r.until(30_000, |w| w.nodes[0].taken_over())
+        .expect("a1 never took over");
+    assert!(matches!(
+        verdict(&r, 0),
+        PeerFenceVerdict::PeerFenced { .. }
+    ));
+}

@@ -56,6 +56,10 @@ impl Model for Exploration {
                 "at most one room is granted the right to act alone per epoch",
                 |_, s: &World| s.epoch_violation().is_none(),
             ),
+            Property::always(
+                "no peer-fenced verdict while a node of the other room is still active",
+                |_, s: &World| s.peer_fence_violation().is_none(),
+            ),
             Property::sometimes("failover completes", |_, s: &World| {
                 s.ghost.takeover_happened
             }),
@@ -126,6 +130,7 @@ pub fn explore_until(x: Exploration, max_states: usize, stop_at_failure: bool) -
         "no takeover while a node of the other room is still active",
         "at most one room holds the right to act alone",
         "at most one room is granted the right to act alone per epoch",
+        "no peer-fenced verdict while a node of the other room is still active",
     ] {
         if let Some(path) = checker.discovery(name) {
             let last = path.last_state().describe();
