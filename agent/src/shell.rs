@@ -22,7 +22,7 @@ use crate::state::{Loaded, StateStore};
 use crate::status::{
     CertStatus, FencePeerAnswer, LeaseStatus, PeerStatus, StatusReport, TakeoverView, WitnessStatus,
 };
-use crate::takeover::Takeover;
+use crate::takeover::{RejoinGate, Takeover};
 use crate::tls::TlsState;
 use crate::Error;
 use proto::agent::{AgentAction, AgentConfig, AgentInput, NodeAgent, Phase, RunState};
@@ -205,6 +205,7 @@ pub async fn start(cfg: Config, shutdown: watch::Receiver<bool>) -> Result<Start
         node: cfg.node.clone(),
         key: cfg.kubernetes.fence_taint_key.clone(),
         deadline: Duration::from_millis(cfg.kubernetes.deadline_ms),
+        rejoin: RejoinGate::new(Duration::from_millis(cfg.kubernetes.unfence_settle_ms)),
     });
     let drivers: Vec<Arc<dyn FenceDriver>> = vec![
         Arc::new(VmDriver {
@@ -232,6 +233,7 @@ pub async fn start(cfg: Config, shutdown: watch::Receiver<bool>) -> Result<Start
             takeover: Takeover {
                 kube,
                 other_nodes: cfg.peers.iter().map(|p| p.node.clone()).collect(),
+                delete: cfg.kubernetes.takeover_delete,
             },
             metrics: metrics.clone(),
             events: events.clone(),
@@ -305,7 +307,7 @@ pub async fn start(cfg: Config, shutdown: watch::Receiver<bool>) -> Result<Start
     let shell = Shell {
         store,
         pending,
-        clients: Arc::new(clients),
+        clients: Arc::new(clients.with_metrics(&metrics)),
         tls: tls_rx,
         tls_errors: tls_err_rx,
         watchdog: Some(watchdog),
@@ -429,7 +431,7 @@ impl Shell {
         }
         let tls = self.tls.borrow_and_update().clone();
         match Clients::build(&self.cfg, &tls) {
-            Ok(c) => self.clients = Arc::new(c),
+            Ok(c) => self.clients = Arc::new(c.with_metrics(&self.metrics)),
             Err(e) => tracing::error!("new certificates unusable for clients: {e}"),
         }
     }

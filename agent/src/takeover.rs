@@ -4,9 +4,16 @@
 //! and the witness's proof as annotations (`witness.dev/takeover-epoch`,
 //! `witness.dev/takeover-proof`), so anyone can check why the taint is there.
 //!
+//! With `kubernetes.takeover_delete = "pods-and-vmis"` (the default) the takeover also
+//! force-deletes (grace period 0) every pod and VirtualMachineInstance bound to those nodes,
+//! as Medik8s's resource-deletion strategy does: the proof that allows the taint (every node of
+//! the other room has stopped, measured on one true clock) allows this too, and it saves the wait
+//! for kube-controller-manager (node-monitor grace, then the pod GC's tick).
+//!
 //! Release lifts the taint and the annotations, but only where our annotation shows the taint
 //! is ours (an operator's own out-of-service taint is left alone). Both are idempotent JSON
 //! patches guarded by the node's resourceVersion and retried on conflicts.
+use crate::config::TakeoverDelete;
 use crate::kube::{pointer_escape, Kube, KubeError};
 use k8s_openapi::api::core::v1::Node;
 use proto::Epoch;
@@ -83,12 +90,69 @@ pub fn release_ops(node: &Node) -> Option<Vec<Value>> {
     Some(ops)
 }
 
+/// Whether this node carries an out-of-service taint (ours or an operator's).
+pub fn out_of_service(node: &Node) -> bool {
+    oos_index(node).is_some()
+}
+
+/// The rejoin rule for a returning node (kubernetes#142331, docs/protocol.md "Rejoin and the
+/// informer lag"): its own NoExecute fence taint stays until it has read its Node from the API
+/// server without the out-of-service taint and then `settle` has passed, so the controllers'
+/// informers (the taint-eviction controller, the pod GC) have seen the lift before the scheduler
+/// can place a pod here. Otherwise a pod bound right after the lift can be evicted and then
+/// force-deleted by a controller still acting on the cached taint, while it runs.
+#[derive(Debug)]
+pub struct RejoinGate {
+    settle: std::time::Duration,
+    /// When the lift was first seen (reset whenever the taint is seen again). Held only for a
+    /// read or a write, never across an await.
+    #[allow(clippy::disallowed_types)]
+    lift_seen: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl RejoinGate {
+    #[allow(clippy::disallowed_types)]
+    pub fn new(settle: std::time::Duration) -> RejoinGate {
+        RejoinGate {
+            settle,
+            lift_seen: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// `Ok` when the fence taint may come off `node` (read just now, at `now`); otherwise what
+    /// is awaited, and the caller tries again later.
+    pub fn check(&self, node: &Node, now: tokio::time::Instant) -> Result<(), String> {
+        let mut seen = match self.lift_seen.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if out_of_service(node) {
+            *seen = None;
+            return Err(format!(
+                "waiting: the node still carries {OUT_OF_SERVICE_KEY} (the survivor lifts it at                  rejoin); the fence taint stays until the lift is seen"
+            ));
+        }
+        let since = *seen.get_or_insert(now);
+        let waited = now.saturating_duration_since(since);
+        if waited < self.settle {
+            return Err(format!(
+                "waiting: {OUT_OF_SERVICE_KEY} lift seen {} ms ago, the fence taint stays {} ms                  after it (kubernetes.unfence_settle_ms) so the controllers see the lift first",
+                waited.as_millis(),
+                self.settle.as_millis()
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Applies or lifts the takeover on the other room's nodes.
 #[derive(Clone, Debug)]
 pub struct Takeover {
     pub kube: Kube,
     /// Every node of the other room (the configured peers).
     pub other_nodes: Vec<String>,
+    /// What the takeover deletes besides tainting (`kubernetes.takeover_delete`).
+    pub delete: TakeoverDelete,
 }
 
 /// What happened on one node.
@@ -100,13 +164,47 @@ pub struct NodeResult {
 }
 
 impl Takeover {
-    /// Taints and annotates every node of the other room. Ok only if every node is done.
+    /// Taints and annotates every node of the other room, then (if configured) force-deletes
+    /// what is bound to it. Ok only if every node is done. Called only with the permit
+    /// `Allowed`, i.e. after the takeover bound.
     pub async fn apply(&self, epoch: Epoch, proof: Option<&str>) -> (bool, Vec<NodeResult>) {
-        self.each(
-            |n| takeover_ops(n, epoch, proof),
-            "out-of-service taint applied",
-        )
-        .await
+        let (mut all_ok, mut nodes) = self
+            .each(
+                |n| takeover_ops(n, epoch, proof),
+                "out-of-service taint applied",
+            )
+            .await;
+        if self.delete == TakeoverDelete::None || !self.kube.enabled() {
+            return (all_ok, nodes);
+        }
+        for r in nodes.iter_mut().filter(|r| r.ok) {
+            match self.delete_bound(&r.node).await {
+                Ok(d) => r.detail = format!("{}; {d}", r.detail),
+                Err(e) => {
+                    r.ok = false;
+                    all_ok = false;
+                    r.detail = format!("{}; force-deleting what is bound to it: {e}", r.detail);
+                }
+            }
+        }
+        (all_ok, nodes)
+    }
+
+    /// Force-deletes the pods and VMIs bound to `node` (idempotent: gone counts as done).
+    async fn delete_bound(&self, node: &str) -> Result<String, KubeError> {
+        let pods = self.kube.list_pods_on(node).await?;
+        for (ns, name) in &pods {
+            self.kube.force_delete_pod(ns, name).await?;
+        }
+        let vmis = self.kube.list_vmis(node).await?;
+        for v in &vmis {
+            self.kube.force_delete_vmi(&v.namespace, &v.name).await?;
+        }
+        Ok(format!(
+            "force-deleted {} pods and {} VMIs",
+            pods.len(),
+            vmis.len()
+        ))
     }
 
     /// Lifts our taint and annotations from every node of the other room.
@@ -157,6 +255,39 @@ impl Takeover {
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::NodeSpec;
+
+    #[test]
+    fn a_returning_node_unfences_only_after_the_lift_has_settled() {
+        let tainted = Node {
+            spec: Some(NodeSpec {
+                taints: Some(vec![k8s_openapi::api::core::v1::Taint {
+                    key: OUT_OF_SERVICE_KEY.into(),
+                    value: Some(OUT_OF_SERVICE_VALUE.into()),
+                    effect: "NoExecute".into(),
+                    time_added: None,
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let clear = Node::default();
+        let gate = RejoinGate::new(std::time::Duration::from_secs(3));
+        let t0 = tokio::time::Instant::now();
+        let s = std::time::Duration::from_secs;
+        let e = gate.check(&tainted, t0).unwrap_err();
+        assert!(e.contains(OUT_OF_SERVICE_KEY), "{e}");
+        // The lift is seen at +1 s; the taint may come off from +4 s on.
+        assert!(gate.check(&clear, t0 + s(1)).is_err());
+        assert!(gate.check(&clear, t0 + s(3)).is_err());
+        assert!(gate.check(&clear, t0 + s(4)).is_ok());
+        // A new takeover puts the taint back: the settle starts over after the next lift.
+        assert!(gate.check(&tainted, t0 + s(5)).is_err());
+        assert!(gate.check(&clear, t0 + s(6)).is_err());
+        assert!(gate.check(&clear, t0 + s(9)).is_ok());
+        // Without a settle time, the first read without the taint is enough.
+        let now = RejoinGate::new(std::time::Duration::ZERO);
+        assert!(now.check(&clear, t0).is_ok());
+    }
 
     #[test]
     fn takeover_then_release_round_trips_and_is_idempotent() {

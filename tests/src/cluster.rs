@@ -70,6 +70,8 @@ pub struct KubeAccess {
     pub sa_dir: PathBuf,
     /// `vm.stop_mode` of the agents (`stop` or `halt`).
     pub stop_mode: String,
+    /// More lines for the agents' `[kubernetes]` section (e.g. `takeover_delete = "none"`).
+    pub extra: String,
     /// Nodes' power as the fixture's kubelet stand-in sees it: cleared on power-off and
     /// watchdog reset, set on boot.
     pub powered: crate::kube_fixture::Powered,
@@ -217,8 +219,9 @@ impl Cluster {
                 (
                     format!(
                         "[kubernetes]\nenabled = true\napi_url = \"https://{ip}:{KUBE_PORT}\"\n\
-                         service_account_dir = \"{}\"\ndeadline_ms = 400\n",
-                        s(&k.sa_dir)
+                         service_account_dir = \"{}\"\ndeadline_ms = 400\n{}\n",
+                        s(&k.sa_dir),
+                        k.extra
                     ),
                     k.stop_mode.clone(),
                 )

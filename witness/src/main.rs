@@ -135,6 +135,12 @@ enum CertsCmd {
         #[arg(long)]
         force: bool,
     },
+    /// Show each certificate of the PEM files: subject, identity, days left; warns within 30
+    /// days and fails on an expired one (for a cron job or a deploy check).
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Issue an operator certificate (witness-admin://<name>) as <name>.pem.
     Admin {
         #[arg(long)]
@@ -502,6 +508,26 @@ fn certs_cmd(c: CertsCmd) -> Result<()> {
             show(ca.issue_admin(&out, &name, Validity { days }, force)?);
             println!("identity witness-admin://{name}");
         }
+        CertsCmd::Check { files } => {
+            let now = certs::unix_now();
+            let mut expired = 0;
+            for f in &files {
+                for c in certs::inspect(f, now)? {
+                    println!(
+                        "{}: {} {} {} days left",
+                        f.display(),
+                        c.subject,
+                        c.identities.join(","),
+                        c.days_left
+                    );
+                    if let Some(w) = c.warning() {
+                        eprintln!("warning: {}: {w}", f.display());
+                    }
+                    expired += usize::from(c.days_left < 0);
+                }
+            }
+            anyhow::ensure!(expired == 0, "{expired} certificate(s) expired");
+        }
     }
     Ok(())
 }
@@ -517,6 +543,9 @@ async fn admin(a: AdminArgs) -> Result<()> {
             .key
             .unwrap_or_else(|| certs_dir.join(format!("{}-key.pem", certs::DEMO_ADMIN))),
     };
+    if let Some(w) = certs::expiry_warning(&creds.cert) {
+        eprintln!("warning: {w}");
+    }
     let cmd = match a.command {
         AdminCmd::ForceSurvivor {
             room,
