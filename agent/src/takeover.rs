@@ -96,18 +96,55 @@ pub fn out_of_service(node: &Node) -> bool {
 }
 
 /// The rejoin rule for a returning node (kubernetes#142331, docs/protocol.md "Rejoin and the
-/// informer lag"): its own NoExecute fence taint stays until it has read its Node from the API
-/// server without the out-of-service taint and then `settle` has passed, so the controllers'
-/// informers (the taint-eviction controller, the pod GC) have seen the lift before the scheduler
-/// can place a pod here. Otherwise a pod bound right after the lift can be evicted and then
-/// force-deleted by a controller still acting on the cached taint, while it runs.
+/// informer lag"). The scheduler and the taint-eviction controller read nodes from their own
+/// informer caches, which lag the API server by different amounts. A pod the scheduler places
+/// on a node whose NoExecute taint only it has seen lifted is evicted by a controller that still
+/// sees the taint, and, while the pod GC still sees out-of-service, force-deleted while it runs.
+/// So the fence taint comes off in steps, each seen before the next:
+/// 1. wait until the node, read from the API server, carries no out-of-service taint;
+/// 2. turn our fence taint from NoExecute into NoSchedule (still nothing is placed here, and
+///    nothing evicts for it any more);
+/// 3. wait `settle`, so every controller has seen both changes;
+/// 4. remove the NoSchedule fence taint: only now can a pod be placed here.
 #[derive(Debug)]
 pub struct RejoinGate {
     settle: std::time::Duration,
-    /// When the lift was first seen (reset whenever the taint is seen again). Held only for a
-    /// read or a write, never across an await.
+    /// When step 3 began (reset whenever out-of-service is seen again). Held only for a read or
+    /// a write, never across an await.
     #[allow(clippy::disallowed_types)]
-    lift_seen: std::sync::Mutex<Option<tokio::time::Instant>>,
+    settling_since: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+/// What a returning node does next about its fence taint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RejoinStep {
+    /// Not yet (the reason, for the status page and the log).
+    Wait(String),
+    /// Turn the NoExecute fence taint into NoSchedule, then wait.
+    Downgrade,
+    /// The fence taint may come off.
+    Remove,
+}
+
+/// The patch operations that turn every NoExecute taint with `key` into NoSchedule (`None`:
+/// none there).
+pub fn downgrade_ops(node: &Node, key: &str) -> Option<Vec<Value>> {
+    let taints = node.spec.as_ref()?.taints.as_ref()?;
+    let ops: Vec<Value> = taints
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.key == key && t.effect == "NoExecute")
+        .flat_map(|(i, _)| {
+            [
+                json!({"op": "test", "path": format!("/spec/taints/{i}/key"), "value": key}),
+                json!({"op": "replace", "path": format!("/spec/taints/{i}/effect"), "value": "NoSchedule"}),
+                json!({"op": "remove", "path": format!("/spec/taints/{i}/timeAdded")}),
+            ]
+            .into_iter()
+            .filter(move |op| op["op"] != "remove" || taints[i].time_added.is_some())
+        })
+        .collect();
+    (!ops.is_empty()).then_some(ops)
 }
 
 impl RejoinGate {
@@ -115,33 +152,80 @@ impl RejoinGate {
     pub fn new(settle: std::time::Duration) -> RejoinGate {
         RejoinGate {
             settle,
-            lift_seen: std::sync::Mutex::new(None),
+            settling_since: std::sync::Mutex::new(None),
         }
     }
 
-    /// `Ok` when the fence taint may come off `node` (read just now, at `now`); otherwise what
-    /// is awaited, and the caller tries again later.
-    pub fn check(&self, node: &Node, now: tokio::time::Instant) -> Result<(), String> {
-        let mut seen = match self.lift_seen.lock() {
+    fn since(&self) -> std::sync::MutexGuard<'_, Option<tokio::time::Instant>> {
+        match self.settling_since.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
-        };
+        }
+    }
+
+    /// The next step for `node` (read just now, at `now`) whose fence taint key is `key`.
+    pub fn step(&self, node: &Node, key: &str, now: tokio::time::Instant) -> RejoinStep {
+        let mut since = self.since();
         if out_of_service(node) {
-            *seen = None;
-            return Err(format!(
-                "waiting: the node still carries {OUT_OF_SERVICE_KEY} (the survivor lifts it at                  rejoin); the fence taint stays until the lift is seen"
+            *since = None;
+            return RejoinStep::Wait(format!(
+                "waiting: the node still carries {OUT_OF_SERVICE_KEY} (the survivor lifts it at \
+                 rejoin); the fence taint stays until the lift is seen"
             ));
         }
-        let since = *seen.get_or_insert(now);
-        let waited = now.saturating_duration_since(since);
+        let taints = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_deref())
+            .unwrap_or_default();
+        if taints
+            .iter()
+            .any(|t| t.key == key && t.effect == "NoExecute")
+        {
+            return RejoinStep::Downgrade;
+        }
+        if !taints.iter().any(|t| t.key == key) {
+            // Nothing of ours keeps pods away (the fence ran without the API): nothing to wait for.
+            return RejoinStep::Remove;
+        }
+        // A restarted agent finds NoSchedule already there: it settles again, from now.
+        let from = *since.get_or_insert(now);
+        let waited = now.saturating_duration_since(from);
         if waited < self.settle {
-            return Err(format!(
-                "waiting: {OUT_OF_SERVICE_KEY} lift seen {} ms ago, the fence taint stays {} ms                  after it (kubernetes.unfence_settle_ms) so the controllers see the lift first",
+            return RejoinStep::Wait(format!(
+                "waiting: the fence taint is NoSchedule since {} ms; it comes off after {} ms \
+                 (kubernetes.unfence_settle_ms) so every controller has seen the lift first",
                 waited.as_millis(),
                 self.settle.as_millis()
             ));
         }
-        Ok(())
+        RejoinStep::Remove
+    }
+
+    /// Steps 1 to 3 against the API: `Ok` when the fence taint `key` may come off `node`,
+    /// otherwise what is awaited (the caller tries again later).
+    pub async fn ready(&self, kube: &Kube, node: &str, key: &str) -> Result<(), String> {
+        let n = kube
+            .get_node(node)
+            .await
+            .map_err(|e| format!("reading node {node} before unfencing: {e}"))?;
+        match self.step(&n, key, tokio::time::Instant::now()) {
+            RejoinStep::Remove => Ok(()),
+            RejoinStep::Wait(why) => Err(why),
+            RejoinStep::Downgrade => {
+                kube.reconcile_node(node, |n| downgrade_ops(n, key))
+                    .await
+                    .map_err(|e| format!("turning {key} into NoSchedule on {node}: {e}"))?;
+                *self.since() = Some(tokio::time::Instant::now());
+                if self.settle.is_zero() {
+                    return Ok(());
+                }
+                Err(format!(
+                    "waiting: {key} is NoSchedule now; it comes off after {} ms",
+                    self.settle.as_millis()
+                ))
+            }
+        }
     }
 }
 
@@ -256,37 +340,73 @@ mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::NodeSpec;
 
-    #[test]
-    fn a_returning_node_unfences_only_after_the_lift_has_settled() {
-        let tainted = Node {
+    fn node_with(taints: &[(&str, &str)]) -> Node {
+        Node {
             spec: Some(NodeSpec {
-                taints: Some(vec![k8s_openapi::api::core::v1::Taint {
-                    key: OUT_OF_SERVICE_KEY.into(),
-                    value: Some(OUT_OF_SERVICE_VALUE.into()),
-                    effect: "NoExecute".into(),
-                    time_added: None,
-                }]),
+                taints: Some(
+                    taints
+                        .iter()
+                        .map(|(k, e)| k8s_openapi::api::core::v1::Taint {
+                            key: k.to_string(),
+                            value: Some("2".into()),
+                            effect: e.to_string(),
+                            time_added: None,
+                        })
+                        .collect(),
+                ),
                 ..Default::default()
             }),
             ..Default::default()
-        };
-        let clear = Node::default();
+        }
+    }
+
+    #[test]
+    fn a_returning_node_unfences_in_steps_each_seen_before_the_next() {
+        let fence = "witness.dev/fenced";
         let gate = RejoinGate::new(std::time::Duration::from_secs(3));
         let t0 = tokio::time::Instant::now();
         let s = std::time::Duration::from_secs;
-        let e = gate.check(&tainted, t0).unwrap_err();
-        assert!(e.contains(OUT_OF_SERVICE_KEY), "{e}");
-        // The lift is seen at +1 s; the taint may come off from +4 s on.
-        assert!(gate.check(&clear, t0 + s(1)).is_err());
-        assert!(gate.check(&clear, t0 + s(3)).is_err());
-        assert!(gate.check(&clear, t0 + s(4)).is_ok());
-        // A new takeover puts the taint back: the settle starts over after the next lift.
-        assert!(gate.check(&tainted, t0 + s(5)).is_err());
-        assert!(gate.check(&clear, t0 + s(6)).is_err());
-        assert!(gate.check(&clear, t0 + s(9)).is_ok());
-        // Without a settle time, the first read without the taint is enough.
-        let now = RejoinGate::new(std::time::Duration::ZERO);
-        assert!(now.check(&clear, t0).is_ok());
+        let both = node_with(&[(fence, "NoExecute"), (OUT_OF_SERVICE_KEY, "NoExecute")]);
+        let fenced = node_with(&[(fence, "NoExecute")]);
+        let closed = node_with(&[(fence, "NoSchedule")]);
+        // 1. Out-of-service still there: wait, whatever our taint is.
+        assert!(
+            matches!(gate.step(&both, fence, t0), RejoinStep::Wait(w) if w.contains(OUT_OF_SERVICE_KEY))
+        );
+        // 2. Lift seen: downgrade our NoExecute taint.
+        assert_eq!(gate.step(&fenced, fence, t0 + s(1)), RejoinStep::Downgrade);
+        let ops = downgrade_ops(&fenced, fence).unwrap();
+        let mut v = serde_json::to_value(&fenced).unwrap();
+        let p: json_patch::Patch = serde_json::from_value(Value::Array(ops)).unwrap();
+        json_patch::patch(&mut v, &p).unwrap();
+        assert_eq!(serde_json::from_value::<Node>(v).unwrap(), closed);
+        assert!(downgrade_ops(&closed, fence).is_none());
+        // 3. Settle from the first sight of NoSchedule (+1 s): the taint may come off at +4 s.
+        assert!(matches!(
+            gate.step(&closed, fence, t0 + s(1)),
+            RejoinStep::Wait(_)
+        ));
+        assert!(matches!(
+            gate.step(&closed, fence, t0 + s(3)),
+            RejoinStep::Wait(_)
+        ));
+        assert_eq!(gate.step(&closed, fence, t0 + s(4)), RejoinStep::Remove);
+        // A new takeover puts out-of-service back: the settle starts over.
+        let again = node_with(&[(fence, "NoSchedule"), (OUT_OF_SERVICE_KEY, "NoExecute")]);
+        assert!(matches!(
+            gate.step(&again, fence, t0 + s(5)),
+            RejoinStep::Wait(_)
+        ));
+        assert!(matches!(
+            gate.step(&closed, fence, t0 + s(6)),
+            RejoinStep::Wait(_)
+        ));
+        assert_eq!(gate.step(&closed, fence, t0 + s(9)), RejoinStep::Remove);
+        // No fence taint at all (fenced without the API): nothing to wait for.
+        assert_eq!(
+            gate.step(&node_with(&[]), fence, t0 + s(10)),
+            RejoinStep::Remove
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub struct TaintDriver {
     pub node: String,
     pub key: String,
     pub deadline: Duration,
-    /// Unfence waits for the out-of-service lift to be seen and settle (kubernetes#142331).
+    /// Unfence waits for the out-of-service lift and lifts our taint in steps (kubernetes#142331).
     pub rejoin: RejoinGate,
 }
 
@@ -124,11 +124,10 @@ impl FenceDriver for TaintDriver {
             if !self.kube.enabled() {
                 return Ok(DriverReport::skipped(self.kube.unavailable()));
             }
-            let node = self.kube.get_node(&self.node).await.map_err(|e| {
-                FenceError::Failed(format!("reading node {} before unfencing: {e}", self.node))
-            })?;
-            let now = tokio::time::Instant::now();
-            self.rejoin.check(&node, now).map_err(FenceError::Failed)?;
+            self.rejoin
+                .ready(&self.kube, &self.node, &self.key)
+                .await
+                .map_err(FenceError::Failed)?;
             match self
                 .kube
                 .reconcile_node(&self.node, |n| remove_taint_ops(n, &self.key))
