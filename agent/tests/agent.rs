@@ -412,7 +412,11 @@ async fn survivor_takes_over_only_after_the_bound_and_releases_after_rejoin() {
     // (grace period 0), no earlier than the out-of-service taint; our own room's pod stays.
     {
         let w = kube.world.lock().unwrap();
-        let pods: Vec<_> = w.pods.iter().map(|p| p["metadata"]["name"].clone()).collect();
+        let pods: Vec<_> = w
+            .pods
+            .iter()
+            .map(|p| p["metadata"]["name"].clone())
+            .collect();
         assert_eq!(pods, ["web-a"]);
         assert!(w.vmis.iter().all(|v| v["metadata"]["name"] != "vm-b"));
     }
@@ -424,7 +428,9 @@ async fn survivor_takes_over_only_after_the_bound_and_releases_after_rejoin() {
             .unwrap_or_else(|| panic!("no DELETE of {what}"));
         assert!(del.at >= patch.at, "{what} deleted before the taint");
         assert!(
-            del.body.replace(' ', "").contains("\"gracePeriodSeconds\":0"),
+            del.body
+                .replace(' ', "")
+                .contains("\"gracePeriodSeconds\":0"),
             "{what} not force-deleted: {}",
             del.body
         );

@@ -723,6 +723,24 @@ impl Cluster {
         Ok(serde_json::from_str(&out)?)
     }
 
+    /// The agent's `/metrics` page (its status port, inside its namespace).
+    pub fn agent_metrics(&self, node: &str) -> Result<String> {
+        let ns = self.shared.net.ns(node);
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &ns,
+                "curl",
+                "-sf",
+                "--max-time",
+                "5",
+                "http://127.0.0.1:7481/metrics",
+            ],
+        )
+    }
+
     // ---- the timeline ----
 
     pub fn events(&self) -> Vec<Event> {

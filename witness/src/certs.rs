@@ -421,14 +421,12 @@ impl CertInfo {
 
 /// Every certificate in the PEM file at `path`, with its days left at `now` (Unix seconds).
 pub fn inspect(path: &Path, now: i64) -> Result<Vec<CertInfo>, CertError> {
-    let pem = std::fs::read(path).map_err(|source| CertError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
     let invalid = |reason: String| CertError::Invalid {
         path: path.to_path_buf(),
         reason,
     };
+    let pem = std::fs::read(path)
+        .map_err(|e| invalid(format!("cannot read it: {e}; give the path of a PEM file")))?;
     let mut out = Vec::new();
     for der in rustls_pemfile::certs(&mut pem.as_slice()) {
         let der = der.map_err(|e| invalid(format!("not valid PEM: {e}")))?;

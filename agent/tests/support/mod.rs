@@ -519,10 +519,8 @@ async fn list_pods(
         .filter(|p| node.is_none_or(|n| p["spec"]["nodeName"] == json!(n)))
         .cloned()
         .collect();
-    Json(
-        json!({"apiVersion": "v1", "kind": "PodList",
-                "metadata": {"resourceVersion": g.rv.to_string()}, "items": items}),
-    )
+    Json(json!({"apiVersion": "v1", "kind": "PodList",
+                "metadata": {"resourceVersion": g.rv.to_string()}, "items": items}))
     .into_response()
 }
 
