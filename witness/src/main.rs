@@ -260,6 +260,14 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Certs(c) => certs_cmd(c),
         Command::Status { json, url, cluster } => {
             let v = witness::client::fetch_status(&url, cluster.as_deref()).await?;
+            // The operator's own certificate, where `witness serve` and `witness admin` keep it
+            // by default: no process watches it, so the operator is told here and at each use.
+            let admin_cert = Path::new(DEFAULT_DATA_DIR)
+                .join("certs")
+                .join(format!("{}.pem", certs::DEMO_ADMIN));
+            if let Some(w) = certs::expiry_warning(&admin_cert) {
+                eprintln!("warning: {w}");
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
