@@ -566,8 +566,10 @@ witness_clusters witness_cluster_epoch witness_room_alone witness_room_last_seen
 witness_tls_handshake_failures_total witness_refusals_total witness_admin_commands_total
 witness_certificate_expiry_seconds witness_cluster_alarms witness_up agent_phase agent_lease_valid agent_lease_remaining_seconds
 agent_lease_renewals_total agent_witness_reachable agent_peer_contact agent_peer_reachable agent_takeover_active
-agent_epoch agent_fence_actions_total agent_watchdog_held agent_certificate_expiry_seconds agent_up"
-HISTOGRAMS="witness_lease_request_duration_seconds witness_persist_duration_seconds"
+agent_epoch agent_fence_actions_total agent_watchdog_held agent_certificate_expiry_seconds agent_up
+agent_peer_rtt_seconds agent_heartbeat_interval_seconds agent_clock_rate_skew_ratio agent_clock_drift_bound_ratio
+agent_trust_anchor_expiry_timestamp_seconds"
+HISTOGRAMS="witness_lease_request_duration_seconds witness_persist_duration_seconds agent_peer_rtt_seconds"
 run "every metric used is in the metrics contract" python3 - "$WORK/used-metrics" "$CONTRACT" "$HISTOGRAMS" <<'EOF'
 import sys
 contract = set(sys.argv[2].split())

@@ -458,6 +458,7 @@ mod tests {
             takeover: Takeover {
                 kube: Kube::disabled(),
                 other_nodes: vec!["b1".into()],
+                delete: Default::default(),
             },
             metrics: Metrics::new(),
             events: EventSink::disabled(),

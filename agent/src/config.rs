@@ -129,6 +129,28 @@ pub struct KubernetesConfig {
     /// How long one taint step may take while fencing; an API that does not answer within it
     /// counts as unreachable and the taint is skipped (reported).
     pub deadline_ms: u64,
+    /// What the survivor's takeover removes from the lost room's nodes, at the moment it applies
+    /// the out-of-service taint (the lost room is then proven fenced): see [`TakeoverDelete`].
+    pub takeover_delete: TakeoverDelete,
+    /// How long a returning node keeps its own fence taint after it has read its Node without the
+    /// out-of-service taint, so kube-controller-manager's informers see the lift before anything
+    /// can be scheduled here (kubernetes#142331; docs/protocol.md, "Rejoin and the informer lag").
+    pub unfence_settle_ms: u64,
+}
+
+/// The survivor's resource deletion at takeover (Medik8s's "ResourceDeletion" strategy).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TakeoverDelete {
+    /// Force-delete (grace period 0) every pod and VirtualMachineInstance bound to the lost
+    /// room's nodes. The default: the proof that allows the out-of-service taint allows this
+    /// too, and it does not wait for kube-controller-manager's node-monitor grace (50 s) and
+    /// pod GC tick (20 s), so the replacements are bound seconds after the takeover.
+    #[default]
+    PodsAndVmis,
+    /// Only the out-of-service taint; kube-controller-manager deletes the pods once it has
+    /// marked the nodes NotReady.
+    None,
 }
 
 impl Default for KubernetesConfig {
@@ -139,6 +161,8 @@ impl Default for KubernetesConfig {
             service_account_dir: "/var/run/secrets/kubernetes.io/serviceaccount".into(),
             fence_taint_key: "witness.dev/fenced".into(),
             deadline_ms: 500,
+            takeover_delete: TakeoverDelete::default(),
+            unfence_settle_ms: 3_000,
         }
     }
 }
@@ -379,6 +403,12 @@ impl Config {
             }
             if self.kubernetes.deadline_ms == 0 {
                 return Err(self.err("kubernetes.deadline_ms", "must be greater than zero"));
+            }
+            if self.kubernetes.unfence_settle_ms > proto::config::MAX_TIMING_MS {
+                return Err(self.err(
+                    "kubernetes.unfence_settle_ms",
+                    "must be at most a day (86400000 ms)",
+                ));
             }
         }
         if self.vm.enabled {

@@ -6,7 +6,7 @@
 //! "The API does not answer" (a room cut off from the control plane) is an error like any other
 //! here; the drivers decide what it means for them.
 use crate::config::KubernetesConfig;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -260,6 +260,50 @@ impl Kube {
         let patch = json!({"spec": {"runStrategy": "Halted", "running": null}});
         match self
             .call(api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.status() == Some(404) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The pods bound to `node`, in every namespace: (namespace, name).
+    pub async fn list_pods_on(&self, node: &str) -> Result<Vec<(String, String)>, KubeError> {
+        let api: Api<Pod> = Api::all(self.client()?);
+        let lp = ListParams::default().fields(&format!("spec.nodeName={node}"));
+        let list = self.call(api.list(&lp)).await?;
+        Ok(list
+            .items
+            .into_iter()
+            .map(|p| {
+                (
+                    p.metadata.namespace.unwrap_or_default(),
+                    p.metadata.name.unwrap_or_default(),
+                )
+            })
+            .collect())
+    }
+
+    /// Deletes a pod with grace period 0: the API server removes it at once, without waiting
+    /// for a kubelet to confirm. Only for pods of a node that is proven stopped.
+    pub async fn force_delete_pod(&self, ns: &str, name: &str) -> Result<(), KubeError> {
+        let api: Api<Pod> = Api::namespaced(self.client()?, ns);
+        match self
+            .call(api.delete(name, &DeleteParams::default().grace_period(0)))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.status() == Some(404) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes a VMI with grace period 0 (see [`Kube::force_delete_pod`]).
+    pub async fn force_delete_vmi(&self, ns: &str, name: &str) -> Result<(), KubeError> {
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client()?, ns, &vmi_resource());
+        match self
+            .call(api.delete(name, &DeleteParams::default().grace_period(0)))
             .await
         {
             Ok(_) => Ok(()),

@@ -37,6 +37,10 @@ pub struct Clients {
     witness: reqwest::Client,
     lease_url: String,
     peers: BTreeMap<NodeId, (reqwest::Client, String)>,
+    /// Where the ping round trips and the renewals' clock readings go (see `with_metrics`).
+    metrics: Option<crate::metrics::Metrics>,
+    timings: proto::Timings,
+    ca: std::path::PathBuf,
 }
 
 impl Clients {
@@ -92,11 +96,30 @@ impl Clients {
             witness,
             lease_url: format!("{}/v1/lease", cfg.witness_url.trim_end_matches('/')),
             peers,
+            metrics: None,
+            timings: cfg.timings.clone(),
+            ca: cfg.tls.ca.clone(),
         })
+    }
+
+    /// Measures into `m`: each answered ping's round trip, each grant's clock readings (for the
+    /// clock-rate skew), and the expiry of the trusted CA certificates of this reading.
+    pub fn with_metrics(mut self, m: &crate::metrics::Metrics) -> Clients {
+        m.set_bounds(&self.timings);
+        match std::fs::read(&self.ca)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| crate::metrics::earliest_not_after(&pem))
+        {
+            Ok(t) => m.trust_anchor_expiry_timestamp_seconds.set(t),
+            Err(e) => tracing::warn!("tls.ca {}: expiry not exported: {e}", self.ca.display()),
+        }
+        self.metrics = Some(m.clone());
+        self
     }
 
     /// Sends a lease request; the reply is checked for version and addressee.
     pub async fn lease(&self, req: &LeaseRequest) -> Result<LeaseReply, String> {
+        let sent = crate::clock::Clock.now();
         let resp = self
             .witness
             .post(&self.lease_url)
@@ -122,6 +145,13 @@ impl Clients {
                 reply.cluster, reply.room, reply.node
             ));
         }
+        if let (Some(m), Some(proof)) = (&self.metrics, &reply.proof) {
+            // Only the signing time is read, for a measurement: trust in the grant does not
+            // depend on it, so the signature is not checked here.
+            if let Ok(c) = jsonwebtoken::dangerous::insecure_decode_claims::<SigningTime>(proof) {
+                m.observe_renewal(sent.0, crate::clock::Clock.now().0, c.iat_ms);
+            }
+        }
         Ok(reply)
     }
 
@@ -131,6 +161,7 @@ impl Clients {
             .peers
             .get(to)
             .ok_or_else(|| format!("{to} is not a configured peer"))?;
+        let sent = tokio::time::Instant::now();
         let resp = client
             .post(url)
             .json(ping)
@@ -155,8 +186,17 @@ impl Clients {
                 pong.cluster, pong.room, pong.node
             ));
         }
+        if let Some(m) = &self.metrics {
+            m.peer_rtt_seconds.observe(sent.elapsed().as_secs_f64());
+        }
         Ok(pong)
     }
+}
+
+/// The witness's signing time in a grant's proof (the rest of the claims is not needed here).
+#[derive(serde::Deserialize)]
+struct SigningTime {
+    iat_ms: u64,
 }
 
 /// Decodes the witness's answer to a lease request (JSON, then the wire version). Public so the

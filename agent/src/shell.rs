@@ -152,7 +152,7 @@ impl Shell {
         });
         match Clients::build(&self.cfg, &tls, &learned) {
             Ok(c) => {
-                self.clients = Arc::new(c);
+                self.clients = Arc::new(c.with_metrics(&self.metrics));
                 self.clients_members = members;
             }
             Err(e) => tracing::error!("new certificates unusable for clients: {e}"),

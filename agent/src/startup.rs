@@ -165,6 +165,7 @@ pub async fn start(cfg: Config, shutdown: watch::Receiver<bool>) -> Result<Start
             takeover: Takeover {
                 kube,
                 other_nodes: cfg.peers.iter().map(|p| p.node.clone()).collect(),
+                delete: cfg.kubernetes.takeover_delete,
             },
             metrics: metrics.clone(),
             events: events.clone(),
@@ -226,7 +227,7 @@ pub async fn start(cfg: Config, shutdown: watch::Receiver<bool>) -> Result<Start
         store,
         pending,
         fence,
-        clients: Arc::new(clients),
+        clients: Arc::new(clients.with_metrics(&metrics)),
         clients_members: 0,
         tls: tls_rx,
         tls_errors: tls_err_rx,

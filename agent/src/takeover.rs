@@ -4,9 +4,16 @@
 //! and the witness's proof as annotations (`witness.dev/takeover-epoch`,
 //! `witness.dev/takeover-proof`), so anyone can check why the taint is there.
 //!
+//! With `kubernetes.takeover_delete = "pods-and-vmis"` (the default) the takeover also
+//! force-deletes (grace period 0) every pod and VirtualMachineInstance bound to those nodes,
+//! as Medik8s's resource-deletion strategy does: the proof that allows the taint (every node of
+//! the other room has stopped, measured on one true clock) allows this too, and it saves the wait
+//! for kube-controller-manager (node-monitor grace, then the pod GC's tick).
+//!
 //! Release lifts the taint and the annotations, but only where our annotation shows the taint
 //! is ours (an operator's own out-of-service taint is left alone). Both are idempotent JSON
 //! patches guarded by the node's resourceVersion and retried on conflicts.
+use crate::config::TakeoverDelete;
 use crate::kube::{pointer_escape, Kube, KubeError};
 use k8s_openapi::api::core::v1::Node;
 use proto::Epoch;
@@ -83,12 +90,153 @@ pub fn release_ops(node: &Node) -> Option<Vec<Value>> {
     Some(ops)
 }
 
+/// Whether this node carries an out-of-service taint (ours or an operator's).
+pub fn out_of_service(node: &Node) -> bool {
+    oos_index(node).is_some()
+}
+
+/// The rejoin rule for a returning node (kubernetes#142331, docs/protocol.md "Rejoin and the
+/// informer lag"). The scheduler and the taint-eviction controller read nodes from their own
+/// informer caches, which lag the API server by different amounts. A pod the scheduler places
+/// on a node whose NoExecute taint only it has seen lifted is evicted by a controller that still
+/// sees the taint, and, while the pod GC still sees out-of-service, force-deleted while it runs.
+/// So the fence taint comes off in steps, each seen before the next:
+/// 1. wait until the node, read from the API server, carries no out-of-service taint;
+/// 2. turn our fence taint from NoExecute into NoSchedule (still nothing is placed here, and
+///    nothing evicts for it any more);
+/// 3. wait `settle`, so every controller has seen both changes;
+/// 4. remove the NoSchedule fence taint: only now can a pod be placed here.
+#[derive(Debug)]
+pub struct RejoinGate {
+    settle: std::time::Duration,
+    /// When step 3 began (reset whenever out-of-service is seen again). Held only for a read or
+    /// a write, never across an await.
+    #[allow(clippy::disallowed_types)]
+    settling_since: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+/// What a returning node does next about its fence taint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RejoinStep {
+    /// Not yet (the reason, for the status page and the log).
+    Wait(String),
+    /// Turn the NoExecute fence taint into NoSchedule, then wait.
+    Downgrade,
+    /// The fence taint may come off.
+    Remove,
+}
+
+/// The patch operations that turn every NoExecute taint with `key` into NoSchedule (`None`:
+/// none there).
+pub fn downgrade_ops(node: &Node, key: &str) -> Option<Vec<Value>> {
+    let taints = node.spec.as_ref()?.taints.as_ref()?;
+    let ops: Vec<Value> = taints
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.key == key && t.effect == "NoExecute")
+        .flat_map(|(i, _)| {
+            [
+                json!({"op": "test", "path": format!("/spec/taints/{i}/key"), "value": key}),
+                json!({"op": "replace", "path": format!("/spec/taints/{i}/effect"), "value": "NoSchedule"}),
+                json!({"op": "remove", "path": format!("/spec/taints/{i}/timeAdded")}),
+            ]
+            .into_iter()
+            .filter(move |op| op["op"] != "remove" || taints[i].time_added.is_some())
+        })
+        .collect();
+    (!ops.is_empty()).then_some(ops)
+}
+
+impl RejoinGate {
+    #[allow(clippy::disallowed_types)]
+    pub fn new(settle: std::time::Duration) -> RejoinGate {
+        RejoinGate {
+            settle,
+            settling_since: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn since(&self) -> std::sync::MutexGuard<'_, Option<tokio::time::Instant>> {
+        match self.settling_since.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// The next step for `node` (read just now, at `now`) whose fence taint key is `key`.
+    pub fn step(&self, node: &Node, key: &str, now: tokio::time::Instant) -> RejoinStep {
+        let mut since = self.since();
+        if out_of_service(node) {
+            *since = None;
+            return RejoinStep::Wait(format!(
+                "waiting: the node still carries {OUT_OF_SERVICE_KEY} (the survivor lifts it at \
+                 rejoin); the fence taint stays until the lift is seen"
+            ));
+        }
+        let taints = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_deref())
+            .unwrap_or_default();
+        if taints
+            .iter()
+            .any(|t| t.key == key && t.effect == "NoExecute")
+        {
+            return RejoinStep::Downgrade;
+        }
+        if !taints.iter().any(|t| t.key == key) {
+            // Nothing of ours keeps pods away (the fence ran without the API): nothing to wait for.
+            return RejoinStep::Remove;
+        }
+        // A restarted agent finds NoSchedule already there: it settles again, from now.
+        let from = *since.get_or_insert(now);
+        let waited = now.saturating_duration_since(from);
+        if waited < self.settle {
+            return RejoinStep::Wait(format!(
+                "waiting: the fence taint is NoSchedule since {} ms; it comes off after {} ms \
+                 (kubernetes.unfence_settle_ms) so every controller has seen the lift first",
+                waited.as_millis(),
+                self.settle.as_millis()
+            ));
+        }
+        RejoinStep::Remove
+    }
+
+    /// Steps 1 to 3 against the API: `Ok` when the fence taint `key` may come off `node`,
+    /// otherwise what is awaited (the caller tries again later).
+    pub async fn ready(&self, kube: &Kube, node: &str, key: &str) -> Result<(), String> {
+        let n = kube
+            .get_node(node)
+            .await
+            .map_err(|e| format!("reading node {node} before unfencing: {e}"))?;
+        match self.step(&n, key, tokio::time::Instant::now()) {
+            RejoinStep::Remove => Ok(()),
+            RejoinStep::Wait(why) => Err(why),
+            RejoinStep::Downgrade => {
+                kube.reconcile_node(node, |n| downgrade_ops(n, key))
+                    .await
+                    .map_err(|e| format!("turning {key} into NoSchedule on {node}: {e}"))?;
+                *self.since() = Some(tokio::time::Instant::now());
+                if self.settle.is_zero() {
+                    return Ok(());
+                }
+                Err(format!(
+                    "waiting: {key} is NoSchedule now; it comes off after {} ms",
+                    self.settle.as_millis()
+                ))
+            }
+        }
+    }
+}
+
 /// Applies or lifts the takeover on the other room's nodes.
 #[derive(Clone, Debug)]
 pub struct Takeover {
     pub kube: Kube,
     /// Every node of the other room (the configured peers).
     pub other_nodes: Vec<String>,
+    /// What the takeover deletes besides tainting (`kubernetes.takeover_delete`).
+    pub delete: TakeoverDelete,
 }
 
 /// What happened on one node.
@@ -100,13 +248,47 @@ pub struct NodeResult {
 }
 
 impl Takeover {
-    /// Taints and annotates every node of the other room. Ok only if every node is done.
+    /// Taints and annotates every node of the other room, then (if configured) force-deletes
+    /// what is bound to it. Ok only if every node is done. Called only with the permit
+    /// `Allowed`, i.e. after the takeover bound.
     pub async fn apply(&self, epoch: Epoch, proof: Option<&str>) -> (bool, Vec<NodeResult>) {
-        self.each(
-            |n| takeover_ops(n, epoch, proof),
-            "out-of-service taint applied",
-        )
-        .await
+        let (mut all_ok, mut nodes) = self
+            .each(
+                |n| takeover_ops(n, epoch, proof),
+                "out-of-service taint applied",
+            )
+            .await;
+        if self.delete == TakeoverDelete::None || !self.kube.enabled() {
+            return (all_ok, nodes);
+        }
+        for r in nodes.iter_mut().filter(|r| r.ok) {
+            match self.delete_bound(&r.node).await {
+                Ok(d) => r.detail = format!("{}; {d}", r.detail),
+                Err(e) => {
+                    r.ok = false;
+                    all_ok = false;
+                    r.detail = format!("{}; force-deleting what is bound to it: {e}", r.detail);
+                }
+            }
+        }
+        (all_ok, nodes)
+    }
+
+    /// Force-deletes the pods and VMIs bound to `node` (idempotent: gone counts as done).
+    async fn delete_bound(&self, node: &str) -> Result<String, KubeError> {
+        let pods = self.kube.list_pods_on(node).await?;
+        for (ns, name) in &pods {
+            self.kube.force_delete_pod(ns, name).await?;
+        }
+        let vmis = self.kube.list_vmis(node).await?;
+        for v in &vmis {
+            self.kube.force_delete_vmi(&v.namespace, &v.name).await?;
+        }
+        Ok(format!(
+            "force-deleted {} pods and {} VMIs",
+            pods.len(),
+            vmis.len()
+        ))
     }
 
     /// Lifts our taint and annotations from every node of the other room.
@@ -157,6 +339,75 @@ impl Takeover {
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::NodeSpec;
+
+    fn node_with(taints: &[(&str, &str)]) -> Node {
+        Node {
+            spec: Some(NodeSpec {
+                taints: Some(
+                    taints
+                        .iter()
+                        .map(|(k, e)| k8s_openapi::api::core::v1::Taint {
+                            key: k.to_string(),
+                            value: Some("2".into()),
+                            effect: e.to_string(),
+                            time_added: None,
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_returning_node_unfences_in_steps_each_seen_before_the_next() {
+        let fence = "witness.dev/fenced";
+        let gate = RejoinGate::new(std::time::Duration::from_secs(3));
+        let t0 = tokio::time::Instant::now();
+        let s = std::time::Duration::from_secs;
+        let both = node_with(&[(fence, "NoExecute"), (OUT_OF_SERVICE_KEY, "NoExecute")]);
+        let fenced = node_with(&[(fence, "NoExecute")]);
+        let closed = node_with(&[(fence, "NoSchedule")]);
+        // 1. Out-of-service still there: wait, whatever our taint is.
+        assert!(
+            matches!(gate.step(&both, fence, t0), RejoinStep::Wait(w) if w.contains(OUT_OF_SERVICE_KEY))
+        );
+        // 2. Lift seen: downgrade our NoExecute taint.
+        assert_eq!(gate.step(&fenced, fence, t0 + s(1)), RejoinStep::Downgrade);
+        let ops = downgrade_ops(&fenced, fence).unwrap();
+        let mut v = serde_json::to_value(&fenced).unwrap();
+        let p: json_patch::Patch = serde_json::from_value(Value::Array(ops)).unwrap();
+        json_patch::patch(&mut v, &p).unwrap();
+        assert_eq!(serde_json::from_value::<Node>(v).unwrap(), closed);
+        assert!(downgrade_ops(&closed, fence).is_none());
+        // 3. Settle from the first sight of NoSchedule (+1 s): the taint may come off at +4 s.
+        assert!(matches!(
+            gate.step(&closed, fence, t0 + s(1)),
+            RejoinStep::Wait(_)
+        ));
+        assert!(matches!(
+            gate.step(&closed, fence, t0 + s(3)),
+            RejoinStep::Wait(_)
+        ));
+        assert_eq!(gate.step(&closed, fence, t0 + s(4)), RejoinStep::Remove);
+        // A new takeover puts out-of-service back: the settle starts over.
+        let again = node_with(&[(fence, "NoSchedule"), (OUT_OF_SERVICE_KEY, "NoExecute")]);
+        assert!(matches!(
+            gate.step(&again, fence, t0 + s(5)),
+            RejoinStep::Wait(_)
+        ));
+        assert!(matches!(
+            gate.step(&closed, fence, t0 + s(6)),
+            RejoinStep::Wait(_)
+        ));
+        assert_eq!(gate.step(&closed, fence, t0 + s(9)), RejoinStep::Remove);
+        // No fence taint at all (fenced without the API): nothing to wait for.
+        assert_eq!(
+            gate.step(&node_with(&[]), fence, t0 + s(10)),
+            RejoinStep::Remove
+        );
+    }
 
     #[test]
     fn takeover_then_release_round_trips_and_is_idempotent() {

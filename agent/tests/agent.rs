@@ -368,6 +368,13 @@ async fn survivor_takes_over_only_after_the_bound_and_releases_after_rejoin() {
     })
     .await;
     let kube = KubeDouble::start().await;
+    {
+        // What is bound to the lost room's node b1, and a pod of our own room.
+        let mut w = kube.world.lock().unwrap();
+        w.add_pod("shop", "web-b", "node-b1");
+        w.add_pod("shop", "web-a", "node-a1");
+        w.add_vm("shop", "vm-b", "node-b1");
+    }
     let (a, r) = isolated_node(&pki, &witness, &kube, |_| {}).await;
 
     let s = r
@@ -401,6 +408,33 @@ async fn survivor_takes_over_only_after_the_bound_and_releases_after_rejoin() {
         b1["metadata"]["annotations"]["witness.dev/takeover-proof"],
         "jwt-5"
     );
+    // takeover_delete = "pods-and-vmis" (the default): what was bound to b1 is force-deleted
+    // (grace period 0), no earlier than the out-of-service taint; our own room's pod stays.
+    {
+        let w = kube.world.lock().unwrap();
+        let pods: Vec<_> = w
+            .pods
+            .iter()
+            .map(|p| p["metadata"]["name"].clone())
+            .collect();
+        assert_eq!(pods, ["web-a"]);
+        assert!(w.vmis.iter().all(|v| v["metadata"]["name"] != "vm-b"));
+    }
+    for what in ["/pods/web-b", "/virtualmachineinstances/vm-b"] {
+        let del = kube
+            .calls()
+            .into_iter()
+            .find(|c| c.method == "DELETE" && c.uri.contains(what))
+            .unwrap_or_else(|| panic!("no DELETE of {what}"));
+        assert!(del.at >= patch.at, "{what} deleted before the taint");
+        assert!(
+            del.body
+                .replace(' ', "")
+                .contains("\"gracePeriodSeconds\":0"),
+            "{what} not force-deleted: {}",
+            del.body
+        );
+    }
     // Our own node is left alone, and nothing of ours was fenced.
     assert!(kube.node("node-a1")["spec"].get("taints").is_none());
     assert_eq!(read(&a.drbd_log), "");

@@ -73,6 +73,8 @@ pub struct KubeAccess {
     pub sa_dir: PathBuf,
     /// `vm.stop_mode` of the agents (`stop` or `halt`).
     pub stop_mode: String,
+    /// More lines for the agents' `[kubernetes]` section (e.g. `takeover_delete = "none"`).
+    pub extra: String,
     /// Nodes' power as the fixture's kubelet stand-in sees it: cleared on power-off and
     /// watchdog reset, set on boot.
     pub powered: crate::kube_fixture::Powered,
@@ -213,13 +215,17 @@ impl Cluster {
                     k.upstream,
                     stop.clone(),
                 )?;
-                Some(KubernetesConfig {
+                let typed = KubernetesConfig {
                     enabled: true,
                     api_url: format!("https://{ip}:{KUBE_PORT}"),
                     service_account_dir: s(&k.sa_dir),
                     deadline_ms: 400,
                     ..Default::default()
-                })
+                };
+                // `extra` overrides fields of the typed section (a misspelled key is refused).
+                let mut table = toml::Table::try_from(&typed)?;
+                table.extend(k.extra.parse::<toml::Table>()?);
+                Some(table.try_into::<KubernetesConfig>()?)
             }
             None => None,
         };
@@ -692,6 +698,24 @@ impl Cluster {
         let ab = s(&self.shared.agent_bin);
         let out = run("ip", &["netns", "exec", &ns, &ab, "status", "--json"])?;
         Ok(serde_json::from_str(&out)?)
+    }
+
+    /// The agent's `/metrics` page (its status port, inside its namespace).
+    pub fn agent_metrics(&self, node: &str) -> Result<String> {
+        let ns = self.shared.net.ns(node);
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &ns,
+                "curl",
+                "-sf",
+                "--max-time",
+                "5",
+                "http://127.0.0.1:7481/metrics",
+            ],
+        )
     }
 
     // ---- the timeline ----

@@ -746,15 +746,28 @@ impl ControlPlane {
     /// Creates a VirtualMachine (`runStrategy: Always`) and the VMI KubeVirt would run for it
     /// on `node` (owned by the VM, labelled `kubevirt.io/nodeName`, `status.nodeName` set).
     pub fn add_vm(&self, ns: &str, name: &str, node: &str) -> Result<()> {
-        let vm = self.admin.create(
+        self.admin.create(
             &format!("/apis/kubevirt.io/v1/namespaces/{ns}/virtualmachines"),
             &json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
                     "metadata": {"name": name},
                     "spec": {"runStrategy": "Always", "template": {"spec": {"domain": {"devices": {}}}}}}),
         )?;
+        self.add_vmi(ns, name, node)
+    }
+
+    /// The running VMI of VM `name` on `node`, as virt-controller would create it (there is no
+    /// virt-controller here); nothing if one already exists.
+    pub fn add_vmi(&self, ns: &str, name: &str, node: &str) -> Result<()> {
+        let path = format!("/apis/kubevirt.io/v1/namespaces/{ns}/virtualmachineinstances");
+        if self.admin.get(&format!("{path}/{name}"))?.ok() {
+            return Ok(());
+        }
+        let vm = self.admin.get_ok(&format!(
+            "/apis/kubevirt.io/v1/namespaces/{ns}/virtualmachines/{name}"
+        ))?;
         let uid = vm["metadata"]["uid"].as_str().context("VM without uid")?;
-        let vmi = self.admin.create(
-            &format!("/apis/kubevirt.io/v1/namespaces/{ns}/virtualmachineinstances"),
+        self.admin.create(
+            &path,
             &json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
                     "metadata": {"name": name, "labels": {"kubevirt.io/nodeName": node},
                                  "ownerReferences": [{"apiVersion": "kubevirt.io/v1",
@@ -762,9 +775,8 @@ impl ControlPlane {
                                    "controller": true, "blockOwnerDeletion": true}]},
                     "spec": {"domain": {"devices": {}}}}),
         )?;
-        let _ = vmi;
         let a = self.admin.merge_patch(
-            &format!("/apis/kubevirt.io/v1/namespaces/{ns}/virtualmachineinstances/{name}/status"),
+            &format!("{path}/{name}/status"),
             &json!({"status": {"nodeName": node, "phase": "Running"}}),
         )?;
         if !a.ok() {

@@ -178,6 +178,41 @@ fn least_privilege(cp: &ControlPlane, sa: &ApiClient) -> Result<()> {
         del.status,
         del.body
     );
+    // The takeover's resource deletion: list the pods bound to a node, force-delete one.
+    let pods = sa.get("/api/v1/pods?fieldSelector=spec.nodeName%3Da1")?;
+    ensure!(
+        pods.ok(),
+        "agent list pods by node: {} {}",
+        pods.status,
+        pods.body
+    );
+    cp.admin.create(
+        &format!("/api/v1/namespaces/{WORKLOAD_NS}/pods"),
+        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "doomed"},
+                "spec": {"nodeName": "a1",
+                         "containers": [{"name": "c", "image": "registry.example.org/app:1"}]}}),
+    )?;
+    let del = sa.call(
+        "DELETE",
+        &format!("/api/v1/namespaces/{WORKLOAD_NS}/pods/doomed?gracePeriodSeconds=0"),
+        "",
+        None,
+    )?;
+    ensure!(
+        del.ok(),
+        "agent force-delete of a pod: {} {}",
+        del.status,
+        del.body
+    );
+    let gone = cp
+        .admin
+        .get(&format!("/api/v1/namespaces/{WORKLOAD_NS}/pods/doomed"))?;
+    ensure!(
+        gone.status == 404,
+        "a pod deleted with grace period 0 must be gone at once, got {} {}",
+        gone.status,
+        gone.body["metadata"]
+    );
     // Outside the role, including reads the agent never makes (the role is exact).
     for (method, path) in [
         ("GET", "/api/v1/nodes".to_string()),
@@ -190,8 +225,13 @@ fn least_privilege(cp: &ControlPlane, sa: &ApiClient) -> Result<()> {
             format!("/apis/kubevirt.io/v1/namespaces/{WORKLOAD_NS}/virtualmachineinstances/vm-a1"),
         ),
         (
-            "DELETE",
+            "GET",
             format!("/api/v1/namespaces/{WORKLOAD_NS}/pods/anything"),
+        ),
+        ("GET", "/api/v1/pods?watch=true".to_string()),
+        (
+            "DELETE",
+            format!("/api/v1/namespaces/{WORKLOAD_NS}/services/anything"),
         ),
         ("GET", format!("/api/v1/namespaces/{AGENT_NS}/secrets")),
         ("PATCH", "/api/v1/nodes/a1/status".to_string()),
@@ -262,6 +302,14 @@ fn real_control_plane_takeover_fencing_and_rejoin() -> Result<()> {
         "the scheduler must place pods in room a too: {before:?}"
     );
 
+    // The takeover's resource deletion: "pods-and-vmis" (the default) or "none" (the
+    // out-of-service taint alone); scripts/kube-long.sh measures both.
+    let delete_mode = std::env::var("WITNESS_KUBE_TAKEOVER_DELETE")
+        .unwrap_or_else(|_| "pods-and-vmis".to_string());
+    ensure!(
+        ["pods-and-vmis", "none"].contains(&delete_mode.as_str()),
+        "WITNESS_KUBE_TAKEOVER_DELETE must be pods-and-vmis or none, not {delete_mode:?}"
+    );
     let mut spec = Spec::new("kube", index);
     spec.preferred_room = Some("b".into());
     // A node reset by its watchdog (load on 2 cores can starve a pet) boots again.
@@ -270,6 +318,7 @@ fn real_control_plane_takeover_fencing_and_rejoin() -> Result<()> {
         upstream: cp.addr,
         sa_dir: sa_dir.clone(),
         stop_mode: "halt".into(),
+        extra: format!("takeover_delete = \"{delete_mode}\""),
         powered: cp.powered.clone(),
     });
     let Some(c) = Cluster::start(spec)? else {
@@ -320,9 +369,9 @@ fn real_control_plane_takeover_fencing_and_rejoin() -> Result<()> {
     let t_bound = t_cut.elapsed();
     let st = c.agent_status("b1")?;
     println!(
-        "(2) power cut -> takeover {takeover_ms} ms -> out-of-service on both nodes {} ms -> \
-         NotReady {:?} -> lost pods force-deleted {:?} -> last replacement bound {} ms; \
-         takeover work: {}",
+        "(2) takeover_delete = {delete_mode}: power cut -> takeover {takeover_ms} ms -> \
+         out-of-service on both nodes {} ms -> NotReady {:?} -> lost pods force-deleted {:?} -> \
+         last replacement bound {} ms; takeover work: {}",
         t_taint.as_millis(),
         t_notready.map(|d| d.as_millis()),
         t_deleted.map(|d| d.as_millis()),
@@ -330,10 +379,43 @@ fn real_control_plane_takeover_fencing_and_rejoin() -> Result<()> {
         st["takeover"]
     );
     write_measure(
-        "power_cut_to_replacement_bound_ms",
+        &format!("power_cut_to_replacement_bound_ms.{delete_mode}"),
         t_bound.as_millis() as u64,
     )?;
     write_measure("power_cut_to_takeover_ms", takeover_ms)?;
+    if delete_mode == "pods-and-vmis" {
+        // Every survivor node applies the takeover; each reports what it deleted (the first
+        // to get there found the pods, the others found them gone).
+        until(
+            "b1 and b2 report the takeover applied with its resource deletion",
+            Duration::from_secs(30),
+            || {
+                let mut done = true;
+                for n in ["b1", "b2"] {
+                    let work = c.agent_status(n)?["takeover"]["work"].clone();
+                    done &= work["state"] == "applied"
+                        && work["nodes"].as_array().is_some_and(|a| {
+                            a.iter().all(|r| {
+                                r["detail"]
+                                    .as_str()
+                                    .is_some_and(|d| d.contains("force-deleted"))
+                            })
+                        });
+                }
+                Ok(done)
+            },
+        )?;
+        // The VMIs of the lost room went with the pods (no virt-controller recreates them here).
+        for n in ["a1", "a2"] {
+            let l = cp.admin.get_ok(&format!(
+                "/apis/kubevirt.io/v1/virtualmachineinstances?labelSelector=kubevirt.io%2FnodeName%3D{n}"
+            ))?;
+            ensure!(
+                l["items"].as_array().is_some_and(|i| i.is_empty()),
+                "the VMIs of {n} must be force-deleted at takeover: {l}"
+            );
+        }
+    }
     ensure!(
         t_bound < Duration::from_secs(180),
         "replacement took longer than three minutes"
@@ -363,6 +445,13 @@ fn real_control_plane_takeover_fencing_and_rejoin() -> Result<()> {
         "(3) a1's fence taint removed {} ms after the out-of-service lift was seen",
         unfenced.as_millis()
     );
+    // The returning node waits unfence_settle_ms (3 s) after it has seen the lift itself, which
+    // is no earlier than the test saw it (docs/protocol.md, "Rejoin and the informer lag").
+    ensure!(
+        unfenced >= Duration::from_millis(2_500),
+        "a1 unfenced {} ms after the lift; kubernetes.unfence_settle_ms = 3000 was not kept",
+        unfenced.as_millis()
+    );
     // A pod the scheduler places on a returning node as soon as it may.
     cp.admin.create(
         &format!("/api/v1/namespaces/{WORKLOAD_NS}/pods"),
@@ -381,7 +470,13 @@ fn real_control_plane_takeover_fencing_and_rejoin() -> Result<()> {
             bound_after = Some(t_lift.elapsed());
         }
         if !p.ok() || !p.body["metadata"]["deletionTimestamp"].is_null() {
-            evicted = Some(format!("{} {}", p.status, p.body["status"]["conditions"]));
+            evicted = Some(format!(
+                "{} {}; tolerations {}; a1's taints now {}",
+                p.status,
+                p.body["status"]["conditions"],
+                p.body["spec"]["tolerations"],
+                cp.node("a1")?["spec"]["taints"]
+            ));
             break;
         }
         std::thread::sleep(Duration::from_millis(250));
@@ -403,12 +498,14 @@ fn real_control_plane_takeover_fencing_and_rejoin() -> Result<()> {
 
     // (5) The API unreachable from the fencing room: the taint is skipped, the VMs are killed
     // locally all the same.
-    // The returning agents fenced at boot and halted their VMs through the API: run them again.
+    // The returning agents fenced at boot and halted their VMs through the API: run them again
+    // (and, where the takeover force-deleted their VMIs, back on their own nodes).
     for n in ["a1", "a2"] {
         cp.admin.merge_patch(
             &format!("/apis/kubevirt.io/v1/namespaces/{WORKLOAD_NS}/virtualmachines/vm-{n}"),
             &json!({"spec": {"runStrategy": "Always"}}),
         )?;
+        cp.add_vmi(WORKLOAD_NS, &format!("vm-{n}"), n)?;
     }
     c.start_vm("a1")?;
     std::thread::sleep(Duration::from_millis(500));
@@ -441,6 +538,11 @@ fn real_control_plane_takeover_fencing_and_rejoin() -> Result<()> {
     );
     c.heal()?;
     c.wait_all_active(120_000)?;
+    // The survivor's takeover in (5) force-deleted room a's VMIs (with takeover_delete =
+    // "pods-and-vmis"); virt-controller would start them again, here back on their nodes.
+    for n in ["a1", "a2"] {
+        cp.add_vmi(WORKLOAD_NS, &format!("vm-{n}"), n)?;
+    }
 
     // (1) A fenced node gets our taint and its VMs are halted through the API.
     let t2 = c.fault("cut rooms");

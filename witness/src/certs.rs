@@ -383,9 +383,125 @@ pub fn bootstrap_demo(dir: &Path, server_names: &[String]) -> Result<Bootstrap, 
     Ok(b)
 }
 
+/// A certificate expiring within this many days is warned about (as the alerts do).
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
+/// One certificate of a PEM file, as `witness certs check` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertInfo {
+    pub subject: String,
+    /// The URI names (`witness://...`, `witness-admin://...`).
+    pub identities: Vec<String>,
+    /// Seconds since the Unix epoch.
+    pub not_after: i64,
+    /// Whole days until `not_after` from `now` (negative: expired).
+    pub days_left: i64,
+}
+
+impl CertInfo {
+    /// A warning when it expires within [`EXPIRY_WARNING_DAYS`] (or has expired).
+    pub fn warning(&self) -> Option<String> {
+        let who = self
+            .identities
+            .first()
+            .cloned()
+            .unwrap_or_else(|| self.subject.clone());
+        if self.days_left < 0 {
+            Some(format!("{who} EXPIRED {} days ago", -self.days_left))
+        } else if self.days_left < EXPIRY_WARNING_DAYS {
+            Some(format!(
+                "{who} expires in {} days (less than {EXPIRY_WARNING_DAYS}): issue a new one",
+                self.days_left
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// Every certificate in the PEM file at `path`, with its days left at `now` (Unix seconds).
+pub fn inspect(path: &Path, now: i64) -> Result<Vec<CertInfo>, CertError> {
+    let invalid = |reason: String| CertError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let pem = std::fs::read(path)
+        .map_err(|e| invalid(format!("cannot read it: {e}; give the path of a PEM file")))?;
+    let mut out = Vec::new();
+    for der in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let der = der.map_err(|e| invalid(format!("not valid PEM: {e}")))?;
+        let (_, c) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| invalid(format!("not an X.509 certificate: {e}")))?;
+        let identities = match c.subject_alternative_name() {
+            Ok(Some(san)) => san
+                .value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::extensions::GeneralName::URI(u) => Some(u.to_string()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let not_after = c.validity().not_after.timestamp();
+        out.push(CertInfo {
+            subject: c.subject().to_string(),
+            identities,
+            not_after,
+            days_left: (not_after - now).div_euclid(86_400),
+        });
+    }
+    if out.is_empty() {
+        return Err(invalid("no certificate in it".into()));
+    }
+    Ok(out)
+}
+
+/// The current time in Unix seconds (0 if the clock is before 1970).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A warning for the operator when the first certificate of `path` expires within 30 days
+/// (`witness admin` prints it on every use: no process holds an admin certificate, so no
+/// metric can watch it).
+pub fn expiry_warning(path: &Path) -> Option<String> {
+    let info = inspect(path, unix_now()).ok()?;
+    info.first()?
+        .warning()
+        .map(|w| format!("{}: {w}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_admin_certificate_near_its_expiry_is_warned_about() {
+        let d = tempfile::tempdir().expect("tempdir");
+        create_ca(d.path(), "t", Validity { days: 3650 }, false).expect("ca");
+        let ca = Ca::load(d.path()).expect("load");
+        let short = ca
+            .issue_admin(d.path(), "ops", Validity { days: 20 }, false)
+            .expect("admin");
+        let w = expiry_warning(&short.cert).expect("a warning within 30 days");
+        assert!(
+            w.contains("witness-admin://ops") && w.contains("expires in"),
+            "{w}"
+        );
+        let long = ca
+            .issue_admin(d.path(), "ops2", Validity { days: 400 }, false)
+            .expect("admin");
+        assert_eq!(expiry_warning(&long.cert), None);
+        let info = inspect(&long.cert, unix_now() + 401 * 86_400).expect("inspect");
+        assert!(info[0].warning().is_some_and(|w| w.contains("EXPIRED")));
+        let ca_info = inspect(&d.path().join("ca.pem"), unix_now()).expect("ca");
+        assert!(ca_info[0].days_left >= 3648 && ca_info[0].identities.is_empty());
+    }
 
     #[test]
     fn issued_node_certificate_carries_the_identity_uri_and_keys_are_private() {

@@ -135,6 +135,12 @@ enum CertsCmd {
         #[arg(long)]
         force: bool,
     },
+    /// Show each certificate of the PEM files: subject, identity, days left; warns within 30
+    /// days and fails on an expired one (for a cron job or a deploy check).
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Issue an operator certificate (witness-admin://<name>) as <name>.pem.
     Admin {
         #[arg(long)]
@@ -279,6 +285,14 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Certs(c) => certs_cmd(c),
         Command::Status { json, url, cluster } => {
             let v = witness::client::fetch_status(&url, cluster.as_deref()).await?;
+            // The operator's own certificate, where `witness serve` and `witness admin` keep it
+            // by default: no process watches it, so the operator is told here and at each use.
+            let admin_cert = Path::new(DEFAULT_DATA_DIR)
+                .join("certs")
+                .join(format!("{}.pem", certs::DEMO_ADMIN));
+            if let Some(w) = certs::expiry_warning(&admin_cert) {
+                eprintln!("warning: {w}");
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -527,6 +541,26 @@ fn certs_cmd(c: CertsCmd) -> Result<()> {
             show(ca.issue_admin(&out, &name, Validity { days }, force)?);
             println!("identity witness-admin://{name}");
         }
+        CertsCmd::Check { files } => {
+            let now = certs::unix_now();
+            let mut expired = 0;
+            for f in &files {
+                for c in certs::inspect(f, now)? {
+                    println!(
+                        "{}: {} {} {} days left",
+                        f.display(),
+                        c.subject,
+                        c.identities.join(","),
+                        c.days_left
+                    );
+                    if let Some(w) = c.warning() {
+                        eprintln!("warning: {}: {w}", f.display());
+                    }
+                    expired += usize::from(c.days_left < 0);
+                }
+            }
+            anyhow::ensure!(expired == 0, "{expired} certificate(s) expired");
+        }
     }
     Ok(())
 }
@@ -542,6 +576,9 @@ async fn admin(a: AdminArgs) -> Result<()> {
             .key
             .unwrap_or_else(|| certs_dir.join(format!("{}-key.pem", certs::DEMO_ADMIN))),
     };
+    if let Some(w) = certs::expiry_warning(&creds.cert) {
+        eprintln!("warning: {w}");
+    }
     let cmd = match a.command {
         AdminCmd::ForceSurvivor {
             room,

@@ -57,6 +57,9 @@ impl FenceDrivers {
             node: cfg.node.clone(),
             key: cfg.kubernetes.fence_taint_key.clone(),
             deadline: Duration::from_millis(cfg.kubernetes.deadline_ms),
+            rejoin: crate::takeover::RejoinGate::new(Duration::from_millis(
+                cfg.kubernetes.unfence_settle_ms,
+            )),
         });
         let fence_hooks = cfg.hooks.iter().any(|h| h.on.iter().any(|e| e == "fence"));
         let list = vec![

@@ -4,6 +4,7 @@
 //! room cut off from the control plane cannot taint anything and must not wait for it.
 use super::{DriverReport, FenceContext, FenceDriver, FenceError};
 use crate::kube::Kube;
+use crate::takeover::RejoinGate;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Node;
 use serde_json::{json, Value};
@@ -15,6 +16,8 @@ pub struct TaintDriver {
     pub node: String,
     pub key: String,
     pub deadline: Duration,
+    /// Unfence waits for the out-of-service lift and lifts our taint in steps (kubernetes#142331).
+    pub rejoin: RejoinGate,
 }
 
 /// The patch operations that put `key=value:NoExecute` on the node (`None`: already there).
@@ -121,6 +124,10 @@ impl FenceDriver for TaintDriver {
             if !self.kube.enabled() {
                 return Ok(DriverReport::skipped(self.kube.unavailable()));
             }
+            self.rejoin
+                .ready(&self.kube, &self.node, &self.key)
+                .await
+                .map_err(FenceError::Failed)?;
             match self
                 .kube
                 .reconcile_node(&self.node, |n| remove_taint_ops(n, &self.key))

@@ -135,6 +135,7 @@ async fn taint_patches_are_retried_after_conflicts() {
         node: "node-a1".into(),
         key: "witness.dev/fenced".into(),
         deadline: Duration::from_secs(2),
+        rejoin: agent::takeover::RejoinGate::new(Duration::ZERO),
     };
     let r = run_one(&d, &ctx(7), false).await;
     assert_eq!(r.outcome, Outcome::Ok, "{}", r.detail);
@@ -178,6 +179,7 @@ async fn taint_is_skipped_not_failed_when_the_api_does_not_answer() {
         node: "node-a1".into(),
         key: "witness.dev/fenced".into(),
         deadline: Duration::from_millis(300),
+        rejoin: agent::takeover::RejoinGate::new(Duration::ZERO),
     };
     let t = Instant::now();
     let r = run_one(&d, &ctx(2), false).await;

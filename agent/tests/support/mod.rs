@@ -280,6 +280,7 @@ pub struct Call {
 pub struct KubeWorld {
     pub nodes: BTreeMap<String, Value>,
     pub vmis: Vec<Value>,
+    pub pods: Vec<Value>,
     pub vms: BTreeMap<(String, String), Value>,
     pub calls: Vec<Call>,
     /// The next this-many node PATCHes answer 409 Conflict (a concurrent writer won).
@@ -340,6 +341,14 @@ impl KubeWorld {
         );
     }
 
+    /// A pod `name` in `ns` bound to `node`.
+    pub fn add_pod(&mut self, ns: &str, name: &str, node: &str) {
+        let rv = self.bump();
+        self.pods.push(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": ns, "resourceVersion": rv},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "app:1"}]}}));
+    }
+
     /// A running VM `name` in `ns` whose VMI runs on `node`.
     pub fn add_vm(&mut self, ns: &str, name: &str, node: &str) {
         let rv = self.bump();
@@ -367,6 +376,11 @@ impl KubeDouble {
             .route(
                 "/apis/kubevirt.io/v1/virtualmachineinstances",
                 get(list_vmis),
+            )
+            .route("/api/v1/pods", get(list_pods))
+            .route(
+                "/api/v1/namespaces/{ns}/pods/{name}",
+                axum::routing::delete(delete_pod),
             )
             .route(
                 "/apis/subresources.kubevirt.io/v1/namespaces/{ns}/virtualmachines/{name}/stop",
@@ -493,6 +507,46 @@ async fn list_vmis(
     .into_response()
 }
 
+/// `GET /api/v1/pods?fieldSelector=spec.nodeName=<node>`, the one selector the agent uses.
+async fn list_pods(
+    State(w): W,
+    Query(q): Query<BTreeMap<String, String>>,
+    method: Method,
+    uri: Uri,
+) -> Response {
+    record(&w, &method, &uri, &Bytes::new()).await;
+    let sel = q.get("fieldSelector").cloned().unwrap_or_default();
+    let node = sel.strip_prefix("spec.nodeName=");
+    let g = w.lock().unwrap();
+    let items: Vec<Value> = g
+        .pods
+        .iter()
+        .filter(|p| node.is_none_or(|n| p["spec"]["nodeName"] == json!(n)))
+        .cloned()
+        .collect();
+    Json(json!({"apiVersion": "v1", "kind": "PodList",
+                "metadata": {"resourceVersion": g.rv.to_string()}, "items": items}))
+    .into_response()
+}
+
+async fn delete_pod(
+    State(w): W,
+    Path((ns, name)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    record(&w, &method, &uri, &body).await;
+    let mut g = w.lock().unwrap();
+    let i = g.pods.iter().position(|p| {
+        p["metadata"]["name"] == json!(name) && p["metadata"]["namespace"] == json!(ns)
+    });
+    match i {
+        Some(i) => Json(g.pods.remove(i)).into_response(),
+        None => status(404, "NotFound", &format!("pods \"{name}\" not found")),
+    }
+}
+
 fn drop_vmi(g: &mut KubeWorld, ns: &str, name: &str) -> bool {
     let before = g.vmis.len();
     g.vmis.retain(|i| {
@@ -554,8 +608,9 @@ async fn delete_vmi(
     Path((ns, name)): Path<(String, String)>,
     method: Method,
     uri: Uri,
+    body: Bytes,
 ) -> Response {
-    record(&w, &method, &uri, &Bytes::new()).await;
+    record(&w, &method, &uri, &body).await;
     let mut g = w.lock().unwrap();
     if !drop_vmi(&mut g, &ns, &name) {
         // As kube-apiserver answers (tests/kube/golden/api-answers.json).
