@@ -59,6 +59,18 @@ resource r0 {
 }
 ";
 
+/// The takeover hooks of room a's node: r0 and its writer are room b's workload, so the
+/// survivor in room a promotes r0 and starts the writer when it takes room b over, and gives
+/// both back when room b rejoins. Room b's node has none: when room b survives, r0 is its own
+/// and stays where it runs (a release hook there would stop room b's own workload at rejoin).
+const TAKEOVER_HOOKS: &str = "[[hooks]]\nname = \"promote-r0\"\non = [\"takeover\"]\n\
+     command = [\"/bin/sh\", \"-c\", \"drbdadm primary r0 && \
+     (pidof vmlab-writer >/dev/null || \
+     (setsid vmlab-writer 1001 </dev/null >/dev/null 2>&1 &))\"]\ntimeout_ms = 30000\n\
+     [[hooks]]\nname = \"demote-r0\"\non = [\"release\"]\n\
+     command = [\"/bin/sh\", \"-c\", \"killall vmlab-writer; sleep 0.5; \
+     drbdadm secondary r0\"]\ntimeout_ms = 30000\n";
+
 /// What the lab needs on the host, with the Debian package that provides it.
 const TOOLS: [(&str, &str); 7] = [
     ("qemu-system-x86_64", "qemu-system-x86"),
@@ -245,6 +257,12 @@ impl Lab {
     /// agents are active and DRBD is connected, r0 Primary on b1 (room b runs the workload).
     /// `Ok(None)` when the lab cannot run here (the skip line is printed).
     pub fn start(name: &str) -> Result<Option<Lab>> {
+        Lab::start_with(name, None)
+    }
+
+    /// Like [`Lab::start`], with the witness's `preferred_room` set (the split policy's first
+    /// rule: without it, a tie between the rooms goes to room a).
+    pub fn start_with(name: &str, preferred_room: Option<&str>) -> Result<Option<Lab>> {
         if !can_run() {
             return Ok(None);
         }
@@ -272,7 +290,7 @@ impl Lab {
             logs,
         };
         lab.network()?;
-        lab.certs_and_witness(&witness_bin)?;
+        lab.certs_and_witness(&witness_bin, preferred_room)?;
         println!(
             "[{name}] namespace {}, dir {}",
             lab.ns,
@@ -355,7 +373,7 @@ impl Lab {
         run("ip", &args).map(|_| ())
     }
 
-    fn certs_and_witness(&mut self, witness_bin: &Path) -> Result<()> {
+    fn certs_and_witness(&mut self, witness_bin: &Path, preferred: Option<&str>) -> Result<()> {
         let d = self.dir.path();
         let c = s(&d.join("certs"));
         std::fs::create_dir_all(&c)?;
@@ -396,9 +414,12 @@ impl Lab {
             "data_dir = \"{data}\"\nlisten = \"{HOST_IP}:7443\"\nstatus_listen = \
              \"127.0.0.1:7480\"\ntick_interval_ms = 50\n[tls]\nca = \"{c}/ca.pem\"\ncert = \
              \"{c}/server.pem\"\nkey = \"{c}/server-key.pem\"\n[defaults]\nauto_rejoin = true\n\
-             [defaults.timings]\n{}",
+             {preferred}[defaults.timings]\n{}",
             toml::to_string(&self.timings)?,
             data = s(&data),
+            preferred = preferred
+                .map(|r| format!("preferred_room = \"{r}\"\n"))
+                .unwrap_or_default(),
         );
         std::fs::write(d.join("witness.toml"), wcfg)?;
         self.witness = Some(Proc::spawn(
@@ -455,14 +476,8 @@ impl Lab {
              deadline_ms = 1500\n\
              [drbd]\nenabled = true\ndrbdadm = \"drbdadm\"\nresources = [\"r0\"]\n\
              deadline_ms = 1500\n\
-             [watchdog]\nenabled = true\ndevice = \"/dev/watchdog\"\n\
-             [[hooks]]\nname = \"promote-r0\"\non = [\"takeover\"]\n\
-             command = [\"/bin/sh\", \"-c\", \"drbdadm primary r0 && \
-             (pidof vmlab-writer >/dev/null || \
-             (setsid vmlab-writer 1001 </dev/null >/dev/null 2>&1 &))\"]\ntimeout_ms = 30000\n\
-             [[hooks]]\nname = \"demote-r0\"\non = [\"release\"]\n\
-             command = [\"/bin/sh\", \"-c\", \"killall vmlab-writer; sleep 0.5; \
-             drbdadm secondary r0\"]\ntimeout_ms = 30000\n",
+             [watchdog]\nenabled = true\ndevice = \"/dev/watchdog\"\n{hooks}",
+            hooks = if room == "a" { TAKEOVER_HOOKS } else { "" },
             timings = toml::to_string(&self.timings)?,
         );
         std::fs::write(etc.join("agent.toml"), agent)?;
@@ -870,4 +885,122 @@ impl Drop for Lab {
             .args(["netns", "delete", &self.ns])
             .status();
     }
+}
+
+/// One row of the VM lab's table in docs/scenarios.md: written by each scenario from what it
+/// measured (`target/vmlab-report/<id>.json`), rendered by `scripts/vmlab.sh` (the
+/// `vmlab-report` binary) between the markers of the VM section.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct VmRow {
+    /// Sort key and file name, e.g. `vm1`.
+    pub id: String,
+    pub scenario: String,
+    /// What happened, in words, with the figures measured.
+    pub outcome: String,
+    /// The checker's line.
+    pub checker: String,
+    /// Every assertion of the scenario held (a failed run is written too, as FAIL, with the
+    /// failed assertions in `outcome`).
+    pub passed: bool,
+    /// When the run ended (UTC) and the load average then, for the reader of the figures.
+    pub when: String,
+}
+
+/// `target/vmlab-report` of this workspace (or `$VMLAB_REPORT_DIR`).
+pub fn report_dir() -> PathBuf {
+    std::env::var("VMLAB_REPORT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| target_dir().join("vmlab-report"))
+}
+
+impl VmRow {
+    pub fn new(id: &str, scenario: &str) -> VmRow {
+        VmRow {
+            id: id.into(),
+            scenario: scenario.into(),
+            outcome: String::new(),
+            checker: String::new(),
+            passed: false,
+            when: String::new(),
+        }
+    }
+
+    /// Writes the row; `failures` are the assertions that did not hold (none: passed).
+    pub fn write(mut self, failures: &[String]) -> Result<()> {
+        self.passed = failures.is_empty();
+        if !failures.is_empty() {
+            self.outcome = format!("{} FAILED: {}", self.outcome, failures.join("; "));
+        }
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        let load = load.split_whitespace().next().unwrap_or("?");
+        let date = Command::new("date")
+            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        self.when = format!("{date}, load {load}");
+        let d = report_dir();
+        std::fs::create_dir_all(&d).with_context(|| format!("create {}", d.display()))?;
+        let f = d.join(format!("{}.json", self.id));
+        std::fs::write(&f, serde_json::to_string_pretty(&self)?)
+            .with_context(|| format!("write {}", f.display()))?;
+        Ok(())
+    }
+}
+
+/// The markers around the generated table in docs/scenarios.md (and in
+/// tests/scenarios-header.md, which `scripts/chaos.sh --report` renders it from).
+pub const BEGIN_MARK: &str = "<!-- vmlab-rows: generated by scripts/vmlab.sh; do not edit -->";
+pub const END_MARK: &str = "<!-- /vmlab-rows -->";
+
+/// Reads every row in `dir`, sorted by id.
+pub fn read_rows(dir: &Path) -> Result<Vec<VmRow>> {
+    let mut rows = Vec::new();
+    if dir.exists() {
+        for e in std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
+            let p = e?.path();
+            if p.extension().is_some_and(|x| x == "json") {
+                let text = std::fs::read_to_string(&p)?;
+                let row: VmRow = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not a VM lab row", p.display()))?;
+                rows.push(row);
+            }
+        }
+    }
+    rows.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(rows)
+}
+
+/// The Markdown table of `rows`.
+pub fn table(rows: &[VmRow]) -> String {
+    let mut s = String::from(
+        "| # | scenario | what happened, measured on the host clock | checker | result | run |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    let cell = |t: &str| t.replace('|', "\\|").replace('\n', " ");
+    for r in rows {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            r.id,
+            cell(&r.scenario),
+            cell(&r.outcome),
+            cell(&r.checker),
+            if r.passed { "pass" } else { "FAIL" },
+            cell(&r.when)
+        ));
+    }
+    s
+}
+
+/// `text` with the part between [`BEGIN_MARK`] and [`END_MARK`] replaced by the table of
+/// `rows`; `None` when `text` has no (well-ordered) markers.
+pub fn replace_section(text: &str, rows: &[VmRow]) -> Option<String> {
+    let b = text.find(BEGIN_MARK)?;
+    let e = text[b..].find(END_MARK)? + b;
+    Some(format!(
+        "{}{BEGIN_MARK}\n{}{}",
+        &text[..b],
+        table(rows),
+        &text[e..]
+    ))
 }
