@@ -36,6 +36,10 @@ pub const HOST_IP: &str = "10.77.0.1";
 const CLUSTER: &str = "c1";
 /// The virtual disk under DRBD: small, so a resync takes seconds under TCG.
 const DISK_BYTES: u64 = 8 << 20;
+/// The disk of the Dqlite scenario: Dqlite's Raft log preallocates 3 segments of 8 MiB.
+const DQLITE_DISK_BYTES: u64 = 64 << 20;
+/// Where Dqlite serves (`tests/vmlab/dqlite`): the address moves with r0's Primary.
+pub const DQLITE_ADDR: &str = "10.77.0.50:8001";
 /// Readers never outlive this.
 const MAX_LIFE: Duration = Duration::from_secs(3600);
 
@@ -71,6 +75,26 @@ const TAKEOVER_HOOKS: &str = "[[hooks]]\nname = \"promote-r0\"\non = [\"takeover
      command = [\"/bin/sh\", \"-c\", \"killall vmlab-writer; sleep 0.5; \
      drbdadm secondary r0\"]\ntimeout_ms = 30000\n";
 
+/// Room a's takeover hooks when the datastore is Dqlite: promote r0, mount it, take the service
+/// address and start Dqlite; on release stop it, unmount and demote.
+const DQLITE_HOOKS: &str = "[[hooks]]\nname = \"promote-r0\"\non = [\"takeover\"]\n\
+     command = [\"/bin/sh\", \"-c\", \"drbdadm primary r0 && vmlab-dqlite start\"]\n\
+     timeout_ms = 30000\n\
+     [[hooks]]\nname = \"demote-r0\"\non = [\"release\"]\n\
+     command = [\"/bin/sh\", \"-c\", \"vmlab-dqlite stop; drbdadm secondary r0\"]\n\
+     timeout_ms = 30000\n";
+
+/// What a scenario changes in the lab.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options<'a> {
+    /// The witness's `preferred_room` (the split policy's first rule: without it, a tie
+    /// between the rooms goes to room a).
+    pub preferred_room: Option<&'a str>,
+    /// The datastore is a single-node Dqlite on ext4 on r0 (`tests/vmlab/dqlite`), written
+    /// through its API by a writer on the host side, instead of the raw-block writer.
+    pub dqlite: bool,
+}
+
 /// What the lab needs on the host, with the Debian package that provides it.
 const TOOLS: [(&str, &str); 7] = [
     ("qemu-system-x86_64", "qemu-system-x86"),
@@ -81,13 +105,16 @@ const TOOLS: [(&str, &str); 7] = [
     ("nft", "nftables"),
     ("strip", "binutils"),
 ];
+/// What the Dqlite lab needs on the host besides.
+const DQLITE_TOOLS: [(&str, &str); 2] = [("curl", "curl"), ("mkfs.ext4", "e2fsprogs")];
 
 /// Whether the lab can run here; prints the skip line (and why) when not.
-pub fn can_run() -> bool {
+pub fn can_run(dqlite: bool) -> bool {
     if !crate::have_root() {
         return false;
     }
-    for (tool, pkg) in TOOLS {
+    let extra: &[(&str, &str)] = if dqlite { &DQLITE_TOOLS } else { &[] };
+    for &(tool, pkg) in TOOLS.iter().chain(extra) {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .stdout(Stdio::null())
@@ -130,6 +157,9 @@ pub struct Lab {
     console: Arc<Mutex<BTreeMap<String, Vec<Line>>>>,
     kernel: PathBuf,
     initrd: PathBuf,
+    dqlite: bool,
+    /// The host-side Dqlite writer (`ip netns exec ... sh`), killed on drop.
+    host_writer: Option<std::process::Child>,
     /// Console logs (`<node>-console.log`, lines stamped with the recorder's ms), kept after the
     /// test: `target/vmlab-logs/<scenario>/`.
     pub logs: PathBuf,
@@ -257,13 +287,13 @@ impl Lab {
     /// agents are active and DRBD is connected, r0 Primary on b1 (room b runs the workload).
     /// `Ok(None)` when the lab cannot run here (the skip line is printed).
     pub fn start(name: &str) -> Result<Option<Lab>> {
-        Lab::start_with(name, None)
+        Lab::start_with(name, Options::default())
     }
 
-    /// Like [`Lab::start`], with the witness's `preferred_room` set (the split policy's first
-    /// rule: without it, a tie between the rooms goes to room a).
-    pub fn start_with(name: &str, preferred_room: Option<&str>) -> Result<Option<Lab>> {
-        if !can_run() {
+    /// Like [`Lab::start`], with `opts`. With Dqlite, b1 also mounts r0 and starts Dqlite
+    /// there, and the lab returns once its API answers on the host side.
+    pub fn start_with(name: &str, opts: Options) -> Result<Option<Lab>> {
+        if !can_run(opts.dqlite) {
             return Ok(None);
         }
         let timings = Timings::default();
@@ -288,9 +318,11 @@ impl Lab {
             kernel,
             initrd,
             logs,
+            dqlite: opts.dqlite,
+            host_writer: None,
         };
         lab.network()?;
-        lab.certs_and_witness(&witness_bin, preferred_room)?;
+        lab.certs_and_witness(&witness_bin, opts.preferred_room)?;
         println!(
             "[{name}] namespace {}, dir {}",
             lab.ns,
@@ -298,6 +330,11 @@ impl Lab {
         );
         for (n, _, _, _) in NODES {
             lab.write_node_files(n)?;
+        }
+        if lab.dqlite {
+            lab.format_disks()?;
+        }
+        for (n, _, _, _) in NODES {
             lab.boot(n)?;
         }
         for (n, _, _, _) in NODES {
@@ -318,6 +355,10 @@ impl Lab {
             Duration::from_secs(30),
         )?;
         lab.ctl("b1", "drbdadm primary r0", Duration::from_secs(30))?;
+        if lab.dqlite {
+            lab.ctl("b1", "vmlab-dqlite start", Duration::from_secs(60))?;
+            lab.wait_dqlite(Duration::from_secs(180))?;
+        }
         for (n, _, _, _) in NODES {
             lab.wait_phase(n, "active", Duration::from_secs(300))?;
         }
@@ -465,6 +506,12 @@ impl Lab {
                 )
             })
             .collect();
+        // The fencing budget F = 3 s, split by what the steps cost under TCG on a loaded
+        // machine: the vm driver (a local kill) took under 150 ms; the drbd step is two
+        // drbdadm runs (secondary, then role read back), each about 1.3 s there through
+        // drbd-utils 9's `drbdadm`, which parses the configuration and then executes
+        // `drbdadm-84` to parse it again; 1.5 s overran (the node was reset: the safe
+        // direction). So the agent calls `drbdadm-84` directly and the drbd step gets 2.5 s.
         let agent = format!(
             "cluster = \"{CLUSTER}\"\nroom = \"{room}\"\nnode = \"{node}\"\n\
              witness_url = \"https://{HOST_IP}:7443\"\nlisten = \"{ip}:7444\"\n\
@@ -472,12 +519,17 @@ impl Lab {
              [tls]\nca = \"/etc/vmlab/ca.pem\"\ncert = \"/etc/vmlab/{node}.pem\"\n\
              key = \"/etc/vmlab/{node}-key.pem\"\n{peers}[timings]\n{timings}\
              [kubernetes]\nenabled = false\n\
-             [vm]\nenabled = true\nlocal_kill = true\nprocess_patterns = [\"vmlab-writer\"]\n\
-             deadline_ms = 1500\n\
-             [drbd]\nenabled = true\ndrbdadm = \"drbdadm\"\nresources = [\"r0\"]\n\
-             deadline_ms = 1500\n\
+             [vm]\nenabled = true\nlocal_kill = true\n\
+             process_patterns = [\"vmlab-writer\", \"dqlite-demo\"]\n\
+             deadline_ms = 500\n\
+             [drbd]\nenabled = true\ndrbdadm = \"/usr/lib/drbd/drbdadm-84\"\n\
+             resources = [\"r0\"]\ndeadline_ms = 2500\n\
              [watchdog]\nenabled = true\ndevice = \"/dev/watchdog\"\n{hooks}",
-            hooks = if room == "a" { TAKEOVER_HOOKS } else { "" },
+            hooks = match (room, self.dqlite) {
+                ("a", false) => TAKEOVER_HOOKS,
+                ("a", true) => DQLITE_HOOKS,
+                _ => "",
+            },
             timings = toml::to_string(&self.timings)?,
         );
         std::fs::write(etc.join("agent.toml"), agent)?;
@@ -503,8 +555,92 @@ impl Lab {
         initrd.extend_from_slice(&list.stdout);
         std::fs::write(nd.join("initrd.gz"), initrd)?;
         let disk = std::fs::File::create(nd.join("disk.img"))?;
-        disk.set_len(DISK_BYTES)?;
+        disk.set_len(if self.dqlite {
+            DQLITE_DISK_BYTES
+        } else {
+            DISK_BYTES
+        })?;
         Ok(())
+    }
+
+    /// The Dqlite lab's disks: one ext4 file system made on the host (`mkfs.ext4`, e2fsprogs)
+    /// and copied, so both disks start identical and the initial sync can be skipped; it stops
+    /// 4 MiB short of the disk, where DRBD keeps its internal meta data.
+    fn format_disks(&self) -> Result<()> {
+        let nodes = self.dir.path().join("nodes");
+        let first = nodes.join(NODES[0].0).join("disk.img");
+        let size = format!("{}k", (DQLITE_DISK_BYTES - (4 << 20)) / 1024);
+        run(
+            "mkfs.ext4",
+            &["-F", "-q", "-E", "nodiscard", &s(&first), &size],
+        )
+        .context("mkfs.ext4 (Debian package e2fsprogs) for the Dqlite disk")?;
+        for (n, _, _, _) in &NODES[1..] {
+            std::fs::copy(&first, nodes.join(n).join("disk.img"))?;
+        }
+        Ok(())
+    }
+
+    /// Runs `script` with `sh -c` in the lab's namespace (the host side of the link).
+    fn host_sh(&self, script: &str) -> Result<String> {
+        run("ip", &["netns", "exec", &self.ns, "sh", "-c", script])
+    }
+
+    /// Waits until Dqlite answers on its service address.
+    pub fn wait_dqlite(&self, within: Duration) -> Result<()> {
+        let until = Instant::now() + within;
+        loop {
+            // An unknown key is an error of the SQL layer: Dqlite is up.
+            let out = self
+                .host_sh(&format!("curl -s -m 3 http://{DQLITE_ADDR}/k0 || true"))
+                .unwrap_or_default();
+            if out.contains("no rows") || out.starts_with('v') {
+                return Ok(());
+            }
+            if Instant::now() > until {
+                bail!("Dqlite did not answer at {DQLITE_ADDR} within {within:?} (last: {out:?})");
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    /// Starts the host-side Dqlite writer: keys kFIRST, kFIRST+1, ... each PUT until Dqlite
+    /// answers `done` (committed), recorded as an `ack` event when it does; at most 3000 keys.
+    pub fn start_host_writer(&mut self, first: u64) -> Result<()> {
+        let script = format!(
+            "n={first}; last=$((n + 2999)); while [ $n -le $last ]; do \
+             if [ \"$(curl -s -m 2 -X PUT --data-binary v$n http://{DQLITE_ADDR}/k$n)\" = done ]; \
+             then echo \"ack $n\"; n=$((n + 1)); else sleep 0.2; fi; sleep 0.1; done"
+        );
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start the host-side Dqlite writer")?;
+        let out = child.stdout.take().context("writer stdout")?;
+        let rec = self.rec.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(|l| l.ok()) {
+                if let Some(n) = line
+                    .strip_prefix("ack ")
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                {
+                    rec.push("harness", "", "ack", json!({ "key": n }));
+                }
+            }
+        });
+        self.host_writer = Some(child);
+        Ok(())
+    }
+
+    /// Stops the host-side writer.
+    pub fn stop_host_writer(&mut self) {
+        if let Some(mut c) = self.host_writer.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// Starts a node's VM (again) and its console, control and QMP readers.
@@ -841,9 +977,31 @@ impl Lab {
     }
 
     /// Reads every acknowledged key back on `node` (which must be Primary); returns the missing.
+    /// With Dqlite, through its API at the service address, which must be on `node`.
     pub fn missing_keys(&mut self, node: &str) -> Result<Vec<u64>> {
         let keys = self.acked();
         let mut missing = Vec::new();
+        if self.dqlite {
+            let ip = DQLITE_ADDR.split(':').next().unwrap_or("");
+            let addrs = self.ctl(node, "ip -4 addr show dev eth0", Duration::from_secs(10))?;
+            if !addrs.contains(&format!("{ip}/")) {
+                bail!("{node} does not hold Dqlite's address {ip}: {addrs}");
+            }
+            for chunk in keys.chunks(200) {
+                let list: Vec<String> = chunk.iter().map(u64::to_string).collect();
+                let out = self.host_sh(&format!(
+                    "for n in {}; do [ \"$(curl -s -m 5 http://{DQLITE_ADDR}/k$n)\" = v$n ] \
+                     || echo \"VMLAB missing $n\"; done",
+                    list.join(" ")
+                ))?;
+                missing.extend(
+                    out.lines()
+                        .filter_map(|l| l.strip_prefix("VMLAB missing "))
+                        .filter_map(|n| n.trim().parse::<u64>().ok()),
+                );
+            }
+            return Ok(missing);
+        }
         for chunk in keys.chunks(200) {
             let list: Vec<String> = chunk.iter().map(u64::to_string).collect();
             let out = self.ctl(
@@ -875,6 +1033,7 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        self.stop_host_writer();
         for (_, mut vm) in std::mem::take(&mut self.vms) {
             vm.qemu.kill9();
         }

@@ -14,7 +14,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use witness_tests::recorder::Event;
-use witness_tests::vmlab::{Lab, Line, VmRow};
+use witness_tests::vmlab::{Lab, Line, Options, VmRow};
 
 /// One lab at a time: two TCG guests already fill the machine.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -44,20 +44,20 @@ impl Findings {
     }
 }
 
-/// Starts a lab (`preferred_room` for the witness), runs `body`, runs the checker over every
+/// Starts a lab with `opts`, runs `body`, runs the checker over every
 /// event, writes the row and then fails the test if anything did not hold. A lab that cannot
 /// run here (the skip line is printed) writes no row.
 fn scenario(
     id: &str,
     title: &str,
     name: &str,
-    preferred_room: Option<&str>,
+    opts: Options,
     body: impl FnOnce(&mut Lab, &mut Findings) -> anyhow::Result<()>,
 ) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut row = VmRow::new(id, title);
     let mut f = Findings::default();
-    let mut lab = match Lab::start_with(name, preferred_room) {
+    let mut lab = match Lab::start_with(name, opts) {
         Ok(Some(lab)) => lab,
         Ok(None) => return,
         Err(e) => {
@@ -136,7 +136,7 @@ fn agent_killed_on_active_node_the_real_watchdog_resets_it_within_w() {
         "vm1",
         "agent `kill -9` on the active node b1",
         "vm-s1-sigkill",
-        None,
+        Options::default(),
         |lab, f| watchdog_resets_after(lab, f, "9"),
     );
 }
@@ -148,7 +148,7 @@ fn agent_hung_on_active_node_the_real_watchdog_resets_it_within_w() {
         "vm2",
         "agent hung (`SIGSTOP`) on the active node b1",
         "vm-s2-sigstop",
-        None,
+        Options::default(),
         |lab, f| watchdog_resets_after(lab, f, "STOP"),
     );
 }
@@ -189,7 +189,7 @@ fn room_b_powered_off_while_primary_room_a_takes_over_after_the_bound_and_keeps_
         "vm4",
         "room b's VM powered off while Primary",
         "vm-s4-room-loss",
-        None,
+        Options::default(),
         room_loss,
     );
 }
@@ -257,7 +257,7 @@ fn fencing_with_the_drbd_device_held_open_fails_the_demote_and_the_watchdog_rese
         "vm3",
         "fencing b1 with `r0` held open (b1 isolated from the witness and room a)",
         "vm-s3-held-open",
-        None,
+        Options::default(),
         held_open,
     );
 }
@@ -344,7 +344,10 @@ fn link_cut_between_rooms_the_loser_demotes_the_winner_resumes_after_the_bound_a
         "vm5",
         "link between the rooms cut, both reach the witness (room b preferred), then healed",
         "vm-s5-link-cut",
-        Some("b"),
+        Options {
+            preferred_room: Some("b"),
+            ..Options::default()
+        },
         link_cut_and_heal,
     );
 }
@@ -539,4 +542,97 @@ fn link_cut_and_heal(lab: &mut Lab, f: &mut Findings) -> anyhow::Result<()> {
         ),
     );
     keys_read_back(lab, f, "b1")
+}
+
+#[test]
+#[ignore = "VM lab, slow under TCG and outside the short slice: scripts/vmlab.sh runs it"]
+fn room_b_powered_off_while_dqlite_runs_there_room_a_starts_it_after_the_bound_with_every_key() {
+    scenario(
+        "vm7",
+        "room b's VM powered off while it runs Dqlite (on ext4 on r0), written from the host",
+        "vm-s7-dqlite",
+        Options {
+            dqlite: true,
+            ..Options::default()
+        },
+        dqlite_room_loss,
+    );
+}
+
+fn dqlite_room_loss(lab: &mut Lab, f: &mut Findings) -> anyhow::Result<()> {
+    let name = lab.name.clone();
+    lab.start_host_writer(1)?;
+    let started = lab.rec.now();
+    let wait_acks = Instant::now() + Duration::from_secs(120);
+    while lab.acked().len() < 5 && Instant::now() < wait_acks {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    anyhow::ensure!(
+        lab.acked().len() >= 5,
+        "Dqlite on b1 acknowledged {} keys within 120 s",
+        lab.acked().len()
+    );
+    let fault = lab.power_off("b1")?;
+    lab.fault("b1 powered off while it runs Dqlite");
+    let takeover = lab.wait_event("a1", "takeover", fault, Duration::from_secs(120))?;
+    let helper_exit = lab.wait_console_after(
+        "a1",
+        "fence-peer r0 exit code",
+        takeover.t,
+        Duration::from_secs(90),
+    )?;
+    let dq = lab.wait_console_after(
+        "a1",
+        "VMLAB dqlite started",
+        takeover.t,
+        Duration::from_secs(90),
+    )?;
+    let until = Instant::now() + Duration::from_secs(120);
+    let first_ack = loop {
+        let a = lab
+            .rec
+            .events()
+            .into_iter()
+            .find(|e| e.kind == "ack" && e.t > dq.t);
+        if let Some(a) = a {
+            break a;
+        }
+        anyhow::ensure!(
+            Instant::now() < until,
+            "no key acknowledged by Dqlite on a1 within 120 s of its start"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    lab.stop_host_writer();
+    let before = lab
+        .rec
+        .events()
+        .iter()
+        .filter(|e| e.kind == "ack" && e.t >= started && e.t <= fault)
+        .count();
+    let wait = lab.timings.node_takeover_wait_ms();
+    let exit = exit_code(&helper_exit);
+    f.note(
+        &name,
+        format!(
+            "{before} keys acknowledged by Dqlite on b1 before the power-off; a1 took over              **{} ms** after it (its own wait {wait} ms); the fence-peer handler answered              **{}** +{} ms; Dqlite started on a1 (r0 promoted and mounted, address moved) +{}              ms; first key acknowledged by it +{} ms",
+            takeover.t - fault,
+            exit.map(|e| e.to_string()).unwrap_or("?".into()),
+            helper_exit.t - fault,
+            dq.t - fault,
+            first_ack.t - fault
+        ),
+    );
+    f.require(
+        exit == Some(7),
+        format!("the handler answered {exit:?}, not 7 (peer fenced)"),
+    );
+    f.require(
+        takeover.t - fault >= wait,
+        format!(
+            "a1 took over {} ms after the power-off, before its own wait of {wait} ms",
+            takeover.t - fault
+        ),
+    );
+    keys_read_back(lab, f, "a1")
 }
