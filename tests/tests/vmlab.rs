@@ -425,8 +425,7 @@ fn link_cut_and_heal(lab: &mut Lab, f: &mut Findings) -> anyhow::Result<()> {
         .collect();
     let last_before_freeze = console
         .iter()
-        .filter(|l| l.t <= call.t && l.text.contains("VMLAB ack"))
-        .next_back()
+        .rfind(|l| l.t <= call.t && l.text.contains("VMLAB ack"))
         .map(|l| l.t)
         .unwrap_or(cut);
     let wait = lab.timings.node_takeover_wait_ms();
@@ -498,6 +497,10 @@ fn link_cut_and_heal(lab: &mut Lab, f: &mut Findings) -> anyhow::Result<()> {
         })
         .collect();
     f.require(
+        active > heal,
+        format!("a1's last phase `active` (t={active} ms) is from before the heal"),
+    );
+    f.require(
         synced,
         "DRBD did not come back Connected and UpToDate/UpToDate within 180 s".into(),
     );
@@ -564,11 +567,11 @@ fn dqlite_room_loss(lab: &mut Lab, f: &mut Findings) -> anyhow::Result<()> {
     lab.start_host_writer(1)?;
     let started = lab.rec.now();
     let wait_acks = Instant::now() + Duration::from_secs(120);
-    while lab.acked().len() < 5 && Instant::now() < wait_acks {
+    while lab.acked().len() < 20 && Instant::now() < wait_acks {
         std::thread::sleep(Duration::from_millis(200));
     }
     anyhow::ensure!(
-        lab.acked().len() >= 5,
+        lab.acked().len() >= 20,
         "Dqlite on b1 acknowledged {} keys within 120 s",
         lab.acked().len()
     );
@@ -603,7 +606,20 @@ fn dqlite_room_loss(lab: &mut Lab, f: &mut Findings) -> anyhow::Result<()> {
         );
         std::thread::sleep(Duration::from_millis(200));
     };
+    // A few more keys through the survivor's Dqlite, then the writer stops.
+    let more_until = Instant::now() + Duration::from_secs(60);
+    let count_after = |lab: &Lab| {
+        lab.rec
+            .events()
+            .iter()
+            .filter(|e| e.kind == "ack" && e.t > dq.t)
+            .count()
+    };
+    while count_after(lab) < 10 && Instant::now() < more_until {
+        std::thread::sleep(Duration::from_millis(200));
+    }
     lab.stop_host_writer();
+    let after = count_after(lab);
     let before = lab
         .rec
         .events()
@@ -615,7 +631,10 @@ fn dqlite_room_loss(lab: &mut Lab, f: &mut Findings) -> anyhow::Result<()> {
     f.note(
         &name,
         format!(
-            "{before} keys acknowledged by Dqlite on b1 before the power-off; a1 took over              **{} ms** after it (its own wait {wait} ms); the fence-peer handler answered              **{}** +{} ms; Dqlite started on a1 (r0 promoted and mounted, address moved) +{}              ms; first key acknowledged by it +{} ms",
+            "{before} keys acknowledged by Dqlite on b1 before the power-off; a1 took over \
+             **{} ms** after it (its own wait {wait} ms); the fence-peer handler answered \
+             **{}** +{} ms; Dqlite started on a1 (r0 promoted and mounted, address moved) \
+             +{} ms; first key acknowledged by it +{} ms; {after} more after it",
             takeover.t - fault,
             exit.map(|e| e.to_string()).unwrap_or("?".into()),
             helper_exit.t - fault,
