@@ -284,18 +284,26 @@ fn held_open(lab: &mut Lab, f: &mut Findings) -> anyhow::Result<()> {
     let ev = lab.rec.events();
     let pet = last_before(&ev, "b1", "pet", reset.t)
         .ok_or_else(|| anyhow::anyhow!("b1 never petted before the reset"))?;
-    let cause = failed
-        .text
-        .split("drbdadm secondary failed")
-        .nth(1)
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .trim_start_matches('(')
-        .trim_start_matches("0: ")
-        .to_string();
+    // The kernel's reason, from the console (drbd-utils print warnings around it).
+    let held = lab
+        .console("b1")
+        .into_iter()
+        .find(|l| l.t >= fence.t && l.text.contains("held open by someone"));
+    let cause = held
+        .as_ref()
+        .and_then(|l| {
+            l.text
+                .find("State change failed")
+                .map(|i| l.text[i..].to_string())
+        })
+        .unwrap_or_default();
+    f.require(
+        held.is_some(),
+        format!(
+            "the demote failed, but not because r0 is held open: {}",
+            failed.text
+        ),
+    );
     f.note(
         &name,
         format!(
