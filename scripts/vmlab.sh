@@ -20,5 +20,9 @@ AGENT_BIN="$PWD/target/release/witness-agent" \
     cargo test --workspace --features witness-tests/vmlab --test vmlab -- --ignored --nocapture --test-threads 1 "$@"
 status=$?
 set -e
-target/debug/vmlab-report docs/scenarios.md tests/scenarios-header.md
+if [ "$(id -u)" = 0 ]; then
+    target/debug/vmlab-report docs/scenarios.md tests/scenarios-header.md
+else
+    echo "not root: the scenarios were skipped; docs/scenarios.md left as it is"
+fi
 exit "$status"
