@@ -36,6 +36,10 @@ pub const HOST_IP: &str = "10.77.0.1";
 const CLUSTER: &str = "c1";
 /// The virtual disk under DRBD: small, so a resync takes seconds under TCG.
 const DISK_BYTES: u64 = 8 << 20;
+/// The disk of the Dqlite scenario: Dqlite's Raft log preallocates 3 segments of 8 MiB.
+const DQLITE_DISK_BYTES: u64 = 64 << 20;
+/// Where Dqlite serves (`tests/vmlab/dqlite`): the address moves with r0's Primary.
+pub const DQLITE_ADDR: &str = "10.77.0.50:8001";
 /// Readers never outlive this.
 const MAX_LIFE: Duration = Duration::from_secs(3600);
 
@@ -59,6 +63,38 @@ resource r0 {
 }
 ";
 
+/// The takeover hooks of room a's node: r0 and its writer are room b's workload, so the
+/// survivor in room a promotes r0 and starts the writer when it takes room b over, and gives
+/// both back when room b rejoins. Room b's node has none: when room b survives, r0 is its own
+/// and stays where it runs (a release hook there would stop room b's own workload at rejoin).
+const TAKEOVER_HOOKS: &str = "[[hooks]]\nname = \"promote-r0\"\non = [\"takeover\"]\n\
+     command = [\"/bin/sh\", \"-c\", \"drbdadm primary r0 && \
+     (pidof vmlab-writer >/dev/null || \
+     (setsid vmlab-writer 1001 </dev/null >/dev/null 2>&1 &))\"]\ntimeout_ms = 30000\n\
+     [[hooks]]\nname = \"demote-r0\"\non = [\"release\"]\n\
+     command = [\"/bin/sh\", \"-c\", \"killall vmlab-writer; sleep 0.5; \
+     drbdadm secondary r0\"]\ntimeout_ms = 30000\n";
+
+/// Room a's takeover hooks when the datastore is Dqlite: promote r0, mount it, take the service
+/// address and start Dqlite; on release stop it, unmount and demote.
+const DQLITE_HOOKS: &str = "[[hooks]]\nname = \"promote-r0\"\non = [\"takeover\"]\n\
+     command = [\"/bin/sh\", \"-c\", \"drbdadm primary r0 && vmlab-dqlite start\"]\n\
+     timeout_ms = 30000\n\
+     [[hooks]]\nname = \"demote-r0\"\non = [\"release\"]\n\
+     command = [\"/bin/sh\", \"-c\", \"vmlab-dqlite stop; drbdadm secondary r0\"]\n\
+     timeout_ms = 30000\n";
+
+/// What a scenario changes in the lab.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options<'a> {
+    /// The witness's `preferred_room` (the split policy's first rule: without it, a tie
+    /// between the rooms goes to room a).
+    pub preferred_room: Option<&'a str>,
+    /// The datastore is a single-node Dqlite on ext4 on r0 (`tests/vmlab/dqlite`), written
+    /// through its API by a writer on the host side, instead of the raw-block writer.
+    pub dqlite: bool,
+}
+
 /// What the lab needs on the host, with the Debian package that provides it.
 const TOOLS: [(&str, &str); 7] = [
     ("qemu-system-x86_64", "qemu-system-x86"),
@@ -69,13 +105,16 @@ const TOOLS: [(&str, &str); 7] = [
     ("nft", "nftables"),
     ("strip", "binutils"),
 ];
+/// What the Dqlite lab needs on the host besides.
+const DQLITE_TOOLS: [(&str, &str); 2] = [("curl", "curl"), ("mkfs.ext4", "e2fsprogs")];
 
 /// Whether the lab can run here; prints the skip line (and why) when not.
-pub fn can_run() -> bool {
+pub fn can_run(dqlite: bool) -> bool {
     if !crate::have_root() {
         return false;
     }
-    for (tool, pkg) in TOOLS {
+    let extra: &[(&str, &str)] = if dqlite { &DQLITE_TOOLS } else { &[] };
+    for &(tool, pkg) in TOOLS.iter().chain(extra) {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .stdout(Stdio::null())
@@ -118,6 +157,9 @@ pub struct Lab {
     console: Arc<Mutex<BTreeMap<String, Vec<Line>>>>,
     kernel: PathBuf,
     initrd: PathBuf,
+    dqlite: bool,
+    /// The host-side Dqlite writer (`ip netns exec ... sh`), killed on drop.
+    host_writer: Option<std::process::Child>,
     /// Console logs (`<node>-console.log`, lines stamped with the recorder's ms), kept after the
     /// test: `target/vmlab-logs/<scenario>/`.
     pub logs: PathBuf,
@@ -245,7 +287,13 @@ impl Lab {
     /// agents are active and DRBD is connected, r0 Primary on b1 (room b runs the workload).
     /// `Ok(None)` when the lab cannot run here (the skip line is printed).
     pub fn start(name: &str) -> Result<Option<Lab>> {
-        if !can_run() {
+        Lab::start_with(name, Options::default())
+    }
+
+    /// Like [`Lab::start`], with `opts`. With Dqlite, b1 also mounts r0 and starts Dqlite
+    /// there, and the lab returns once its API answers on the host side.
+    pub fn start_with(name: &str, opts: Options) -> Result<Option<Lab>> {
+        if !can_run(opts.dqlite) {
             return Ok(None);
         }
         let timings = Timings::default();
@@ -270,9 +318,11 @@ impl Lab {
             kernel,
             initrd,
             logs,
+            dqlite: opts.dqlite,
+            host_writer: None,
         };
         lab.network()?;
-        lab.certs_and_witness(&witness_bin)?;
+        lab.certs_and_witness(&witness_bin, opts.preferred_room)?;
         println!(
             "[{name}] namespace {}, dir {}",
             lab.ns,
@@ -280,6 +330,11 @@ impl Lab {
         );
         for (n, _, _, _) in NODES {
             lab.write_node_files(n)?;
+        }
+        if lab.dqlite {
+            lab.format_disks()?;
+        }
+        for (n, _, _, _) in NODES {
             lab.boot(n)?;
         }
         for (n, _, _, _) in NODES {
@@ -300,6 +355,10 @@ impl Lab {
             Duration::from_secs(30),
         )?;
         lab.ctl("b1", "drbdadm primary r0", Duration::from_secs(30))?;
+        if lab.dqlite {
+            lab.ctl("b1", "vmlab-dqlite start", Duration::from_secs(60))?;
+            lab.wait_dqlite(Duration::from_secs(180))?;
+        }
         for (n, _, _, _) in NODES {
             lab.wait_phase(n, "active", Duration::from_secs(300))?;
         }
@@ -355,7 +414,7 @@ impl Lab {
         run("ip", &args).map(|_| ())
     }
 
-    fn certs_and_witness(&mut self, witness_bin: &Path) -> Result<()> {
+    fn certs_and_witness(&mut self, witness_bin: &Path, preferred: Option<&str>) -> Result<()> {
         let d = self.dir.path();
         let c = s(&d.join("certs"));
         std::fs::create_dir_all(&c)?;
@@ -392,15 +451,18 @@ impl Lab {
         let data = d.join("witness-data");
         std::fs::create_dir_all(&data)?;
         init_store(&data.join("state.sled"))?;
-        let mut wcfg = harness::witness_config(
-            &data,
-            &format!("{HOST_IP}:7443"),
-            "127.0.0.1:7480",
-            harness::Pki::at(&d.join("certs")).witness_tls(),
-            &self.timings,
-        )?;
-        wcfg.tick_interval_ms = Some(50);
-        harness::write_witness(&d.join("witness.toml"), &wcfg)?;
+        let wcfg = format!(
+            "data_dir = \"{data}\"\nlisten = \"{HOST_IP}:7443\"\nstatus_listen = \
+             \"127.0.0.1:7480\"\ntick_interval_ms = 50\n[tls]\nca = \"{c}/ca.pem\"\ncert = \
+             \"{c}/server.pem\"\nkey = \"{c}/server-key.pem\"\n[defaults]\nauto_rejoin = true\n\
+             {preferred}[defaults.timings]\n{}",
+            toml::to_string(&self.timings)?,
+            data = s(&data),
+            preferred = preferred
+                .map(|r| format!("preferred_room = \"{r}\"\n"))
+                .unwrap_or_default(),
+        );
+        std::fs::write(d.join("witness.toml"), wcfg)?;
         self.witness = Some(Proc::spawn(
             "witness",
             &self.ns,
@@ -434,48 +496,42 @@ impl Lab {
         for f in ["ca.pem", &format!("{node}.pem"), &format!("{node}-key.pem")] {
             std::fs::copy(d.join("certs").join(f), etc.join(f))?;
         }
-        let mut agent = harness::agent_config(
-            &harness::pki::Member::new(CLUSTER, room, node, &[]),
-            &format!("https://{HOST_IP}:7443"),
-            &format!("{ip}:7444"),
-            Path::new("/run/witness-agent"),
-            harness::Pki::at(Path::new("/etc/vmlab")).agent_tls(node),
-            &self.timings,
-        );
-        agent.peers = NODES
+        let peers: String = NODES
             .iter()
             .filter(|p| p.1 != room)
-            .map(|p| agent::config::PeerConfig {
-                node: p.0.into(),
-                address: format!("{}:7444", p.3),
+            .map(|p| {
+                format!(
+                    "[[peers]]\nnode = \"{}\"\naddress = \"{}:7444\"\n",
+                    p.0, p.3
+                )
             })
             .collect();
-        agent.vm.enabled = true;
-        agent.vm.process_patterns = vec!["vmlab-writer".into()];
-        agent.drbd.enabled = true;
-        agent.drbd.resources = vec!["r0".into()];
-        agent.drbd.deadline_ms = 1500;
-        agent.watchdog.enabled = true;
-        let hook = |name: &str, on: &str, script: &str| agent::config::HookConfig {
-            name: name.into(),
-            on: vec![on.into()],
-            command: vec!["/bin/sh".into(), "-c".into(), script.into()],
-            timeout_ms: 30_000,
-        };
-        agent.hooks = vec![
-            hook(
-                "promote-r0",
-                "takeover",
-                "drbdadm primary r0 && (pidof vmlab-writer >/dev/null || \
-                 (setsid vmlab-writer 1001 </dev/null >/dev/null 2>&1 &))",
-            ),
-            hook(
-                "demote-r0",
-                "release",
-                "killall vmlab-writer; sleep 0.5; drbdadm secondary r0",
-            ),
-        ];
-        let agent = harness::agent_toml(&agent)?;
+        // The fencing budget F = 3 s, split by what the steps cost under TCG on a loaded
+        // machine: the vm driver (a local kill) took under 150 ms; the drbd step is two
+        // drbdadm runs (secondary, then role read back), each about 1.3 s there through
+        // drbd-utils 9's `drbdadm`, which parses the configuration and then executes
+        // `drbdadm-84` to parse it again; 1.5 s overran (the node was reset: the safe
+        // direction). So the agent calls `drbdadm-84` directly and the drbd step gets 2.5 s.
+        let agent = format!(
+            "cluster = \"{CLUSTER}\"\nroom = \"{room}\"\nnode = \"{node}\"\n\
+             witness_url = \"https://{HOST_IP}:7443\"\nlisten = \"{ip}:7444\"\n\
+             status_listen = \"127.0.0.1:7481\"\nrun_dir = \"/run/witness-agent\"\n\
+             [tls]\nca = \"/etc/vmlab/ca.pem\"\ncert = \"/etc/vmlab/{node}.pem\"\n\
+             key = \"/etc/vmlab/{node}-key.pem\"\n{peers}[timings]\n{timings}\
+             [kubernetes]\nenabled = false\n\
+             [vm]\nenabled = true\nlocal_kill = true\n\
+             process_patterns = [\"vmlab-writer\", \"dqlite-demo\"]\n\
+             deadline_ms = 500\n\
+             [drbd]\nenabled = true\ndrbdadm = \"/usr/lib/drbd/drbdadm-84\"\n\
+             resources = [\"r0\"]\ndeadline_ms = 2500\n\
+             [watchdog]\nenabled = true\ndevice = \"/dev/watchdog\"\n{hooks}",
+            hooks = match (room, self.dqlite) {
+                ("a", false) => TAKEOVER_HOOKS,
+                ("a", true) => DQLITE_HOOKS,
+                _ => "",
+            },
+            timings = toml::to_string(&self.timings)?,
+        );
         std::fs::write(etc.join("agent.toml"), agent)?;
         let drbd = DRBD_CONF
             .replace("{a1}", NODES[0].3)
@@ -499,8 +555,92 @@ impl Lab {
         initrd.extend_from_slice(&list.stdout);
         std::fs::write(nd.join("initrd.gz"), initrd)?;
         let disk = std::fs::File::create(nd.join("disk.img"))?;
-        disk.set_len(DISK_BYTES)?;
+        disk.set_len(if self.dqlite {
+            DQLITE_DISK_BYTES
+        } else {
+            DISK_BYTES
+        })?;
         Ok(())
+    }
+
+    /// The Dqlite lab's disks: one ext4 file system made on the host (`mkfs.ext4`, e2fsprogs)
+    /// and copied, so both disks start identical and the initial sync can be skipped; it stops
+    /// 4 MiB short of the disk, where DRBD keeps its internal meta data.
+    fn format_disks(&self) -> Result<()> {
+        let nodes = self.dir.path().join("nodes");
+        let first = nodes.join(NODES[0].0).join("disk.img");
+        let size = format!("{}k", (DQLITE_DISK_BYTES - (4 << 20)) / 1024);
+        run(
+            "mkfs.ext4",
+            &["-F", "-q", "-E", "nodiscard", &s(&first), &size],
+        )
+        .context("mkfs.ext4 (Debian package e2fsprogs) for the Dqlite disk")?;
+        for (n, _, _, _) in &NODES[1..] {
+            std::fs::copy(&first, nodes.join(n).join("disk.img"))?;
+        }
+        Ok(())
+    }
+
+    /// Runs `script` with `sh -c` in the lab's namespace (the host side of the link).
+    fn host_sh(&self, script: &str) -> Result<String> {
+        run("ip", &["netns", "exec", &self.ns, "sh", "-c", script])
+    }
+
+    /// Waits until Dqlite answers on its service address.
+    pub fn wait_dqlite(&self, within: Duration) -> Result<()> {
+        let until = Instant::now() + within;
+        loop {
+            // An unknown key is an error of the SQL layer: Dqlite is up.
+            let out = self
+                .host_sh(&format!("curl -s -m 3 http://{DQLITE_ADDR}/k0 || true"))
+                .unwrap_or_default();
+            if out.contains("no rows") || out.starts_with('v') {
+                return Ok(());
+            }
+            if Instant::now() > until {
+                bail!("Dqlite did not answer at {DQLITE_ADDR} within {within:?} (last: {out:?})");
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    /// Starts the host-side Dqlite writer: keys kFIRST, kFIRST+1, ... each PUT until Dqlite
+    /// answers `done` (committed), recorded as an `ack` event when it does; at most 3000 keys.
+    pub fn start_host_writer(&mut self, first: u64) -> Result<()> {
+        let script = format!(
+            "n={first}; last=$((n + 2999)); while [ $n -le $last ]; do \
+             if [ \"$(curl -s -m 2 -X PUT --data-binary v$n http://{DQLITE_ADDR}/k$n)\" = done ]; \
+             then echo \"ack $n\"; n=$((n + 1)); else sleep 0.2; fi; sleep 0.1; done"
+        );
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start the host-side Dqlite writer")?;
+        let out = child.stdout.take().context("writer stdout")?;
+        let rec = self.rec.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(|l| l.ok()) {
+                if let Some(n) = line
+                    .strip_prefix("ack ")
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                {
+                    rec.push("harness", "", "ack", json!({ "key": n }));
+                }
+            }
+        });
+        self.host_writer = Some(child);
+        Ok(())
+    }
+
+    /// Stops the host-side writer.
+    pub fn stop_host_writer(&mut self) {
+        if let Some(mut c) = self.host_writer.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// Starts a node's VM (again) and its console, control and QMP readers.
@@ -837,9 +977,31 @@ impl Lab {
     }
 
     /// Reads every acknowledged key back on `node` (which must be Primary); returns the missing.
+    /// With Dqlite, through its API at the service address, which must be on `node`.
     pub fn missing_keys(&mut self, node: &str) -> Result<Vec<u64>> {
         let keys = self.acked();
         let mut missing = Vec::new();
+        if self.dqlite {
+            let ip = DQLITE_ADDR.split(':').next().unwrap_or("");
+            let addrs = self.ctl(node, "ip -4 addr show dev eth0", Duration::from_secs(10))?;
+            if !addrs.contains(&format!("{ip}/")) {
+                bail!("{node} does not hold Dqlite's address {ip}: {addrs}");
+            }
+            for chunk in keys.chunks(200) {
+                let list: Vec<String> = chunk.iter().map(u64::to_string).collect();
+                let out = self.host_sh(&format!(
+                    "for n in {}; do [ \"$(curl -s -m 5 http://{DQLITE_ADDR}/k$n)\" = v$n ] \
+                     || echo \"VMLAB missing $n\"; done",
+                    list.join(" ")
+                ))?;
+                missing.extend(
+                    out.lines()
+                        .filter_map(|l| l.strip_prefix("VMLAB missing "))
+                        .filter_map(|n| n.trim().parse::<u64>().ok()),
+                );
+            }
+            return Ok(missing);
+        }
         for chunk in keys.chunks(200) {
             let list: Vec<String> = chunk.iter().map(u64::to_string).collect();
             let out = self.ctl(
@@ -871,6 +1033,7 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        self.stop_host_writer();
         for (_, mut vm) in std::mem::take(&mut self.vms) {
             vm.qemu.kill9();
         }
@@ -881,4 +1044,122 @@ impl Drop for Lab {
             .args(["netns", "delete", &self.ns])
             .status();
     }
+}
+
+/// One row of the VM lab's table in docs/scenarios.md: written by each scenario from what it
+/// measured (`target/vmlab-report/<id>.json`), rendered by `scripts/vmlab.sh` (the
+/// `vmlab-report` binary) between the markers of the VM section.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct VmRow {
+    /// Sort key and file name, e.g. `vm1`.
+    pub id: String,
+    pub scenario: String,
+    /// What happened, in words, with the figures measured.
+    pub outcome: String,
+    /// The checker's line.
+    pub checker: String,
+    /// Every assertion of the scenario held (a failed run is written too, as FAIL, with the
+    /// failed assertions in `outcome`).
+    pub passed: bool,
+    /// When the run ended (UTC) and the load average then, for the reader of the figures.
+    pub when: String,
+}
+
+/// `target/vmlab-report` of this workspace (or `$VMLAB_REPORT_DIR`).
+pub fn report_dir() -> PathBuf {
+    std::env::var("VMLAB_REPORT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| target_dir().join("vmlab-report"))
+}
+
+impl VmRow {
+    pub fn new(id: &str, scenario: &str) -> VmRow {
+        VmRow {
+            id: id.into(),
+            scenario: scenario.into(),
+            outcome: String::new(),
+            checker: String::new(),
+            passed: false,
+            when: String::new(),
+        }
+    }
+
+    /// Writes the row; `failures` are the assertions that did not hold (none: passed).
+    pub fn write(mut self, failures: &[String]) -> Result<()> {
+        self.passed = failures.is_empty();
+        if !failures.is_empty() {
+            self.outcome = format!("{} FAILED: {}", self.outcome, failures.join("; "));
+        }
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        let load = load.split_whitespace().next().unwrap_or("?");
+        let date = Command::new("date")
+            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        self.when = format!("{date}, load {load}");
+        let d = report_dir();
+        std::fs::create_dir_all(&d).with_context(|| format!("create {}", d.display()))?;
+        let f = d.join(format!("{}.json", self.id));
+        std::fs::write(&f, serde_json::to_string_pretty(&self)?)
+            .with_context(|| format!("write {}", f.display()))?;
+        Ok(())
+    }
+}
+
+/// The markers around the generated table in docs/scenarios.md (and in
+/// tests/scenarios-header.md, which `scripts/chaos.sh --report` renders it from).
+pub const BEGIN_MARK: &str = "<!-- vmlab-rows: generated by scripts/vmlab.sh; do not edit -->";
+pub const END_MARK: &str = "<!-- /vmlab-rows -->";
+
+/// Reads every row in `dir`, sorted by id.
+pub fn read_rows(dir: &Path) -> Result<Vec<VmRow>> {
+    let mut rows = Vec::new();
+    if dir.exists() {
+        for e in std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
+            let p = e?.path();
+            if p.extension().is_some_and(|x| x == "json") {
+                let text = std::fs::read_to_string(&p)?;
+                let row: VmRow = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not a VM lab row", p.display()))?;
+                rows.push(row);
+            }
+        }
+    }
+    rows.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(rows)
+}
+
+/// The Markdown table of `rows`.
+pub fn table(rows: &[VmRow]) -> String {
+    let mut s = String::from(
+        "| # | scenario | what happened, measured on the host clock | checker | result | run |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    let cell = |t: &str| t.replace('|', "\\|").replace('\n', " ");
+    for r in rows {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            r.id,
+            cell(&r.scenario),
+            cell(&r.outcome),
+            cell(&r.checker),
+            if r.passed { "pass" } else { "FAIL" },
+            cell(&r.when)
+        ));
+    }
+    s
+}
+
+/// `text` with the part between [`BEGIN_MARK`] and [`END_MARK`] replaced by the table of
+/// `rows`; `None` when `text` has no (well-ordered) markers.
+pub fn replace_section(text: &str, rows: &[VmRow]) -> Option<String> {
+    let b = text.find(BEGIN_MARK)?;
+    let e = text[b..].find(END_MARK)? + b;
+    Some(format!(
+        "{}{BEGIN_MARK}\n{}{}",
+        &text[..b],
+        table(rows),
+        &text[e..]
+    ))
 }

@@ -4,7 +4,9 @@
 # host), and an initramfs with busybox-static, drbd-utils (drbdadm driving the in-tree DRBD
 # 8.4 through drbdadm-84), util-linux's wdctl, the kernel modules the lab needs (with their
 # dependencies from `modprobe --show-depends`, indexed by `depmod -b`), the real
-# `witness-agent` binary and every shared library `ldd` names, and tests/vmlab/init.
+# `witness-agent` binary and every shared library `ldd` names, tests/vmlab/init, and the
+# datastore of the Dqlite scenario: `dqlite-demo` of Debian's go-dqlite with libdqlite0,
+# libraft2 and the libraries they need (downloaded and unpacked like the kernel).
 #
 # Usage: build-image.sh CACHE_DIR AGENT_BIN
 # Prints two lines: the kernel path and the initramfs path. The initramfs is cached in
@@ -39,8 +41,25 @@ fi
 kver=$(ls "$kdir/root/lib/modules")
 vmlinuz="$kdir/root/boot/vmlinuz-$kver"
 
+# Dqlite: go-dqlite's dqlite-demo and the libraries it links (libuv1, liblz4-1 and
+# libsqlite3-0 too, so the host needs none of them installed).
+dqpkgs="go-dqlite libdqlite0 libraft2 libuv1 liblz4-1 libsqlite3-0"
+dqversions=$(apt-cache show --no-all-versions $dqpkgs 2>/dev/null | awk '/^(Package|Version):/ {printf "%s ", $2}')
+dqdir="$cache/dqlite-$(echo "$dqversions" | sha256sum | cut -c1-12)"
+if [ ! -f "$dqdir/.unpacked" ]; then
+    rm -rf "$dqdir" && mkdir -p "$dqdir/deb"
+    (cd "$dqdir/deb" && apt-get download -q $dqpkgs >/dev/null 2>&1) || {
+        echo "build-image.sh: apt-get download $dqpkgs failed (run apt-get update)" >&2
+        exit 2
+    }
+    for d in "$dqdir"/deb/*.deb; do dpkg-deb -x "$d" "$dqdir/root"; done
+    rm -rf "$dqdir/deb"
+    touch "$dqdir/.unpacked"
+fi
+dqlib="$dqdir/root/usr/lib/x86_64-linux-gnu"
+
 versions=$(dpkg-query -W -f '${Package}=${Version}\n' busybox-static drbd-utils util-linux libc6)
-key=$( { cat "$0" "$here/init" "$here/writer" "$here/check"; sha256sum "$agent"; echo "$kpkg $versions"; } | sha256sum | cut -c1-16)
+key=$( { cat "$0" "$here/init" "$here/writer" "$here/check" "$here/dqlite"; sha256sum "$agent"; echo "$kpkg $versions $dqversions"; } | sha256sum | cut -c1-16)
 out="$cache/initrd-$key.cpio.gz"
 if [ ! -f "$out" ]; then
     stage=$(mktemp -d "$cache/stage.XXXXXX")
@@ -57,6 +76,7 @@ if [ ! -f "$out" ]; then
     copy_bin() {
         install -D -m 0755 "$1" ".$2"
         ldd "$1" 2>/dev/null | grep -oE '/[^ ]+' | while read -r lib; do
+            case $lib in "$dqdir"/*) continue ;; esac # copied below, at the Debian path
             [ -f "$lib" ] && cp -L --parents "$lib" .
         done
     }
@@ -67,9 +87,12 @@ if [ ! -f "$out" ]; then
     for f in /usr/sbin/drbdadm /usr/sbin/drbdsetup /usr/sbin/drbdmeta /usr/lib/drbd/drbdadm-84 /usr/lib/drbd/drbdsetup-84; do
         copy_bin "$f" "$f"
     done
+    LD_LIBRARY_PATH="$dqlib" copy_bin "$dqdir/root/usr/bin/dqlite-demo" /usr/bin/dqlite-demo
+    mkdir -p usr/lib/x86_64-linux-gnu
+    cp -a "$dqlib"/*.so.* usr/lib/x86_64-linux-gnu/
     # Modules: the lab's drivers and what they depend on.
     depmod -b "$kdir/root" "$kver"
-    for m in virtio_pci virtio_net virtio_blk i6300esb drbd; do
+    for m in virtio_pci virtio_net virtio_blk i6300esb drbd ext4; do
         modprobe -d "$kdir/root" -S "$kver" --show-depends "$m" | awk '/^insmod/ {print $2}'
     done | sort -u | while read -r ko; do
         rel=${ko#"$kdir/root/"}
@@ -80,6 +103,7 @@ if [ ! -f "$out" ]; then
     install -m 0755 "$here/init" init
     install -m 0755 "$here/writer" usr/bin/vmlab-writer
     install -m 0755 "$here/check" usr/bin/vmlab-check
+    install -m 0755 "$here/dqlite" usr/bin/vmlab-dqlite
     find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -1 > "$out.tmp"
     mv "$out.tmp" "$out"
 fi

@@ -71,8 +71,16 @@ pub fn check_role_output(out: &str) -> Result<(), String> {
     }
 }
 
+/// What one drbdadm run printed: its standard output alone (where `role` answers) and both
+/// streams together (for messages).
+struct Output {
+    ok: bool,
+    stdout: String,
+    text: String,
+}
+
 /// Runs drbdadm; the child is killed if the caller's deadline drops this future.
-async fn drbdadm(prog: &str, args: &[String]) -> Result<(bool, String), String> {
+async fn drbdadm(prog: &str, args: &[String]) -> Result<Output, String> {
     let out = tokio::process::Command::new(prog)
         .args(args)
         .stdin(std::process::Stdio::null())
@@ -80,9 +88,14 @@ async fn drbdadm(prog: &str, args: &[String]) -> Result<(bool, String), String> 
         .output()
         .await
         .map_err(|e| format!("cannot run {prog}: {e}"))?;
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut text = stdout.clone();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
-    Ok((out.status.success(), text))
+    Ok(Output {
+        ok: out.status.success(),
+        stdout,
+        text,
+    })
 }
 
 /// The kernel module's version from the first line of `/proc/drbd`
@@ -111,7 +124,7 @@ fn force_available() -> bool {
 impl DrbdDriver {
     async fn demote(&self, res: &str) -> Result<String, FenceError> {
         let prog = &self.cfg.drbdadm;
-        let (ok, out) = drbdadm(prog, &secondary_args(res, false))
+        let Output { ok, text: out, .. } = drbdadm(prog, &secondary_args(res, false))
             .await
             .map_err(FenceError::Failed)?;
         let mut how = "secondary";
@@ -131,7 +144,7 @@ impl DrbdDriver {
                 "drbdadm secondary failed ({}), forcing",
                 out.trim()
             );
-            let (ok, out2) = drbdadm(prog, &secondary_args(res, true))
+            let Output { ok, text: out2, .. } = drbdadm(prog, &secondary_args(res, true))
                 .await
                 .map_err(FenceError::Failed)?;
             if !ok {
@@ -142,11 +155,15 @@ impl DrbdDriver {
             }
             how = "secondary --force";
         }
-        let (_, role) = drbdadm(prog, &role_args(res))
+        // The role from standard output only: drbd-utils print warnings on standard error
+        // (`drbdadm-84` run directly: "DRBD module version: 8.4.11 / userland version: ...";
+        // a missing `modinfo`), and a warning there must not fail a demote that worked.
+        let role = drbdadm(prog, &role_args(res))
             .await
             .map_err(FenceError::Failed)?;
-        check_role_output(&role)
-            .map_err(|e| FenceError::Failed(format!("{res}: after {how}: {e}")))?;
+        check_role_output(&role.stdout).map_err(|e| {
+            FenceError::Failed(format!("{res}: after {how}: {e} ({})", role.text.trim()))
+        })?;
         Ok(format!("{res}: {how}, verified"))
     }
 }
@@ -193,6 +210,34 @@ mod tests {
         );
         assert_eq!(module_version(""), None);
         assert_eq!(module_version("garbage\n"), None);
+    }
+
+    #[tokio::test]
+    async fn a_warning_on_standard_error_does_not_fail_a_demote_that_worked() {
+        use std::os::unix::fs::PermissionsExt;
+        // drbdadm-84 run directly warns about the userland version on standard error, as it
+        // did in the VM lab; the role it prints on standard output is what counts.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let prog = dir.path().join("drbdadm");
+        std::fs::write(
+            &prog,
+            "#!/bin/sh\necho 'DRBD module version: 8.4.11' >&2\n\
+             echo '   userland version: 9.22.0' >&2\n\
+             case \"$1\" in role) echo Secondary/Unknown;; esac\nexit 0\n",
+        )
+        .expect("write the stand-in");
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod the stand-in");
+        let d = DrbdDriver {
+            cfg: DrbdConfig {
+                enabled: true,
+                drbdadm: prog.display().to_string(),
+                resources: vec!["r0".into()],
+                deadline_ms: 1000,
+            },
+        };
+        let r = d.demote("r0").await;
+        assert_eq!(r.ok(), Some("r0: secondary, verified".to_string()));
     }
 
     #[test]
