@@ -5,8 +5,13 @@
 #   QUICK=1 scripts/bench.sh    # smaller load, 2 failover runs (a smoke check of the script)
 #
 # Steps: install etcd if missing (apt-get, as root), build the release binaries, then
+#   0. callgrind : instructions per renewal of the witness and of the transport floor, the
+#                  server under valgrind, a fixed number of renewals (skipped without valgrind;
+#                  BEFORE_WITNESS_BIN=/path/to/an/older/witness adds its count as "before");
 #   1. loadgen   : 10,000 two-room clusters renewing at the default renew interval against the
 #                  real `witness serve` (capped by the open-files limit), then two lower loads;
+#                  each followed by the transport floor (bin `floor`: rustls mutual TLS + hyper
+#                  HTTP/1.1 keep-alive, a fixed reply of the witness's size) with the same load;
 #   2. etcdload  : after each, the same number of leases kept alive against one local etcd;
 #   3. failover  : 5 whole-room losses at default timings with real processes;
 # and assembles docs/benchmarks.md (machine, load average, figures, targets, gaps).
@@ -54,12 +59,66 @@ START=$(date -u +%FT%TZ)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 T0=$(date +%s)
 
-# Each load level: the witness, then etcd with the same number of leases (same run).
+# Instructions per renewal: repeatable whatever else the machine runs.
+CG_CLUSTERS=20; CG_RENEWALS=50
+if command -v valgrind >/dev/null 2>&1 && command -v callgrind_control >/dev/null 2>&1; then
+    if [ -n "${BEFORE_WITNESS_BIN:-}" ]; then
+        log "0. callgrind: the witness before ($BEFORE_WITNESS_BIN)"
+        WITNESS_BIN=$BEFORE_WITNESS_BIN "$BIN/loadgen" --clusters $CG_CLUSTERS --callgrind $CG_RENEWALS \
+            --callgrind-keep "$WORK/cg-before" | tee -a "$WORK/callgrind.txt"
+        BEFORE_IR=$(sed -n 's/^callgrind: witness: .*, \([0-9]*\) per request.*/\1/p' "$WORK/callgrind.txt" | tail -1)
+    fi
+    log "0. callgrind: the witness and the floor, $CG_CLUSTERS clusters x 2 identities x $CG_RENEWALS renewals"
+    "$BIN/loadgen" --clusters $CG_CLUSTERS --callgrind $CG_RENEWALS --floor --callgrind-keep "$WORK/cg" \
+        --markdown "$WORK/05-callgrind.md" | tee -a "$WORK/callgrind.txt"
+    if [ -n "${BEFORE_IR:-}" ]; then
+        printf 'Before (%s): %s instructions per renewal.\n\n' "$BEFORE_WITNESS_BIN" "$BEFORE_IR" >> "$WORK/05-callgrind.md"
+    fi
+    if command -v python3 >/dev/null 2>&1 && [ -f "$WORK/cg/callgrind.witness.out" ]; then
+        # The witness's own cost by function (self instructions), per renewal.
+        python3 - "$WORK/cg/callgrind.witness.out" $((CG_CLUSTERS * 2 * CG_RENEWALS)) >> "$WORK/05-callgrind.md" <<'PY'
+import collections, re, sys
+names, cost, fn, after_call = {}, collections.Counter(), None, False
+def name(tok):
+    m = re.match(r'\((\d+)\)(?: (.*))?', tok)
+    if not m:
+        return tok
+    if m.group(2):
+        names[m.group(1)] = m.group(2)
+    return names.get(m.group(1), tok)
+for line in open(sys.argv[1]):
+    line = line.rstrip('\n')
+    if line.startswith('fn='):
+        fn = name(line[3:])
+    elif line.startswith('cfn='):
+        name(line[4:])
+    elif line.startswith('calls='):
+        after_call = True
+    elif line[:1].isdigit() or line[:1] in '+-*':
+        if after_call:
+            after_call = False  # the inclusive cost of a call, not this function's own
+        elif fn and len(line.split()) > 1:
+            cost[fn] += int(line.split()[1])
+total, n = sum(cost.values()), int(sys.argv[2])
+print('Where the witness\'s instructions go (self cost by function, top 15):\n')
+print('| function | instructions per renewal | share |\n|---|---|---|')
+for f, c in cost.most_common(15):
+    f = f.replace('|', '\\|')[:110]
+    print(f'| `{f}` | {c / n:.0f} | {100 * c / total:.1f}% |')
+print()
+PY
+    fi
+else
+    printf '## Instructions per renewal (callgrind)\n\nSkipped: valgrind is not installed (apt-get install valgrind).\n\n' > "$WORK/05-callgrind.md"
+fi
+
+# Each load level: the witness, the transport floor, then etcd with the same number of leases
+# (same run).
 level=0
 for N in $CLUSTERS $LOWER; do
     level=$((level + 1))
     log "1.$level witness capacity: $N clusters"
-    "$BIN/loadgen" --clusters "$N" --seconds "$SECONDS_MEASURE" \
+    "$BIN/loadgen" --clusters "$N" --seconds "$SECONDS_MEASURE" --floor \
         --json-out "$WORK/witness-$level.json" --markdown "$WORK/1$level-a-load.md" | tee -a "$WORK/load.txt"
     IDS=$(sed -n 's/.*"identities":\([0-9]*\).*/\1/p' "$WORK/witness-$level.json")
     if command -v etcd >/dev/null 2>&1; then
@@ -102,6 +161,7 @@ what else runs: in three runs on this machine the same day the 9,900-cluster loa
 the 200% CPU; CPU per renewal stayed at 74-96 us.
 
 EOF
+cat "$WORK"/05-callgrind.md
 for f in $(ls "$WORK"/1*-*.md | sort); do cat "$f"; done
 cat "$WORK"/40-failover.md
 cat <<'EOF'

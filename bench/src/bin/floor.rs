@@ -48,9 +48,10 @@ fn read_pem(path: &PathBuf) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
 
-/// A JSON object of exactly `n` bytes (at least the size of the empty padding object).
+/// A JSON object shaped like a paired grant, padded to exactly `n` bytes (at least its size
+/// without padding), so the load generator counts it as a grant.
 fn fixed_reply(n: usize) -> String {
-    let head = r#"{"version":1,"verdict":"grant","pad":""#;
+    let head = r#"{"version":1,"verdict":{"verdict":"grant","mode":"paired","valid_ms":0},"pad":""#;
     let tail = r#""}"#;
     let pad = n.saturating_sub(head.len() + tail.len());
     let mut s = String::with_capacity(n);

@@ -71,6 +71,9 @@ struct Args {
     /// per identity back to back after a warm-up (use few clusters: valgrind is ~50x slower).
     #[arg(long)]
     callgrind: Option<u64>,
+    /// Keep the callgrind dumps in this directory (`callgrind.<server>.out`, for callgrind_annotate).
+    #[arg(long)]
+    callgrind_keep: Option<PathBuf>,
 }
 
 #[derive(Clone)]
@@ -757,7 +760,13 @@ async fn callgrind_run(args: &Args, setup: &Setup, idents: &[Identity], n: u64) 
         callgrind_control(&["-z"], server.pid).await?;
         let (_, ok, bytes) = fixed(conns, server.port, n).await;
         callgrind_control(&["-d"], server.pid).await?;
-        let instructions = callgrind_total(server.callgrind_out.as_deref())?;
+        let (instructions, dump) = callgrind_total(server.callgrind_out.as_deref())?;
+        if let Some(keep) = &args.callgrind_keep {
+            std::fs::create_dir_all(keep)?;
+            let to = keep.join(format!("callgrind.{}.out", server.name));
+            std::fs::copy(&dump, &to)
+                .with_context(|| format!("copying {} to {}", dump.display(), to.display()))?;
+        }
         let name = server.name;
         server.stop().await;
         let per = instructions as f64 / ok.max(1) as f64;
@@ -816,8 +825,8 @@ async fn callgrind_control(flags: &[&str], pid: u32) -> Result<()> {
     Ok(())
 }
 
-/// The `totals:` (or `summary:`) line of the newest callgrind dump `<prefix>.<n>`.
-fn callgrind_total(prefix: Option<&Path>) -> Result<u64> {
+/// The `totals:` (or `summary:`) line of the newest callgrind dump `<prefix>.<n>`, and its path.
+fn callgrind_total(prefix: Option<&Path>) -> Result<(u64, PathBuf)> {
     let prefix = prefix.context("not under callgrind")?;
     let dir = prefix.parent().context("callgrind output directory")?;
     let stem = prefix
@@ -837,13 +846,15 @@ fn callgrind_total(prefix: Option<&Path>) -> Result<u64> {
         .last()
         .with_context(|| format!("no callgrind dump {}.<n> was written", prefix.display()))?;
     let text = std::fs::read_to_string(last)?;
-    text.lines()
+    let total = text
+        .lines()
         .find_map(|l| {
             l.strip_prefix("totals:")
                 .or_else(|| l.strip_prefix("summary:"))
                 .and_then(|v| v.split_whitespace().next()?.parse().ok())
         })
-        .with_context(|| format!("{}: no totals line", last.display()))
+        .with_context(|| format!("{}: no totals line", last.display()))?;
+    Ok((total, last.clone()))
 }
 
 /// `n` renewals per identity, back to back, all identities at once; returns the connections
