@@ -502,3 +502,47 @@ async fn admin_inner(
     }
     Ok((status, Json(body)).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BODY: &str = r#""cluster":"c","room":"a","node":"a1","epoch":3,"phase":"active","peer_contact":true,"peer_reachable":true,"claim":false,"takeover":false,"health":1"#;
+
+    fn reason(raw: &str) -> &'static str {
+        match parse_versioned::<LeaseRequest>(raw.as_bytes(), "the lease request") {
+            Ok(_) => "ok",
+            Err(r) => r.reason,
+        }
+    }
+
+    #[test]
+    fn the_one_parse_path_answers_as_the_generic_one_did() {
+        let ok = format!(r#"{{"version":1,{BODY}}}"#);
+        let Ok(req) = parse_versioned::<LeaseRequest>(ok.as_bytes(), "x") else {
+            panic!("a well-formed request is refused");
+        };
+        assert_eq!((req.epoch.0, req.node.as_str()), (3, "a1"));
+        // A newer agent is told about the version, with or without a field it added.
+        assert_eq!(
+            reason(&format!(r#"{{"version":2,{BODY}}}"#)),
+            "unsupported_version"
+        );
+        assert_eq!(
+            reason(&format!(r#"{{"version":2,{BODY},"new":1}}"#)),
+            "unsupported_version"
+        );
+        assert_eq!(
+            reason(&format!(r#"{{"version":1,{BODY},"new":1}}"#)),
+            "bad_request"
+        );
+        assert_eq!(reason(&format!(r#"{{{BODY}}}"#)), "bad_request");
+        assert_eq!(reason("[1]"), "bad_request");
+        assert_eq!(reason("{"), "bad_request");
+        // A repeated key was taken as its last value by the generic parse: still accepted.
+        assert_eq!(
+            reason(&format!(r#"{{"version":1,"version":1,{BODY}}}"#)),
+            "ok"
+        );
+    }
+}

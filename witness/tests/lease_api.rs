@@ -91,7 +91,6 @@ async fn grant_and_renewal_over_mtls_are_answered_and_counted() {
     w.stop().await.expect("clean stop");
 }
 
-
 /// Every grant to act alone carries a proof, and every proof the witness sends verifies with a
 /// standard JWT library (jsonwebtoken) against `/v1/jwks` from either port; paired grants
 /// carry none.
@@ -153,11 +152,21 @@ async fn alone_grants_carry_a_proof_that_a_standard_jwt_library_verifies_against
         Some(data)
     };
 
-    let (_, v) = lease(&a1, &w.lease_url(), &lease_body("demo", "a", "a1", 0, false)).await;
+    let (_, v) = lease(
+        &a1,
+        &w.lease_url(),
+        &lease_body("demo", "a", "a1", 0, false),
+    )
+    .await;
     assert_eq!(verdict(&v), "grant_paired", "{v}");
     assert!(check(&v).is_none());
     let e = v["epoch"].as_u64().expect("epoch");
-    let (_, v) = lease(&b1, &w.lease_url(), &lease_body("demo", "b", "b1", e, false)).await;
+    let (_, v) = lease(
+        &b1,
+        &w.lease_url(),
+        &lease_body("demo", "b", "b1", e, false),
+    )
+    .await;
     assert_eq!(verdict(&v), "grant_paired", "{v}");
     assert!(check(&v).is_none());
 
@@ -168,15 +177,19 @@ async fn alone_grants_carry_a_proof_that_a_standard_jwt_library_verifies_against
     assert_eq!(verdict(&v), "fence", "{v}");
     assert!(check(&v).is_none());
     let split_epoch = v["epoch"].as_u64().expect("epoch");
-    let token = eventually(std::time::Duration::from_secs(5), "a is granted alone", || async {
-        let (_, v) = lease(
-            &a1,
-            &w.lease_url(),
-            &lease_body("demo", "a", "a1", split_epoch, true),
-        )
-        .await;
-        check(&v).map(|_| v["proof"].as_str().expect("proof").to_string())
-    })
+    let token = eventually(
+        std::time::Duration::from_secs(5),
+        "a is granted alone",
+        || async {
+            let (_, v) = lease(
+                &a1,
+                &w.lease_url(),
+                &lease_body("demo", "a", "a1", split_epoch, true),
+            )
+            .await;
+            check(&v).map(|_| v["proof"].as_str().expect("proof").to_string())
+        },
+    )
     .await;
     // The witness's own verifier agrees, and a tampered payload fails both.
     let claims = witness::proof::verify(&token, &jwks_status).expect("the proof verifies");

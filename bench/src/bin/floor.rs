@@ -101,23 +101,24 @@ async fn serve(args: Args) -> Result<()> {
             let Ok(tls) = acceptor.accept(stream).await else {
                 return;
             };
-            let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let reply = reply.clone();
-                async move {
-                    // Read the body whole, as the witness does before it parses it.
-                    let mut body = req.into_body();
-                    while let Some(Ok(_)) =
-                        std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
-                    {
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let reply = reply.clone();
+                    async move {
+                        // Read the body whole, as the witness does before it parses it.
+                        let mut body = req.into_body();
+                        while let Some(Ok(_)) =
+                            std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx))
+                                .await
+                        {}
+                        let mut r = hyper::Response::new(reply);
+                        r.headers_mut().insert(
+                            http::header::CONTENT_TYPE,
+                            http::HeaderValue::from_static("application/json"),
+                        );
+                        Ok::<_, std::convert::Infallible>(r)
                     }
-                    let mut r = hyper::Response::new(reply);
-                    r.headers_mut().insert(
-                        http::header::CONTENT_TYPE,
-                        http::HeaderValue::from_static("application/json"),
-                    );
-                    Ok::<_, std::convert::Infallible>(r)
-                }
-            });
+                });
             let _ = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(tls), svc)

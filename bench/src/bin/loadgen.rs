@@ -110,7 +110,9 @@ async fn main() -> Result<()> {
 enum Kind {
     Witness,
     /// The floor, answering `reply_bytes` of JSON.
-    Floor { reply_bytes: usize },
+    Floor {
+        reply_bytes: usize,
+    },
 }
 
 /// A server process started for one measurement.
@@ -169,8 +171,16 @@ async fn start(kind: Kind, setup: &Setup, args: &Args, callgrind: bool) -> Resul
                     extra = args.witness_extra,
                 ),
             )?;
-            let argv = vec!["serve".into(), "--config".into(), conf.display().to_string()];
-            ("witness", find_bin("WITNESS_BIN", "witness", "witness")?, argv)
+            let argv = vec![
+                "serve".into(),
+                "--config".into(),
+                conf.display().to_string(),
+            ];
+            (
+                "witness",
+                find_bin("WITNESS_BIN", "witness", "witness")?,
+                argv,
+            )
         }
         Kind::Floor { reply_bytes } => {
             let c = &setup.certs_dir;
@@ -186,7 +196,11 @@ async fn start(kind: Kind, setup: &Setup, args: &Args, callgrind: bool) -> Resul
                 "--reply-bytes".into(),
                 reply_bytes.to_string(),
             ];
-            ("floor", find_bin("FLOOR_BIN", "floor", "witness-bench")?, argv)
+            (
+                "floor",
+                find_bin("FLOOR_BIN", "floor", "witness-bench")?,
+                argv,
+            )
         }
     };
     let log = setup.dir.join(format!("{name}.log"));
@@ -317,7 +331,11 @@ async fn run(args: Args) -> Result<()> {
                 "rustls mutual TLS 1.3 + hyper HTTP/1.1 keep-alive, reads the body, answers a fixed JSON reply",
                 "",
             );
-            s.row("reply body", &format!("{reply_bytes} bytes (the witness's mean in this run)"), "");
+            s.row(
+                "reply body",
+                &format!("{reply_bytes} bytes (the witness's mean in this run)"),
+                "",
+            );
             s.row(
                 "sustained requests/s",
                 &format!("{:.0} (slowest second {})", f.rate, f.min_sec),
@@ -346,7 +364,10 @@ async fn run(args: Args) -> Result<()> {
             s.row(
                 "witness / floor, CPU per request",
                 &format!("{ratio:.2}x"),
-                &met(ratio <= TARGET_FLOOR_RATIO, &format!("<= {TARGET_FLOOR_RATIO}x")),
+                &met(
+                    ratio <= TARGET_FLOOR_RATIO,
+                    &format!("<= {TARGET_FLOOR_RATIO}x"),
+                ),
             );
             s.append(md)?;
         }
@@ -562,7 +583,13 @@ fn witness_section(
         &format!(
             "{:.0}% of {:.0}00%: witness {:.0}%, load generator {:.0}%, other processes {:.0}%; \
              witness threads waited for a CPU {:.1} s ({:.0}% of the window)",
-            w.machine_busy_pct, w.ncpu, w.cpu_pct, w.self_cpu_pct, w.others_pct, w.wait_s, w.wait_pct
+            w.machine_busy_pct,
+            w.ncpu,
+            w.cpu_pct,
+            w.self_cpu_pct,
+            w.others_pct,
+            w.wait_s,
+            w.wait_pct
         ),
         "",
     );
@@ -620,7 +647,12 @@ async fn connect_all(
 }
 
 /// Every identity renewing at `renew_ms`, phases spread evenly over the interval.
-async fn paced(server: &Server, idents: &[Identity], args: &Args, renew_ms: u64) -> Result<Figures> {
+async fn paced(
+    server: &Server,
+    idents: &[Identity],
+    args: &Args,
+    renew_ms: u64,
+) -> Result<Figures> {
     let pid = server.pid;
     let mut f = Figures {
         idle_rss: sys::rss_kib(pid).unwrap_or(0),
@@ -634,7 +666,8 @@ async fn paced(server: &Server, idents: &[Identity], args: &Args, renew_ms: u64)
     let ids = idents.len();
     let t_conn = Instant::now();
     let cpu_before_conn = sys::cpu_time(pid).unwrap_or_default();
-    let (conns, connect_errors) = connect_all(idents, server.port, args.connect_concurrency).await?;
+    let (conns, connect_errors) =
+        connect_all(idents, server.port, args.connect_concurrency).await?;
     f.conn_secs = t_conn.elapsed().as_secs_f64();
     f.conns = ids - connect_errors as usize;
     f.connect_errors = connect_errors;
