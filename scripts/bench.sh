@@ -217,6 +217,14 @@ same runs.
   In the same busy hour, 1,000 clusters (2,000 renewals/s) measured 82 us per renewal for the
   witness and 44 us per request for the floor (1.87x), against 34 and 25 us (1.35x) at 2,000
   clusters. Compare the witness with the floor at the same rate, and instructions across builds.
+* **Full load, 9,900 clusters (19,800 renewals/s offered), 2026-11-30 under the same shared
+  load** (one run, 12 s): the witness sustained 19,091/s (slowest second 14,791) at 36.8 us CPU
+  per renewal (before: 7,667/s at 111 us, 2026-11-23), p99 7.4 s because both cores were busy
+  (other processes 85%, witness threads waiting for a CPU 129% of the window), RSS peak 599 MiB
+  (connected 431 MiB: memory per connection was not addressed here, see below). The floor in
+  the same run: 19,803/s, 20.9 us per request, p99 63 ms, RSS peak 404 MiB (connected 371 MiB:
+  most of the per-connection memory is rustls's and hyper's, not the witness's). Witness /
+  floor CPU 1.76x. p99 <= 25 ms and RSS <= 256 MiB at this load remain open.
 * **No disk on renewals**: plain renewals change no record and are not persisted (only
   decisions are, with group commit), so sled does not appear in the renewal profile; TLS
   handshakes cost about 0.45 ms of witness CPU each but happen once per connection.
