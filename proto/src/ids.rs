@@ -121,7 +121,22 @@ impl Identity {
                 cluster,
                 room,
                 node,
-            } => format!("{}{cluster}/{room}/{node}", Self::NODE_SCHEME),
+            } => {
+                // Built by hand, not with format!: the witness builds one for every request.
+                let parts = [
+                    Self::NODE_SCHEME,
+                    cluster.as_str(),
+                    "/",
+                    room.as_str(),
+                    "/",
+                    node.as_str(),
+                ];
+                let mut uri = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+                for p in parts {
+                    uri.push_str(p);
+                }
+                uri
+            }
             Identity::Admin { name } => format!("{}{name}", Self::ADMIN_SCHEME),
         }
     }

@@ -37,7 +37,13 @@ pub struct Metrics {
     pub connections: IntGauge,
     /// Extra: seconds since the process started.
     pub uptime: Gauge,
+    /// `lease_requests` for each result label, looked up once: a renewal then counts itself
+    /// with one atomic add, not a label hash and a lock.
+    lease_by_result: Vec<(&'static str, IntCounter)>,
 }
+
+/// The `result` labels of `witness_lease_requests_total`.
+const LEASE_RESULTS: [&str; 5] = ["grant_paired", "grant_alone", "fence", "retry", "refused"];
 
 fn must<T>(r: prometheus::Result<T>) -> T {
     // Only fails for a malformed name or a duplicate registration: a bug, found by any test.
@@ -53,7 +59,7 @@ impl Metrics {
         let lat_buckets = vec![
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
         ];
-        let m = Metrics {
+        let mut m = Metrics {
             lease_requests: must(IntCounterVec::new(
                 Opts::new("witness_lease_requests_total", "Lease requests by result"),
                 &["result"],
@@ -152,6 +158,7 @@ impl Metrics {
                 "Seconds since the witness process started serving",
             )),
             registry,
+            lease_by_result: Vec::new(),
         };
         let r = &m.registry;
         must(r.register(Box::new(m.lease_requests.clone())));
@@ -174,9 +181,10 @@ impl Metrics {
         must(r.register(Box::new(m.connections.clone())));
         must(r.register(Box::new(m.uptime.clone())));
         // Every label value exists from the start, so alerts and rate() see zeros, not gaps.
-        for r in ["grant_paired", "grant_alone", "fence", "retry", "refused"] {
-            m.lease_requests.with_label_values(&[r]);
-        }
+        m.lease_by_result = LEASE_RESULTS
+            .iter()
+            .map(|r| (*r, m.lease_requests.with_label_values(&[r])))
+            .collect();
         for mode in ["paired", "alone", "releasing", "recovering"] {
             m.clusters.with_label_values(&[mode]);
         }
@@ -197,12 +205,20 @@ impl Metrics {
         m
     }
 
+    /// Counts a lease request by its result label.
+    pub fn count_lease(&self, result: &str) {
+        match self.lease_by_result.iter().find(|(r, _)| *r == result) {
+            Some((_, c)) => c.inc(),
+            None => self.lease_requests.with_label_values(&[result]).inc(),
+        }
+    }
+
     /// Counts a request refused before the arbiter saw it; `lease` also counts it as a lease
     /// request with result `refused`.
     pub fn refuse(&self, reason: &str, lease: bool) {
         self.refusals.with_label_values(&[reason]).inc();
         if lease {
-            self.lease_requests.with_label_values(&["refused"]).inc();
+            self.count_lease("refused");
         }
     }
 

@@ -45,10 +45,19 @@ impl RateLimiter {
     pub fn check(&self, key: &str) -> Result<(), f64> {
         let now = Instant::now();
         let mut map = lock(self.shard(key));
-        let b = map.entry(key.to_string()).or_insert(Bucket {
-            tokens: self.burst,
-            last: now,
-        });
+        // Looked up by `&str` first: an owned key is allocated only for a new identity.
+        if !map.contains_key(key) {
+            map.insert(
+                key.to_string(),
+                Bucket {
+                    tokens: self.burst,
+                    last: now,
+                },
+            );
+        }
+        let Some(b) = map.get_mut(key) else {
+            return Ok(());
+        };
         let dt = now.saturating_duration_since(b.last).as_secs_f64();
         b.tokens = (b.tokens + dt * self.per_second).min(self.burst);
         b.last = now;

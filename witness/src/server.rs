@@ -555,7 +555,7 @@ async fn connection(
             };
             let identity = match tls.get_ref().1.peer_certificates() {
                 Some([first, ..]) => match tls::identity_of(first) {
-                    Ok(id) => PeerIdentity::Valid(id),
+                    Ok(id) => PeerIdentity::Valid(Arc::new(id)),
                     Err(e) => PeerIdentity::Invalid(e),
                 },
                 _ => PeerIdentity::None,

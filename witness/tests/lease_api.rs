@@ -1,6 +1,7 @@
 //! The lease API over mutual TLS against a real in-process witness on port 0: grants and
-//! renewals with verifiable proofs, every refusal case (answered clearly, no state changed),
-//! metrics and status, and the operator endpoint with its audit log.
+//! renewals, alone grants with proofs that verify against the JWKS, every refusal case
+//! (answered clearly, no state changed), metrics and status, and the operator endpoint with its
+//! audit log.
 mod common;
 
 use common::*;
@@ -8,7 +9,7 @@ use serde_json::{json, Value};
 use witness::certs::{self, Ca, Validity};
 
 #[tokio::test]
-async fn grant_and_renewal_over_mtls_carry_a_proof_that_verifies_against_the_jwks() {
+async fn grant_and_renewal_over_mtls_are_answered_and_counted() {
     let dir = tempfile::tempdir().expect("tempdir");
     let w = start_fresh(test_config(dir.path())).await;
     let a1 = client(dir.path(), "a1");
@@ -37,54 +38,9 @@ async fn grant_and_renewal_over_mtls_carry_a_proof_that_verifies_against_the_jwk
         "a renewal keeps the epoch"
     );
 
-    // The proof verifies against the JWKS from either port, and names what was granted.
-    let token = renewal["proof"].as_str().expect("a grant carries a proof");
-    let jwks_status: jsonwebtoken::jwk::JwkSet = plain()
-        .get(format!("{}/v1/jwks", w.status_url()))
-        .send()
-        .await
-        .expect("jwks")
-        .json()
-        .await
-        .expect("jwks json");
-    let jwks_lease: jsonwebtoken::jwk::JwkSet = a1
-        .get(format!("{}/v1/jwks", w.lease_url()))
-        .send()
-        .await
-        .expect("jwks over mTLS")
-        .json()
-        .await
-        .expect("jwks json");
-    assert_eq!(jwks_status, jwks_lease);
-    let claims = witness::proof::verify(token, &jwks_status).expect("the proof verifies");
-    assert_eq!(
-        (
-            claims.cluster.as_str(),
-            claims.room.as_str(),
-            claims.node.as_str(),
-            claims.epoch,
-            claims.mode.as_str()
-        ),
-        ("demo", "a", "a1", epoch, "paired")
-    );
-    assert_eq!(claims.exp_ms - claims.iat_ms, short_timings().lease_ms);
-    // A tampered token (another room in the payload) fails.
-    let parts: Vec<&str> = token.split('.').collect();
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let mut payload: Value =
-        serde_json::from_slice(&b64.decode(parts[1]).expect("b64")).expect("json");
-    payload["room"] = json!("b");
-    let forged = format!(
-        "{}.{}.{}",
-        parts[0],
-        b64.encode(serde_json::to_vec(&payload).expect("json")),
-        parts[2]
-    );
-    assert!(
-        witness::proof::verify(&forged, &jwks_status).is_err(),
-        "a tampered proof must not verify"
-    );
+    // A paired grant carries no proof: only grants to act alone do (the takeover's evidence).
+    assert!(first.get("proof").is_none(), "{first}");
+    assert!(renewal.get("proof").is_none(), "{renewal}");
 
     // Metrics and status reflect the grants.
     let after = metrics(&w.status_url()).await;
@@ -133,6 +89,140 @@ async fn grant_and_renewal_over_mtls_carry_a_proof_that_verifies_against_the_jwk
         "{page}"
     );
     w.stop().await.expect("clean stop");
+}
+
+/// Every grant to act alone carries a proof, and every proof the witness sends verifies with a
+/// standard JWT library (jsonwebtoken) against `/v1/jwks` from either port; paired grants
+/// carry none.
+#[tokio::test]
+async fn alone_grants_carry_a_proof_that_a_standard_jwt_library_verifies_against_the_jwks() {
+    use base64::Engine;
+    use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = start_fresh(test_config(dir.path())).await;
+    let (a1, b1) = (client(dir.path(), "a1"), client(dir.path(), "b1"));
+    let jwks_status: jsonwebtoken::jwk::JwkSet = plain()
+        .get(format!("{}/v1/jwks", w.status_url()))
+        .send()
+        .await
+        .expect("jwks")
+        .json()
+        .await
+        .expect("jwks json");
+    let jwks_lease: jsonwebtoken::jwk::JwkSet = a1
+        .get(format!("{}/v1/jwks", w.lease_url()))
+        .send()
+        .await
+        .expect("jwks over mTLS")
+        .json()
+        .await
+        .expect("jwks json");
+    assert_eq!(jwks_status, jwks_lease);
+    // Checks one answer: a proof on every alone grant, none on a paired one, and each proof
+    // verifies and names exactly what was granted.
+    let check = |v: &Value| -> Option<jsonwebtoken::TokenData<Value>> {
+        let got = verdict(v);
+        let Some(token) = v["proof"].as_str() else {
+            assert_ne!(got, "grant_alone", "an alone grant without a proof: {v}");
+            return None;
+        };
+        assert_eq!(got, "grant_alone", "only alone grants carry a proof: {v}");
+        let header = decode_header(token).expect("a JWT header");
+        assert_eq!(header.alg, Algorithm::EdDSA);
+        let kid = header.kid.expect("the header names its key");
+        let jwk = jwks_status.find(&kid).expect("the key is in the JWKS");
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&["witness"]);
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        let data = decode::<Value>(
+            token,
+            &DecodingKey::from_jwk(jwk).expect("an Ed25519 JWK"),
+            &validation,
+        )
+        .expect("the proof verifies with jsonwebtoken against /v1/jwks");
+        let c = &data.claims;
+        assert_eq!(c["cluster"], v["cluster"], "{c}");
+        assert_eq!(c["room"], v["room"], "{c}");
+        assert_eq!(c["node"], v["node"], "{c}");
+        assert_eq!(c["epoch"], v["epoch"], "{c}");
+        assert_eq!(c["mode"], "alone", "{c}");
+        assert_eq!(c["takeover"], v["verdict"]["takeover"], "{c}");
+        assert_eq!(c["valid_ms"], v["verdict"]["valid_ms"], "{c}");
+        assert_eq!(c["kid"].as_str(), Some(kid.as_str()), "{c}");
+        Some(data)
+    };
+
+    let (_, v) = lease(
+        &a1,
+        &w.lease_url(),
+        &lease_body("demo", "a", "a1", 0, false),
+    )
+    .await;
+    assert_eq!(verdict(&v), "grant_paired", "{v}");
+    assert!(check(&v).is_none());
+    let e = v["epoch"].as_u64().expect("epoch");
+    let (_, v) = lease(
+        &b1,
+        &w.lease_url(),
+        &lease_body("demo", "b", "b1", e, false),
+    )
+    .await;
+    assert_eq!(verdict(&v), "grant_paired", "{v}");
+    assert!(check(&v).is_none());
+
+    // The split: both claim; b (not the preferred room) is fenced, a is granted alone.
+    let (_, v) = lease(&a1, &w.lease_url(), &lease_body("demo", "a", "a1", e, true)).await;
+    check(&v);
+    let (_, v) = lease(&b1, &w.lease_url(), &lease_body("demo", "b", "b1", e, true)).await;
+    assert_eq!(verdict(&v), "fence", "{v}");
+    assert!(check(&v).is_none());
+    let split_epoch = v["epoch"].as_u64().expect("epoch");
+    let token = eventually(
+        std::time::Duration::from_secs(5),
+        "a is granted alone",
+        || async {
+            let (_, v) = lease(
+                &a1,
+                &w.lease_url(),
+                &lease_body("demo", "a", "a1", split_epoch, true),
+            )
+            .await;
+            check(&v).map(|_| v["proof"].as_str().expect("proof").to_string())
+        },
+    )
+    .await;
+    // The witness's own verifier agrees, and a tampered payload fails both.
+    let claims = witness::proof::verify(&token, &jwks_status).expect("the proof verifies");
+    assert_eq!(
+        (claims.room.as_str(), claims.epoch, claims.mode.as_str()),
+        ("a", split_epoch, "alone")
+    );
+    assert_eq!(claims.exp_ms - claims.iat_ms, short_timings().lease_ms);
+    let parts: Vec<&str> = token.split('.').collect();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut payload: Value =
+        serde_json::from_slice(&b64.decode(parts[1]).expect("b64")).expect("json");
+    payload["room"] = json!("b");
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64.encode(serde_json::to_vec(&payload).expect("json")),
+        parts[2]
+    );
+    assert!(
+        witness::proof::verify(&forged, &jwks_status).is_err(),
+        "a tampered proof must not verify"
+    );
+    let jwk = jwks_status.keys.first().expect("a key");
+    assert!(
+        jsonwebtoken::decode::<Value>(
+            &forged,
+            &DecodingKey::from_jwk(jwk).expect("jwk"),
+            &Validation::new(Algorithm::EdDSA)
+        )
+        .is_err(),
+        "a tampered proof must not verify with jsonwebtoken either"
+    );
 }
 
 #[tokio::test]

@@ -332,8 +332,9 @@ async fn run(args: Args) -> Result<()> {
         s.note(
             "Not like for like, in etcd's favour on the wire and in the witness's favour on the work: \
              etcd is reached over plain-text HTTP/2 (no TLS), one gRPC LeaseKeepAlive stream per lease, \
-             hand-written protobuf (no protoc needed); the witness runs mutual TLS 1.3, evaluates the arbiter and signs an Ed25519 proof \
-             for every renewal. Neither writes to disk for a renewal (etcd keeps lease renewals in the \
+             hand-written protobuf (no protoc needed); the witness runs mutual TLS 1.3 and evaluates the arbiter \
+             for every renewal (it signs an Ed25519 proof only for grants to act alone, not for the paired \
+             renewals measured here). Neither writes to disk for a renewal (etcd keeps lease renewals in the \
              leader's memory; the witness persists only decisions).",
         );
         s.append(md)?;
