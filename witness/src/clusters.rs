@@ -122,7 +122,7 @@ pub struct ClusterTable {
     clock: Clock,
     metrics: Arc<Metrics>,
     /// At most one error line per few seconds while writes fail (a full disk).
-    write_errors: crate::ratelimit::LogLimiter,
+    write_errors: identity::LogLimiter,
 }
 
 pub fn mode_label(a: &Arbiter) -> &'static str {
@@ -180,7 +180,7 @@ impl ClusterTable {
             config,
             clock,
             metrics,
-            write_errors: crate::ratelimit::LogLimiter::new(std::time::Duration::from_secs(10)),
+            write_errors: identity::LogLimiter::new(std::time::Duration::from_secs(10)),
         }
     }
 

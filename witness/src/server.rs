@@ -65,7 +65,7 @@ pub struct App {
     pub status_addr: SocketAddr,
     /// One warning line per interval for refused, failed or timed-out connections (a flood
     /// must not become a flood of log lines).
-    pub conn_log: crate::ratelimit::LogLimiter,
+    pub conn_log: identity::LogLimiter,
 }
 
 /// Connections the status port keeps at once. Beyond, the connection idle the longest is
@@ -277,7 +277,7 @@ pub async fn serve(
         lease_addr,
         status_addr,
         config: config.clone(),
-        conn_log: crate::ratelimit::LogLimiter::new(Duration::from_secs(10)),
+        conn_log: identity::LogLimiter::new(Duration::from_secs(10)),
     });
     if lost_state {
         tracing::warn!(
