@@ -1,6 +1,6 @@
 //! The command-line clients of a running witness: `witness status` (reads the status port) and
 //! `witness admin` (sends an operator command over mutual TLS with an admin certificate).
-use crate::status::StatusDoc;
+use crate::view::StatusDoc;
 use proto::wire::AdminCommand;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -3,9 +3,10 @@
 //! clusters) and a page per cluster (`/cluster/NAME`: its state, alarms, nodes and an SVG
 //! timeline of the last hour). Plain HTML and inline SVG, no script: it must work from a
 //! jump host's text browser as well as from Chromium, and a stale page can be reloaded by hand.
-use crate::clusters::{ClusterStatus, Timeline, ALARM_KINDS};
 use crate::history::{EventKind, TimelineEvent};
-use crate::status::{StatusDoc, WitnessInfo};
+use crate::store::StoreOrigin;
+use crate::view::{AlarmKind, ClusterMode, ClusterStatus, Timeline};
+use crate::view::{StatusDoc, WitnessInfo};
 use proto::wire::NodePhase;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -13,8 +14,6 @@ use std::fmt::Write;
 /// Clusters per page unless `per_page` asks otherwise (at most [`MAX_PER_PAGE`]).
 pub const PER_PAGE: usize = 50;
 pub const MAX_PER_PAGE: usize = 500;
-/// The modes a cluster can be in, as the page counts them.
-pub const MODES: [&str; 4] = ["paired", "alone", "releasing", "recovering"];
 
 /// The fleet page's query: `?q=NAME-PART&mode=MODE&alarm=KIND|any|none&page=N&per_page=N`.
 #[derive(Clone, Debug, Default, serde::Deserialize)]
@@ -50,7 +49,7 @@ impl FleetQuery {
             None => true,
             Some("any") => !c.alarms.is_empty(),
             Some("none") => c.alarms.is_empty(),
-            Some(k) => c.alarm_kinds.iter().any(|x| x == k),
+            Some(k) => c.alarm_kinds.iter().any(|x| x.as_str() == k),
         }
     }
 
@@ -93,9 +92,9 @@ impl FleetQuery {
 }
 
 /// The mode the page shows: a cluster known only from the store is `not_called`.
-fn mode_of(c: &ClusterStatus) -> &str {
+fn mode_of(c: &ClusterStatus) -> &'static str {
     if c.loaded {
-        &c.mode
+        c.mode.as_str()
     } else {
         "not_called"
     }
@@ -135,12 +134,12 @@ fn url_enc(s: &str) -> String {
 fn urgency(c: &ClusterStatus) -> usize {
     c.alarm_kinds
         .iter()
-        .filter_map(|k| ALARM_KINDS.iter().position(|x| x == k))
+        .filter_map(|k| AlarmKind::ALL.iter().position(|x| x == k))
         .min()
         .unwrap_or(if c.alarms.is_empty() {
             usize::MAX
         } else {
-            ALARM_KINDS.len()
+            AlarmKind::ALL.len()
         })
 }
 
@@ -190,7 +189,7 @@ fn witness_header(h: &mut String, w: &WitnessInfo, recovering_clusters: usize) {
         esc(&w.version),
         ago(w.uptime_s * 1000),
         esc(&w.lease_listen),
-        if w.store_origin == "intact" {
+        if w.store_origin == StoreOrigin::Intact {
             "intact"
         } else {
             "was empty at start (lost state)"
@@ -198,7 +197,7 @@ fn witness_header(h: &mut String, w: &WitnessInfo, recovering_clusters: usize) {
         w.server_cert_expires_in_s / 86_400,
         w.ca_cert_expires_in_s / 86_400
     );
-    if w.store_origin == "intact" {
+    if w.store_origin == StoreOrigin::Intact {
         return;
     }
     match w.lost_state_window_ms_left {
@@ -251,14 +250,14 @@ pub fn fleet(doc: &StatusDoc, q: &FleetQuery) -> String {
     let mut h = String::with_capacity(64 * 1024);
     head(&mut h, "witness: fleet", refresh_s(w));
     let mut by_mode: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut by_alarm: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut by_alarm: BTreeMap<AlarmKind, usize> = BTreeMap::new();
     let mut troubled = 0;
     for c in &doc.clusters {
         *by_mode.entry(mode_of(c)).or_default() += 1;
         if !c.alarms.is_empty() {
             troubled += 1;
         }
-        let mut kinds: Vec<&str> = c.alarm_kinds.iter().map(String::as_str).collect();
+        let mut kinds = c.alarm_kinds.clone();
         kinds.sort_unstable();
         kinds.dedup();
         for k in kinds {
@@ -276,7 +275,11 @@ pub fn fleet(doc: &StatusDoc, q: &FleetQuery) -> String {
         total - troubled
     );
     h.push_str("<table class=\"summary\" id=\"by-mode\"><tr><th>mode</th><th>clusters</th></tr>");
-    for m in MODES.iter().copied().chain(std::iter::once("not_called")) {
+    for m in ClusterMode::ALL
+        .iter()
+        .map(|m| m.as_str())
+        .chain(std::iter::once("not_called"))
+    {
         let n = by_mode.get(m).copied().unwrap_or(0);
         if n == 0 && (m == "not_called" || m == "recovering") {
             continue;
@@ -291,12 +294,12 @@ pub fn fleet(doc: &StatusDoc, q: &FleetQuery) -> String {
     if by_alarm.is_empty() {
         h.push_str("<tr><td colspan=\"2\" class=\"ok\">no alarms</td></tr>");
     }
-    for k in ALARM_KINDS {
-        if let Some(n) = by_alarm.get(k) {
+    for k in AlarmKind::ALL {
+        if let Some(n) = by_alarm.get(&k) {
             let _ = write!(
                 h,
                 "<tr><td><a href=\"/?alarm={k}\">{}</a></td><td class=\"n\" data-alarm=\"{k}\">{n}</td></tr>",
-                k.replace('_', " ")
+                k.as_str().replace('_', " ")
             );
         }
     }
@@ -316,7 +319,11 @@ pub fn fleet(doc: &StatusDoc, q: &FleetQuery) -> String {
          <label>mode <select name=\"mode\"><option value=\"\">any</option>",
         esc(nonempty(&q.q).unwrap_or(""))
     );
-    for m in MODES.iter().copied().chain(std::iter::once("not_called")) {
+    for m in ClusterMode::ALL
+        .iter()
+        .map(|m| m.as_str())
+        .chain(std::iter::once("not_called"))
+    {
         let _ = write!(h, "<option{}>{m}</option>", sel(&q.mode, m));
     }
     let _ = write!(
@@ -326,12 +333,12 @@ pub fn fleet(doc: &StatusDoc, q: &FleetQuery) -> String {
         sel(&q.alarm, "any"),
         sel(&q.alarm, "none")
     );
-    for k in ALARM_KINDS {
+    for k in AlarmKind::ALL {
         let _ = write!(
             h,
             "<option value=\"{k}\"{}>{}</option>",
-            sel(&q.alarm, k),
-            k.replace('_', " ")
+            sel(&q.alarm, k.as_str()),
+            k.as_str().replace('_', " ")
         );
     }
     h.push_str(
@@ -500,7 +507,7 @@ pub fn cluster(
         "<p><a href=\"/\">&larr; fleet</a></p><h1>Cluster {}</h1>",
         esc(&c.cluster)
     );
-    witness_header(&mut h, w, usize::from(c.mode == "recovering"));
+    witness_header(&mut h, w, usize::from(c.mode == ClusterMode::Recovering));
     let _ = write!(
         h,
         "<table id=\"state\"><tr><th>mode</th><th>who may act alone</th><th>epoch</th><th>since</th><th>takeover</th>\
@@ -517,7 +524,7 @@ pub fn cluster(
         esc(c.preferred_room.as_deref().unwrap_or("-")),
         c.auto_rejoin,
         c.paused,
-        m = esc(&c.mode),
+        m = esc(c.mode.as_str()),
     );
     if c.alarms.is_empty() {
         h.push_str("<p class=\"ok\" id=\"alarms\">no alarms</p>");
@@ -527,7 +534,7 @@ pub fn cluster(
             let _ = write!(
                 h,
                 "<li class=\"alarm\" data-kind=\"{}\">{}</li>",
-                esc(c.alarm_kinds.get(i).map(String::as_str).unwrap_or("")),
+                esc(c.alarm_kinds.get(i).map(|k| k.as_str()).unwrap_or("")),
                 esc(a)
             );
         }
@@ -848,11 +855,7 @@ fn svg(h: &mut String, t: &Timeline, window_ms: u64, now_unix_ms: i64) {
         "<g class=\"lane\" data-lane=\"witness\"><text x=\"6\" y=\"{:.1}\" font-weight=\"bold\">witness (mode)</text>",
         y + 14.0
     );
-    let mut mode_now = if c.mode == "recovering" {
-        "recovering".to_string()
-    } else {
-        c.mode.clone()
-    };
+    let mut mode_now = c.mode.as_str().to_string();
     let mut end = 0u64;
     let start_of_history = t.loaded_ms_ago.min(window_ms);
     let mode_events: Vec<&&TimelineEvent> = events
@@ -1108,13 +1111,13 @@ fn marker(h: &mut String, ax: &Axis, e: &TimelineEvent, y: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clusters::{NodeStatus, RoomStatus};
+    use crate::view::{NodeStatus, RoomStatus};
 
     fn cluster(name: &str, mode: &str, kinds: &[&str]) -> ClusterStatus {
         ClusterStatus {
             cluster: name.into(),
             epoch: 1,
-            mode: mode.into(),
+            mode: serde_json::from_value(serde_json::Value::from(mode)).expect("a mode"),
             survivor: None,
             summary: "s".into(),
             paused: false,
@@ -1125,7 +1128,10 @@ mod tests {
             auto_rejoin: true,
             rooms: vec![],
             alarms: kinds.iter().map(|k| format!("alarm {k}")).collect(),
-            alarm_kinds: kinds.iter().map(|k| k.to_string()).collect(),
+            alarm_kinds: kinds
+                .iter()
+                .map(|k| AlarmKind::parse(k).expect("an alarm kind"))
+                .collect(),
             loaded: true,
         }
     }
@@ -1138,7 +1144,7 @@ mod tests {
             lease_listen: "l".into(),
             status_listen: "s".into(),
             data_dir: "d".into(),
-            store_origin: "intact".into(),
+            store_origin: StoreOrigin::Intact,
             lost_state_window_ms_left: None,
             lost_state_wait_ms: None,
             clusters_loaded: 0,
@@ -1237,7 +1243,7 @@ mod tests {
     #[test]
     fn lost_state_banner_counts_down_then_becomes_history() {
         let mut w = info();
-        w.store_origin = "lost_state".into();
+        w.store_origin = StoreOrigin::LostState;
         w.lost_state_window_ms_left = Some(7_200);
         w.lost_state_wait_ms = Some(10_400);
         let mut h = String::new();

@@ -1,6 +1,7 @@
-//! The table of clusters: one `proto::arbiter::Arbiter` per cluster, the persist-before-reply
-//! contract around its `step`, the ticker for time-based decisions, and the snapshot the status
-//! page shows.
+//! The table of clusters: one `proto::arbiter::Arbiter` per cluster, loaded from the store on
+//! first use, stepped by lease requests, operator commands and the ticker; the persist-before-
+//! reply contract around each step is in [`commit`], the gauges in [`gauges`], and the status
+//! the pages show is built by `crate::view` from what the slots hold.
 //!
 //! Concurrency: the table is split into shards (`ShortLock<HashMap>`, a `std::sync::Mutex`), each
 //! held only to find or insert a cluster's slot. A slot holds its arbiter behind a `tokio::sync::Mutex`, held
@@ -8,14 +9,14 @@
 //! is flushed, and no later reply of the same cluster can overtake the write. Different clusters
 //! never wait for each other. Plain renewals change no record, so they touch no disk.
 use crate::config::Config;
-use crate::history::{History, TimelineEvent};
+use crate::history::History;
 use crate::metrics::Metrics;
 use crate::shortlock::{lock, ShortLock};
 use crate::store::{Store, StoreError, StoredCluster};
-use proto::arbiter::{
-    Arbiter, ArbiterEvent, ArbiterInput, ArbiterStep, ClusterRecord, Mode, NodeSeen,
-};
-use proto::wire::{AdminCommand, LeaseMode, LeaseReply, LeaseRequest, NodePhase, Verdict};
+use crate::view::{mode_text, room_last_seen, status_of, status_unloaded};
+use crate::view::{ClusterMode, ClusterStatus, Timeline};
+use proto::arbiter::{Arbiter, ArbiterInput, NodeSeen};
+use proto::wire::{AdminCommand, LeaseMode, LeaseReply, LeaseRequest, Verdict};
 use proto::{ClusterId, Millis, NodeId, RoomId};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -23,6 +24,9 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use thiserror::Error;
+
+mod commit;
+mod gauges;
 
 /// The witness's monotonic clock in protocol milliseconds. `tokio::time`, so tests can pause it.
 #[derive(Clone, Copy, Debug)]
@@ -71,8 +75,8 @@ struct SlotState {
     recovering_marked: bool,
     /// The marker must be written (and flushed) before this cluster's next write or reply.
     needs_mark: bool,
-    /// Label under which the cluster is counted in `witness_clusters{mode}`.
-    mode_label: &'static str,
+    /// The mode under which the cluster is counted in `witness_clusters{mode}`.
+    mode_shown: ClusterMode,
     /// The epoch shown in `witness_cluster_epoch`.
     epoch_shown: u64,
     /// The room shown as 1 in `witness_room_alone`.
@@ -123,25 +127,6 @@ pub struct ClusterTable {
     metrics: Arc<Metrics>,
     /// At most one error line per few seconds while writes fail (a full disk).
     write_errors: identity::LogLimiter,
-}
-
-pub fn mode_label(a: &Arbiter) -> &'static str {
-    if a.recovering_until().is_some() {
-        return "recovering";
-    }
-    match a.record().mode {
-        Mode::Paired => "paired",
-        Mode::Alone(_) => "alone",
-        Mode::Releasing(_) => "releasing",
-    }
-}
-
-fn mode_name(m: &Mode) -> &'static str {
-    match m {
-        Mode::Paired => "paired",
-        Mode::Alone(_) => "alone",
-        Mode::Releasing(_) => "releasing",
-    }
 }
 
 /// The result label of a verdict.
@@ -259,11 +244,14 @@ impl ClusterTable {
         tracing::info!(
             %cluster,
             epoch = %arbiter.record().epoch,
-            mode = mode_label(&arbiter),
+            mode = ClusterMode::of(&arbiter).as_str(),
             "cluster loaded: {how}"
         );
-        let label = mode_label(&arbiter);
-        self.metrics.clusters.with_label_values(&[label]).inc();
+        let label = ClusterMode::of(&arbiter);
+        self.metrics
+            .clusters
+            .with_label_values(&[label.as_str()])
+            .inc();
         let mut history = History::default();
         history.loaded(
             now,
@@ -281,7 +269,7 @@ impl ClusterTable {
                 arbiter,
                 recovering_marked,
                 needs_mark,
-                mode_label: label,
+                mode_shown: label,
                 epoch_shown: 0,
                 alone_shown: None,
                 hot: false,
@@ -308,175 +296,6 @@ impl ClusterTable {
             .collect();
         v.sort_by(|a, b| a.cluster.cmp(&b.cluster));
         v
-    }
-
-    /// Makes a slot fit to step: after a failed write of this cluster, refuses (503) until the
-    /// store is writable again and then rebuilds the arbiter from disk, so nothing is granted
-    /// that the disk does not hold; writes a pending recovering marker. A cluster whose writes
-    /// all succeeded holds exactly what its durable record says, so it keeps answering
-    /// renewals that change nothing while the disk is full (a survivor keeps its right).
-    async fn ensure_marked(
-        &self,
-        cluster: &ClusterId,
-        st: &mut SlotState,
-    ) -> Result<(), TableError> {
-        if st.stale {
-            self.store.check_available()?;
-            let now = self.clock.now();
-            self.rebuild(cluster, st, now);
-            st.stale = false;
-            self.update_gauges(cluster, st, now);
-        }
-        if st.needs_mark {
-            self.store.mark_recovering(cluster).await?;
-            st.needs_mark = false;
-            st.recovering_marked = true;
-        }
-        Ok(())
-    }
-
-    /// Rebuilds a cluster's arbiter from disk after a failed write.
-    fn rebuild(&self, cluster: &ClusterId, st: &mut SlotState, now: Millis) {
-        let stored = match self.store.load(cluster) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(%cluster, error = %e, "cannot read the cluster back after a failed write; treating its state as lost");
-                StoredCluster {
-                    record: None,
-                    recovering: true,
-                    marker_on_disk: false,
-                }
-            }
-        };
-        // Read from the reopened database, so from disk: an absent record means no reply of this
-        // cluster ever depended on one (every grant follows a flushed record), so the cluster is
-        // new; a present one is restarted from, as after a witness restart.
-        let (a, marked, needs) = self.build(cluster, stored, now);
-        st.arbiter = a;
-        st.recovering_marked = marked;
-        st.needs_mark = needs;
-    }
-
-    /// Makes a step's record durable, then logs and counts what it did. On a failed write the
-    /// arbiter is rebuilt from disk and the caller must not send the step's reply.
-    async fn commit(
-        &self,
-        cluster: &ClusterId,
-        st: &mut SlotState,
-        step: &ArbiterStep,
-        now: Millis,
-    ) -> Result<(), TableError> {
-        if let Some(rec) = &step.persist {
-            let recovery_done = st.recovering_marked && st.arbiter.recovering_until().is_none();
-            let t0 = tokio::time::Instant::now();
-            let r = self.store.save(cluster, rec, recovery_done).await;
-            self.metrics
-                .persist_duration
-                .observe(t0.elapsed().as_secs_f64());
-            if let Err(e) = r {
-                self.metrics.persist_failures.inc();
-                if let Some(suppressed) = self.write_errors.allow() {
-                    tracing::error!(
-                        %cluster,
-                        epoch = %rec.epoch,
-                        error = %e,
-                        suppressed,
-                        "durable write failed: the reply is withheld and the cluster is rebuilt from disk once the store is writable"
-                    );
-                }
-                // The arbiter now holds a step the disk may not: never step it again before it
-                // is rebuilt from disk (`ensure_marked`).
-                st.stale = true;
-                return Err(e.into());
-            }
-            if recovery_done {
-                st.recovering_marked = false;
-            }
-        }
-        for ev in &step.events {
-            match ev {
-                ArbiterEvent::ModeChanged {
-                    epoch,
-                    from,
-                    to,
-                    why,
-                } => {
-                    self.metrics
-                        .mode_changes
-                        .with_label_values(&[mode_name(to)])
-                        .inc();
-                    st.history.mode(now, from, to, epoch.0);
-                    tracing::info!(
-                        %cluster,
-                        %epoch,
-                        from = ?from,
-                        to = ?to,
-                        survivor = to.survivor().map(|r| r.as_str()).unwrap_or("-"),
-                        why = %why,
-                        "mode changed"
-                    );
-                }
-                ArbiterEvent::RecoveryFinished { epoch } => {
-                    st.history.recovery_finished(now, epoch.0);
-                    tracing::info!(%cluster, %epoch, "forgotten-state wait is over; the cluster is granted again");
-                }
-                ArbiterEvent::EpochJumped { from, to } => {
-                    tracing::warn!(%cluster, %from, %to, "a node reported a higher epoch than the stored one; epoch jumped past it");
-                }
-                ArbiterEvent::Refused { node, reason } => {
-                    st.history.refused(now, node.as_str());
-                    tracing::warn!(%cluster, %node, %reason, "arbiter refused a node");
-                }
-                ArbiterEvent::EpochExhausted { epoch } => {
-                    if let Some(suppressed) = self.write_errors.allow() {
-                        tracing::error!(%cluster, %epoch, suppressed, "the cluster's epoch cannot grow any more: who may act alone cannot change (see docs/witness.md, out-of-range epochs)");
-                    }
-                }
-            }
-        }
-        self.update_gauges(cluster, st, now);
-        Ok(())
-    }
-
-    fn update_gauges(&self, cluster: &ClusterId, st: &mut SlotState, now: Millis) {
-        let label = mode_label(&st.arbiter);
-        if label != st.mode_label {
-            self.metrics
-                .clusters
-                .with_label_values(&[st.mode_label])
-                .dec();
-            self.metrics.clusters.with_label_values(&[label]).inc();
-            st.mode_label = label;
-        }
-        let rec = st.arbiter.record();
-        if rec.epoch.0 != st.epoch_shown {
-            self.metrics
-                .cluster_epoch
-                .with_label_values(&[cluster.as_str()])
-                .set(rec.epoch.0 as i64);
-            st.epoch_shown = rec.epoch.0;
-        }
-        let alone = rec.mode.survivor().cloned();
-        if alone != st.alone_shown {
-            for r in &rec.rooms {
-                let v = i64::from(Some(r) == alone.as_ref());
-                self.metrics
-                    .room_alone
-                    .with_label_values(&[cluster.as_str(), r.as_str()])
-                    .set(v);
-            }
-            st.alone_shown = alone;
-        }
-        let hot = st.arbiter.wants_tick(now);
-        if hot != st.hot {
-            let mut set = lock(&self.hot);
-            if hot {
-                set.insert(cluster.clone());
-            } else {
-                set.remove(cluster);
-            }
-            st.hot = hot;
-        }
     }
 
     /// Answers a lease request whose identity the caller has already checked.
@@ -628,7 +447,13 @@ impl ClusterTable {
         for slot in self.all_slots() {
             let st = slot.state.lock().await;
             seen.insert(slot.cluster.clone());
-            out.push(status_of(&slot.cluster, &st, now));
+            out.push(status_of(
+                &slot.cluster,
+                &st.arbiter,
+                &st.last_verdict,
+                st.loaded_at,
+                now,
+            ));
         }
         for name in self.store.cluster_names() {
             if seen.contains(&name) {
@@ -653,7 +478,7 @@ impl ClusterTable {
         let st = slot.state.lock().await;
         let now = self.clock.now();
         Some(Timeline {
-            status: status_of(cluster, &st, now),
+            status: status_of(cluster, &st.arbiter, &st.last_verdict, st.loaded_at, now),
             events: st
                 .history
                 .events(now, window_ms.min(crate::history::WINDOW_MS)),
@@ -670,18 +495,6 @@ impl ClusterTable {
         }
         total
     }
-}
-
-/// What the cluster page draws: the status now and what happened before.
-#[derive(Clone, Debug, Serialize, serde::Deserialize)]
-pub struct Timeline {
-    pub status: ClusterStatus,
-    /// Oldest first.
-    pub events: Vec<TimelineEvent>,
-    /// A node not heard for longer than this is silent.
-    pub silence_ms: u64,
-    /// The history starts when the witness loaded the cluster (it is not persisted).
-    pub loaded_ms_ago: u64,
 }
 
 /// Notes in the history what changed in a node's report (phase, takeover, claim, peer contact,
@@ -727,299 +540,5 @@ fn admin_label(cmd: &AdminCommand) -> &'static str {
         AdminCommand::Release => "release",
         AdminCommand::Pause => "pause",
         AdminCommand::Resume => "resume",
-    }
-}
-
-fn room_last_seen(a: &Arbiter) -> Vec<(RoomId, Option<Millis>)> {
-    a.record()
-        .rooms
-        .iter()
-        .map(|r| {
-            let newest = a
-                .nodes()
-                .values()
-                .filter(|n| &n.room == r)
-                .map(|n| n.last_seen)
-                .max();
-            (r.clone(), newest)
-        })
-        .collect()
-}
-
-/// "who may act alone", in words.
-fn mode_text(a: &Arbiter) -> String {
-    if let Some(u) = a.recovering_until() {
-        return format!("recovering until {u} (witness clock)");
-    }
-    match &a.record().mode {
-        Mode::Paired => "paired: both rooms run, nobody may act alone".into(),
-        Mode::Alone(r) => format!("alone: only room {r} may run"),
-        Mode::Releasing(r) => format!("releasing: room {r} runs alone and releases its takeover"),
-    }
-}
-
-/// One node on the status page.
-#[derive(Clone, Debug, Serialize, serde::Deserialize)]
-pub struct NodeStatus {
-    pub node: String,
-    pub last_seen_ms_ago: u64,
-    pub phase: NodePhase,
-    pub epoch: u64,
-    pub peer_contact: bool,
-    pub peer_reachable: bool,
-    pub claim: bool,
-    pub takeover: bool,
-    pub health: u32,
-    pub last_verdict: Option<String>,
-}
-
-/// One room on the status page.
-#[derive(Clone, Debug, Serialize, serde::Deserialize)]
-pub struct RoomStatus {
-    pub room: String,
-    /// None when no node of the room has called since the witness started.
-    pub last_seen_ms_ago: Option<u64>,
-    pub silent: bool,
-    /// This room holds the right to act alone.
-    pub alone: bool,
-    pub nodes: Vec<NodeStatus>,
-}
-
-/// One cluster on the status page.
-#[derive(Clone, Debug, Serialize, serde::Deserialize)]
-pub struct ClusterStatus {
-    pub cluster: String,
-    pub epoch: u64,
-    /// paired, alone, releasing or recovering.
-    pub mode: String,
-    pub survivor: Option<String>,
-    /// Who may act alone, in words.
-    pub summary: String,
-    pub paused: bool,
-    pub recovering_ms_left: Option<u64>,
-    pub takeover_allowed_in_ms: Option<u64>,
-    pub mode_since_ms_ago: Option<u64>,
-    pub preferred_room: Option<String>,
-    pub auto_rejoin: bool,
-    pub rooms: Vec<RoomStatus>,
-    pub alarms: Vec<String>,
-    /// One kind per alarm, in the same order (see [`ALARM_KINDS`]): what the fleet page counts
-    /// and filters by.
-    #[serde(default)]
-    pub alarm_kinds: Vec<String>,
-    /// False for a cluster known from the store that has not called since the witness started.
-    pub loaded: bool,
-}
-
-/// The kinds of alarm, most urgent first (the fleet page sorts clusters by the most urgent).
-pub const ALARM_KINDS: [&str; 10] = [
-    "recovering",
-    "room_silent",
-    "alone",
-    "node_silent",
-    "claim",
-    "partial_peer_loss",
-    "releasing",
-    "paused",
-    "one_room",
-    "not_called",
-];
-
-/// Alarms and their kinds, kept side by side.
-#[derive(Default)]
-struct Alarms {
-    text: Vec<String>,
-    kinds: Vec<String>,
-}
-
-impl Alarms {
-    fn push(&mut self, kind: &'static str, text: String) {
-        debug_assert!(ALARM_KINDS.contains(&kind));
-        self.text.push(text);
-        self.kinds.push(kind.to_string());
-    }
-}
-
-fn node_status(
-    id: &NodeId,
-    n: &NodeSeen,
-    now: Millis,
-    last: Option<&(&'static str, Millis)>,
-) -> NodeStatus {
-    NodeStatus {
-        node: id.to_string(),
-        last_seen_ms_ago: now.since(n.last_seen),
-        phase: n.phase,
-        epoch: n.epoch.0,
-        peer_contact: n.peer_contact,
-        peer_reachable: n.peer_reachable,
-        claim: n.claim,
-        takeover: n.takeover,
-        health: n.health,
-        last_verdict: last.map(|l| l.0.to_string()),
-    }
-}
-
-fn status_of(cluster: &ClusterId, st: &SlotState, now: Millis) -> ClusterStatus {
-    let a = &st.arbiter;
-    let rec = a.record();
-    let t = &a.config().timings;
-    let survivor = rec.mode.survivor().cloned();
-    let mut alarms = Alarms::default();
-    if let Some(u) = a.recovering_until() {
-        alarms.push("recovering", format!(
-            "recovering: the witness may have lost state for this cluster and grants nothing for {} ms more",
-            u.since(now)
-        ));
-    }
-    if rec.paused {
-        alarms.push(
-            "paused",
-            "paused: an operator paused arbitration; no split or rejoin decisions are made".into(),
-        );
-    }
-    match &rec.mode {
-        Mode::Alone(r) => alarms.push(
-            "alone",
-            format!(
-                "room {r} acts alone (epoch {}); the other room must stay fenced",
-                rec.epoch
-            ),
-        ),
-        Mode::Releasing(r) => alarms.push(
-            "releasing",
-            format!("room {r} is releasing its takeover; the other room rejoins next"),
-        ),
-        Mode::Paired => {}
-    }
-    if rec.rooms.len() < 2 {
-        alarms.push(
-            "one_room",
-            format!(
-                "only {} room(s) have called: a cluster needs both rooms reporting",
-                rec.rooms.len()
-            ),
-        );
-    }
-    let mut rooms = Vec::new();
-    for (room, newest) in room_last_seen(a) {
-        let silent = newest.is_none_or(|s| now.since(s) > t.silence_ms);
-        let ago = newest.map(|s| now.since(s));
-        if silent {
-            match ago {
-                Some(ms) => alarms.push(
-                    "room_silent",
-                    format!("room {room} silent for {:.1} s", ms as f64 / 1000.0),
-                ),
-                None => alarms.push(
-                    "room_silent",
-                    format!(
-                        "room {room} has not called since the witness started ({:.1} s ago)",
-                        now.since(st.loaded_at) as f64 / 1000.0
-                    ),
-                ),
-            }
-        }
-        let mut nodes = Vec::new();
-        for (id, n) in a.nodes().iter().filter(|(_, n)| n.room == room) {
-            let fresh = now.since(n.last_seen) <= t.silence_ms;
-            if fresh && rec.mode == Mode::Paired && n.phase == NodePhase::Active {
-                if !n.peer_contact || !n.peer_reachable {
-                    alarms.push("partial_peer_loss", format!(
-                        "partial peer loss: node {id} (room {room}) reports peer_contact={} peer_reachable={}",
-                        n.peer_contact, n.peer_reachable
-                    ));
-                }
-                if n.claim {
-                    alarms.push(
-                        "claim",
-                        format!(
-                            "node {id} (room {room}) claims to act alone: a split is being decided"
-                        ),
-                    );
-                }
-            }
-            // A node gone quiet while its room still calls: dead or cut off, and nothing else
-            // raises it (the room runs on; a fenced node of the losing room is expected to go).
-            let fenced_room = survivor.as_ref().is_some_and(|s| s != &room);
-            if !fresh && !silent && !fenced_room {
-                alarms.push(
-                    "node_silent",
-                    format!(
-                        "node {id} (room {room}) silent for {:.1} s while its room runs: dead or cut off from the witness",
-                        now.since(n.last_seen) as f64 / 1000.0
-                    ),
-                );
-            }
-            nodes.push(node_status(id, n, now, st.last_verdict.get(id)));
-        }
-        rooms.push(RoomStatus {
-            alone: survivor.as_ref() == Some(&room),
-            room: room.to_string(),
-            last_seen_ms_ago: ago,
-            silent,
-            nodes,
-        });
-    }
-    ClusterStatus {
-        cluster: cluster.to_string(),
-        epoch: rec.epoch.0,
-        mode: mode_label(a).to_string(),
-        survivor: survivor.map(|r| r.to_string()),
-        summary: mode_text(a),
-        paused: rec.paused,
-        recovering_ms_left: a.recovering_until().map(|u| u.since(now)),
-        takeover_allowed_in_ms: a.takeover_at().map(|u| u.since(now)),
-        mode_since_ms_ago: Some(now.since(a.mode_since())),
-        preferred_room: a.config().preferred_room.as_ref().map(|r| r.to_string()),
-        auto_rejoin: a.config().auto_rejoin,
-        rooms,
-        alarms: alarms.text,
-        alarm_kinds: alarms.kinds,
-        loaded: true,
-    }
-}
-
-fn status_unloaded(cluster: &ClusterId, stored: StoredCluster) -> ClusterStatus {
-    let rec = stored.record.unwrap_or(ClusterRecord {
-        epoch: proto::Epoch(0),
-        mode: Mode::Paired,
-        rooms: Vec::new(),
-        last_survivor: None,
-        paused: false,
-        recovering: false,
-        alone_granted: false,
-    });
-    let survivor = rec.mode.survivor().cloned();
-    ClusterStatus {
-        cluster: cluster.to_string(),
-        epoch: rec.epoch.0,
-        mode: if stored.recovering {
-            "recovering".into()
-        } else {
-            mode_name(&rec.mode).into()
-        },
-        survivor: survivor.as_ref().map(|r| r.to_string()),
-        summary: "known from the store; no node has called since the witness started".into(),
-        paused: rec.paused,
-        recovering_ms_left: None,
-        takeover_allowed_in_ms: None,
-        mode_since_ms_ago: None,
-        preferred_room: None,
-        auto_rejoin: true,
-        rooms: rec
-            .rooms
-            .iter()
-            .map(|r| RoomStatus {
-                room: r.to_string(),
-                last_seen_ms_ago: None,
-                silent: true,
-                alone: survivor.as_ref() == Some(r),
-                nodes: Vec::new(),
-            })
-            .collect(),
-        alarms: vec!["no node of this cluster has called since the witness started".into()],
-        alarm_kinds: vec!["not_called".into()],
-        loaded: false,
     }
 }
