@@ -1,0 +1,254 @@
+//! A cluster's page (`/cluster/NAME`): its state, alarms, nodes, the timeline picture (drawn in
+//! `super::timeline`) and the recent events in words.
+use super::timeline::svg;
+use super::{ago, audit_table, esc, head, hms, refresh_s, url_enc, witness_header};
+use crate::history::{EventKind, TimelineEvent};
+use crate::view::{ClusterMode, Timeline, WitnessInfo};
+use proto::wire::NodePhase;
+use std::fmt::Write;
+
+/// The windows the cluster page offers, in milliseconds.
+pub const WINDOWS: [(u64, &str); 4] = [
+    (3_600_000, "1 h"),
+    (600_000, "10 min"),
+    (120_000, "2 min"),
+    (30_000, "30 s"),
+];
+
+/// A cluster's page. `now_unix_ms` is the wall clock the axis is labelled with.
+pub fn cluster(
+    w: &WitnessInfo,
+    t: &Timeline,
+    audit: &[serde_json::Value],
+    window_ms: u64,
+    now_unix_ms: i64,
+) -> String {
+    let c = &t.status;
+    let mut h = String::with_capacity(32 * 1024);
+    head(&mut h, &format!("witness: {}", c.cluster), refresh_s(w));
+    let _ = write!(
+        h,
+        "<p><a href=\"/\">&larr; fleet</a></p><h1>Cluster {}</h1>",
+        esc(&c.cluster)
+    );
+    witness_header(&mut h, w, usize::from(c.mode == ClusterMode::Recovering));
+    let _ = write!(
+        h,
+        "<table id=\"state\"><tr><th>mode</th><th>who may act alone</th><th>epoch</th><th>since</th><th>takeover</th>\
+         <th>preferred room</th><th>auto rejoin</th><th>paused</th></tr>\
+         <tr class=\"mode-{m}\"><td>{m}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>",
+        esc(&c.summary),
+        c.epoch,
+        c.mode_since_ms_ago.map(|ms| format!("{} ago", ago(ms))).unwrap_or("-".into()),
+        match c.takeover_allowed_in_ms {
+            None => "-".to_string(),
+            Some(0) => "allowed".to_string(),
+            Some(ms) => format!("in {:.1} s", ms as f64 / 1000.0),
+        },
+        esc(c.preferred_room.as_deref().unwrap_or("-")),
+        c.auto_rejoin,
+        c.paused,
+        m = esc(c.mode.as_str()),
+    );
+    if c.alarms.is_empty() {
+        h.push_str("<p class=\"ok\" id=\"alarms\">no alarms</p>");
+    } else {
+        h.push_str("<ul id=\"alarms\">");
+        for (i, a) in c.alarms.iter().enumerate() {
+            let _ = write!(
+                h,
+                "<li class=\"alarm\" data-kind=\"{}\">{}</li>",
+                esc(c.alarm_kinds.get(i).map(|k| k.as_str()).unwrap_or("")),
+                esc(a)
+            );
+        }
+        h.push_str("</ul>");
+    }
+
+    h.push_str("<h2>Timeline</h2><p>window: ");
+    for (ms, label) in WINDOWS {
+        if ms == window_ms {
+            let _ = write!(h, "<b>{label}</b> ");
+        } else {
+            let _ = write!(
+                h,
+                "<a href=\"/cluster/{}?window={}\">{label}</a> ",
+                url_enc(&c.cluster),
+                ms / 1000
+            );
+        }
+    }
+    let _ = write!(
+        h,
+        "&middot; <small>times in UTC; the history is kept in memory for the last hour and starts when \
+         this witness loaded the cluster ({} ago)</small></p>",
+        ago(t.loaded_ms_ago)
+    );
+    svg(&mut h, t, window_ms, now_unix_ms);
+
+    h.push_str(
+        "<h2>Nodes</h2><table id=\"nodes\"><tr><th>room</th><th>node</th><th>last seen</th><th>phase</th><th>epoch</th>\
+         <th>peer contact</th><th>peer reachable</th><th>claim</th><th>takeover</th><th>last verdict</th></tr>",
+    );
+    for r in &c.rooms {
+        if r.nodes.is_empty() {
+            let _ = write!(
+                h,
+                "<tr><td>{}{}</td><td colspan=\"9\">no node has called</td></tr>",
+                esc(&r.room),
+                if r.alone { " (alone)" } else { "" }
+            );
+        }
+        for n in &r.nodes {
+            let _ = write!(
+                h,
+                "<tr><td>{}{}</td><td>{}</td><td>{} ago</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&r.room),
+                if r.alone { " (alone)" } else { "" },
+                esc(&n.node),
+                ago(n.last_seen_ms_ago),
+                phase_name(n.phase),
+                n.epoch,
+                n.peer_contact,
+                n.peer_reachable,
+                n.claim,
+                n.takeover,
+                esc(n.last_verdict.as_deref().unwrap_or("-"))
+            );
+        }
+    }
+    h.push_str("</table>");
+
+    h.push_str("<h2>Events (newest first)</h2>");
+    let shown: Vec<&TimelineEvent> = t.events.iter().filter(|e| e.ago_ms <= window_ms).collect();
+    if shown.is_empty() {
+        h.push_str("<p>nothing in this window</p>");
+    } else {
+        h.push_str("<table id=\"events\"><tr><th>time (UTC)</th><th>ago</th><th>who</th><th>what</th></tr>");
+        for e in shown.iter().rev() {
+            let _ = write!(
+                h,
+                "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                event_class(e),
+                hms(now_unix_ms - e.ago_ms as i64),
+                ago(e.ago_ms),
+                esc(e.node.as_deref().unwrap_or("witness")),
+                esc(&describe(e))
+            );
+        }
+        h.push_str("</table>");
+    }
+    audit_table(&mut h, audit);
+    let _ = write!(
+        h,
+        "<p><small><a href=\"/v1/timeline?cluster={u}\">timeline JSON</a> &middot; \
+         <a href=\"/v1/status?cluster={u}\">status JSON</a> &middot; <a href=\"/metrics\">metrics</a></small></p></body></html>",
+        u = url_enc(&c.cluster)
+    );
+    h
+}
+
+pub(super) fn phase_name(p: NodePhase) -> &'static str {
+    match p {
+        NodePhase::Starting => "starting",
+        NodePhase::Active => "active",
+        NodePhase::Fencing => "fencing",
+        NodePhase::Fenced => "fenced",
+    }
+}
+
+pub(super) fn verdict_words(v: &str) -> &str {
+    match v {
+        "grant_paired" => "grant (paired)",
+        "grant_alone" => "GRANT ALONE",
+        "fence" => "FENCE",
+        "retry" => "retry (nothing granted now)",
+        other => other,
+    }
+}
+
+/// A rejoin: the cluster back to paired after a survivor ran alone, or a fenced node unfencing.
+pub(super) fn is_rejoin(e: &TimelineEvent) -> bool {
+    match &e.kind {
+        EventKind::Mode { from, to, .. } => to == "paired" && from != "paired",
+        EventKind::Phase { from, to } => *from == NodePhase::Fenced && *to != NodePhase::Fenced,
+        _ => false,
+    }
+}
+
+/// The CSS class of an event (the browser test looks for these).
+pub(super) fn event_class(e: &TimelineEvent) -> &'static str {
+    if is_rejoin(e) {
+        return "ev-rejoin";
+    }
+    match &e.kind {
+        EventKind::Mode { .. } => "ev-decision",
+        EventKind::Verdict { verdict } if verdict == "fence" => "ev-fence",
+        EventKind::Phase {
+            to: NodePhase::Fencing,
+            ..
+        } => "ev-fence",
+        EventKind::Takeover { active: true } => "ev-takeover",
+        EventKind::Takeover { active: false } => "ev-release",
+        EventKind::PeerContact { ok: false } => "ev-peer-lost",
+        EventKind::Admin { .. } => "ev-admin",
+        _ => "ev-other",
+    }
+}
+
+/// An event in words.
+pub fn describe(e: &TimelineEvent) -> String {
+    match &e.kind {
+        EventKind::Phase { from, to } if from == to => {
+            format!("first report: phase {}", phase_name(*to))
+        }
+        EventKind::Phase { from, to } => {
+            format!("phase {} \u{2192} {}", phase_name(*from), phase_name(*to))
+        }
+        EventKind::Verdict { verdict } => format!("witness answers: {}", verdict_words(verdict)),
+        EventKind::Mode {
+            from,
+            to,
+            survivor,
+            epoch,
+        } => match (to.as_str(), survivor) {
+            ("alone", Some(r)) => {
+                format!("DECISION: room {r} acts alone (epoch {epoch}, was {from})")
+            }
+            ("releasing", Some(r)) => {
+                format!("DECISION: room {r} releases its takeover; the other room rejoins (epoch {epoch})")
+            }
+            ("paired", _) => {
+                format!("DECISION: both rooms paired again (epoch {epoch}, was {from})")
+            }
+            _ => format!("DECISION: mode {to} (epoch {epoch})"),
+        },
+        EventKind::Takeover { active: true } => "TAKEOVER of the other room's workloads".into(),
+        EventKind::Takeover { active: false } => "takeover released".into(),
+        EventKind::Claim { active: true } => "asks the witness to let its room act alone".into(),
+        EventKind::Claim { active: false } => "no longer asks to act alone".into(),
+        EventKind::PeerContact { ok: false } => "lost contact with the other room".into(),
+        EventKind::PeerContact { ok: true } => "contact with the other room again".into(),
+        EventKind::Returned { silent_ms } => {
+            format!("called again after {} of silence", ago(*silent_ms))
+        }
+        EventKind::Admin { command, ok } => format!(
+            "operator command {command}: {}",
+            if *ok { "done" } else { "refused" }
+        ),
+        EventKind::RecoveryFinished { epoch } => {
+            format!("forgotten-state wait over: granted again (epoch {epoch})")
+        }
+        EventKind::Refused => "report refused by the arbiter (see the witness log)".into(),
+        EventKind::Loaded { how } => format!(
+            "loaded by this witness ({})",
+            match how.as_str() {
+                "restarted" => "restarted from its stored record",
+                "recovering" => "recovering: state may have been lost",
+                _ => "new cluster",
+            }
+        ),
+    }
+}
+
+// ---- the SVG timeline ----------------------------------------------------------------------
