@@ -107,7 +107,7 @@ pub fn render_table(v: &serde_json::Value) -> Result<String, ClientError> {
                     r.room,
                     n.node,
                     format!("{:.1}s ago", n.last_seen_ms_ago as f64 / 1000.0),
-                    n.last_verdict.as_deref().unwrap_or("-")
+                    n.last_verdict.map(|v| v.as_str()).unwrap_or("-")
                 ));
                 first = false;
             }

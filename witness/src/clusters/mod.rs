@@ -14,9 +14,9 @@ use crate::metrics::Metrics;
 use crate::shortlock::{lock, ShortLock};
 use crate::store::{Store, StoreError, StoredCluster};
 use crate::view::{mode_text, room_last_seen, status_of, status_unloaded};
-use crate::view::{ClusterMode, ClusterStatus, Timeline};
+use crate::view::{ClusterMode, ClusterStatus, LoadedHow, Timeline, VerdictKind};
 use proto::arbiter::{Arbiter, ArbiterInput, NodeSeen};
-use proto::wire::{AdminCommand, LeaseMode, LeaseReply, LeaseRequest, Verdict};
+use proto::wire::{AdminCommand, LeaseReply, LeaseRequest};
 use proto::{ClusterId, Millis, NodeId, RoomId};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -84,7 +84,7 @@ struct SlotState {
     /// The cluster is in the ticker's set.
     hot: bool,
     /// What each node was last answered (label, when), for logs and the status page.
-    last_verdict: BTreeMap<NodeId, (&'static str, Millis)>,
+    last_verdict: BTreeMap<NodeId, (VerdictKind, Millis)>,
     /// When this slot was loaded (a room not heard since counts as silent since then).
     loaded_at: Millis,
     /// A durable write of this cluster failed: the arbiter holds what the disk may not, and is
@@ -127,22 +127,6 @@ pub struct ClusterTable {
     metrics: Arc<Metrics>,
     /// At most one error line per few seconds while writes fail (a full disk).
     write_errors: identity::LogLimiter,
-}
-
-/// The result label of a verdict.
-pub fn verdict_label(v: &Verdict) -> &'static str {
-    match v {
-        Verdict::Grant {
-            mode: LeaseMode::Paired,
-            ..
-        } => "grant_paired",
-        Verdict::Grant {
-            mode: LeaseMode::Alone { .. },
-            ..
-        } => "grant_alone",
-        Verdict::Fence { .. } => "fence",
-        Verdict::Retry { .. } => "retry",
-    }
 }
 
 impl ClusterTable {
@@ -256,11 +240,11 @@ impl ClusterTable {
         history.loaded(
             now,
             if recovering_marked || needs_mark {
-                "recovering"
+                LoadedHow::Recovering
             } else if arbiter.record().rooms.is_empty() {
-                "new"
+                LoadedHow::New
             } else {
-                "restarted"
+                LoadedHow::Restarted
             },
         );
         let slot = Arc::new(Slot {
@@ -315,14 +299,15 @@ impl ClusterTable {
         let reply = step.reply.ok_or_else(|| {
             TableError::Internal("the arbiter gave no reply to a lease request".into())
         })?;
-        let result = verdict_label(&reply.verdict);
+        let verdict = VerdictKind::of(&reply.verdict);
+        let result = verdict.as_str();
         let silence_ms = st.arbiter.config().timings.silence_ms;
         record_report(&mut st, &node, before.as_ref(), now, silence_ms);
-        let prev = st.last_verdict.insert(node.clone(), (result, now));
-        if prev.map(|p| p.0) != Some(result) {
-            st.history.verdict(now, node.as_str(), result);
+        let prev = st.last_verdict.insert(node.clone(), (verdict, now));
+        if prev.map(|p| p.0) != Some(verdict) {
+            st.history.verdict(now, node.as_str(), verdict);
         }
-        if prev.map(|p| p.0) != Some(result) {
+        if prev.map(|p| p.0) != Some(verdict) {
             tracing::info!(%cluster, %room, %node, epoch = %reply.epoch, verdict = ?reply.verdict, "verdict for this node changed");
         } else {
             tracing::debug!(%cluster, %room, %node, epoch = %reply.epoch, verdict = result, "lease answered");

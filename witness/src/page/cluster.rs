@@ -2,8 +2,8 @@
 //! `super::timeline`) and the recent events in words.
 use super::timeline::svg;
 use super::{ago, audit_table, esc, head, hms, refresh_s, url_enc, witness_header};
-use crate::history::{EventKind, TimelineEvent};
-use crate::view::{ClusterMode, Timeline, WitnessInfo};
+use crate::view::WitnessInfo;
+use crate::view::{ClusterMode, EventKind, LoadedHow, Timeline, TimelineEvent, VerdictKind};
 use proto::wire::NodePhase;
 use std::fmt::Write;
 
@@ -113,7 +113,7 @@ pub fn cluster(
                 n.peer_reachable,
                 n.claim,
                 n.takeover,
-                esc(n.last_verdict.as_deref().unwrap_or("-"))
+                esc(n.last_verdict.map(|v| v.as_str()).unwrap_or("-"))
             );
         }
     }
@@ -157,20 +157,21 @@ pub(super) fn phase_name(p: NodePhase) -> &'static str {
     }
 }
 
-pub(super) fn verdict_words(v: &str) -> &str {
+pub(super) fn verdict_words(v: VerdictKind) -> &'static str {
     match v {
-        "grant_paired" => "grant (paired)",
-        "grant_alone" => "GRANT ALONE",
-        "fence" => "FENCE",
-        "retry" => "retry (nothing granted now)",
-        other => other,
+        VerdictKind::GrantPaired => "grant (paired)",
+        VerdictKind::GrantAlone => "GRANT ALONE",
+        VerdictKind::Fence => "FENCE",
+        VerdictKind::Retry => "retry (nothing granted now)",
     }
 }
 
 /// A rejoin: the cluster back to paired after a survivor ran alone, or a fenced node unfencing.
 pub(super) fn is_rejoin(e: &TimelineEvent) -> bool {
     match &e.kind {
-        EventKind::Mode { from, to, .. } => to == "paired" && from != "paired",
+        EventKind::Mode { from, to, .. } => {
+            *to == ClusterMode::Paired && *from != ClusterMode::Paired
+        }
         EventKind::Phase { from, to } => *from == NodePhase::Fenced && *to != NodePhase::Fenced,
         _ => false,
     }
@@ -183,7 +184,9 @@ pub(super) fn event_class(e: &TimelineEvent) -> &'static str {
     }
     match &e.kind {
         EventKind::Mode { .. } => "ev-decision",
-        EventKind::Verdict { verdict } if verdict == "fence" => "ev-fence",
+        EventKind::Verdict {
+            verdict: VerdictKind::Fence,
+        } => "ev-fence",
         EventKind::Phase {
             to: NodePhase::Fencing,
             ..
@@ -205,20 +208,20 @@ pub fn describe(e: &TimelineEvent) -> String {
         EventKind::Phase { from, to } => {
             format!("phase {} \u{2192} {}", phase_name(*from), phase_name(*to))
         }
-        EventKind::Verdict { verdict } => format!("witness answers: {}", verdict_words(verdict)),
+        EventKind::Verdict { verdict } => format!("witness answers: {}", verdict_words(*verdict)),
         EventKind::Mode {
             from,
             to,
             survivor,
             epoch,
-        } => match (to.as_str(), survivor) {
-            ("alone", Some(r)) => {
+        } => match (to, survivor) {
+            (ClusterMode::Alone, Some(r)) => {
                 format!("DECISION: room {r} acts alone (epoch {epoch}, was {from})")
             }
-            ("releasing", Some(r)) => {
+            (ClusterMode::Releasing, Some(r)) => {
                 format!("DECISION: room {r} releases its takeover; the other room rejoins (epoch {epoch})")
             }
-            ("paired", _) => {
+            (ClusterMode::Paired, _) => {
                 format!("DECISION: both rooms paired again (epoch {epoch}, was {from})")
             }
             _ => format!("DECISION: mode {to} (epoch {epoch})"),
@@ -242,10 +245,10 @@ pub fn describe(e: &TimelineEvent) -> String {
         EventKind::Refused => "report refused by the arbiter (see the witness log)".into(),
         EventKind::Loaded { how } => format!(
             "loaded by this witness ({})",
-            match how.as_str() {
-                "restarted" => "restarted from its stored record",
-                "recovering" => "recovering: state may have been lost",
-                _ => "new cluster",
+            match how {
+                LoadedHow::Restarted => "restarted from its stored record",
+                LoadedHow::Recovering => "recovering: state may have been lost",
+                LoadedHow::New => "new cluster",
             }
         ),
     }

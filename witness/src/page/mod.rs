@@ -182,8 +182,10 @@ pub(super) fn audit_table(h: &mut String, audit: &[serde_json::Value]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::{EventKind, TimelineEvent};
-    use crate::view::{AlarmKind, ClusterStatus, NodeStatus, RoomStatus, StatusDoc, Timeline};
+    use crate::view::{
+        AlarmKind, ClusterMode, ClusterStatus, EventKind, TimelineEvent, VerdictKind,
+    };
+    use crate::view::{NodeStatus, RoomStatus, StatusDoc, Timeline};
     use proto::wire::NodePhase;
 
     fn cluster(name: &str, mode: &str, kinds: &[&str]) -> ClusterStatus {
@@ -373,8 +375,8 @@ mod tests {
                     55_000,
                     None,
                     EventKind::Mode {
-                        from: "paired".into(),
-                        to: "alone".into(),
+                        from: ClusterMode::Paired,
+                        to: ClusterMode::Alone,
                         survivor: Some("a".into()),
                         epoch: 2,
                     },
@@ -383,7 +385,7 @@ mod tests {
                     55_000,
                     Some("b1"),
                     EventKind::Verdict {
-                        verdict: "fence".into(),
+                        verdict: VerdictKind::Fence,
                     },
                 ),
                 ev(
@@ -399,8 +401,8 @@ mod tests {
                     25_000,
                     None,
                     EventKind::Mode {
-                        from: "alone".into(),
-                        to: "releasing".into(),
+                        from: ClusterMode::Alone,
+                        to: ClusterMode::Releasing,
                         survivor: Some("a".into()),
                         epoch: 3,
                     },
@@ -409,8 +411,8 @@ mod tests {
                     20_000,
                     None,
                     EventKind::Mode {
-                        from: "releasing".into(),
-                        to: "paired".into(),
+                        from: ClusterMode::Releasing,
+                        to: ClusterMode::Paired,
                         survivor: None,
                         epoch: 4,
                     },

@@ -3,8 +3,7 @@
 //! silences), on one time axis.
 use super::cluster::{describe, event_class, is_rejoin, phase_name};
 use super::{ago, esc, hms};
-use crate::history::{EventKind, TimelineEvent};
-use crate::view::Timeline;
+use crate::view::{ClusterMode, EventKind, Timeline, TimelineEvent, VerdictKind};
 use proto::wire::NodePhase;
 use std::fmt::Write;
 
@@ -22,13 +21,12 @@ pub(super) fn phase_color(p: NodePhase) -> &'static str {
     }
 }
 
-pub(super) fn mode_color(m: &str) -> &'static str {
+pub(super) fn mode_color(m: ClusterMode) -> &'static str {
     match m {
-        "paired" => "#a5d6a7",
-        "alone" => "#ffcc80",
-        "releasing" => "#90caf9",
-        "recovering" => "#ef9a9a",
-        _ => "#e0e0e0",
+        ClusterMode::Paired => "#a5d6a7",
+        ClusterMode::Alone => "#ffcc80",
+        ClusterMode::Releasing => "#90caf9",
+        ClusterMode::Recovering => "#ef9a9a",
     }
 }
 
@@ -134,7 +132,7 @@ pub(super) fn svg(h: &mut String, t: &Timeline, window_ms: u64, now_unix_ms: i64
         "<g class=\"lane\" data-lane=\"witness\"><text x=\"6\" y=\"{:.1}\" font-weight=\"bold\">witness (mode)</text>",
         y + 14.0
     );
-    let mut mode_now = c.mode.as_str().to_string();
+    let mut mode_now = c.mode;
     let mut end = 0u64;
     let start_of_history = t.loaded_ms_ago.min(window_ms);
     let mode_events: Vec<&&TimelineEvent> = events
@@ -152,14 +150,14 @@ pub(super) fn svg(h: &mut String, t: &Timeline, window_ms: u64, now_unix_ms: i64
             ax.x(e.ago_ms),
             ax.x(end),
             y + 3.0,
-            mode_color(&mode_now),
+            mode_color(mode_now),
             &format!("mode mode-{mode_now}"),
             &format!("mode {mode_now}"),
         );
         end = e.ago_ms;
         mode_now = match &e.kind {
-            EventKind::Mode { from, .. } => from.clone(),
-            _ => "recovering".into(),
+            EventKind::Mode { from, .. } => *from,
+            _ => ClusterMode::Recovering,
         };
     }
     band(
@@ -167,7 +165,7 @@ pub(super) fn svg(h: &mut String, t: &Timeline, window_ms: u64, now_unix_ms: i64
         ax.x(start_of_history),
         ax.x(end),
         y + 3.0,
-        mode_color(&mode_now),
+        mode_color(mode_now),
         &format!("mode mode-{mode_now}"),
         &format!("mode {mode_now}"),
     );
@@ -183,8 +181,8 @@ pub(super) fn svg(h: &mut String, t: &Timeline, window_ms: u64, now_unix_ms: i64
         match &e.kind {
             EventKind::Mode { to, survivor, .. } => {
                 let label = match survivor {
-                    Some(r) if to != "paired" => format!("{to}: {r}"),
-                    _ => to.clone(),
+                    Some(r) if *to != ClusterMode::Paired => format!("{to}: {r}"),
+                    _ => to.to_string(),
                 };
                 let room = decision_x
                     .iter()
@@ -329,10 +327,10 @@ pub(super) fn svg(h: &mut String, t: &Timeline, window_ms: u64, now_unix_ms: i64
         (phase_color(NodePhase::Fencing), "fencing"),
         (phase_color(NodePhase::Fenced), "fenced"),
         ("url(#silent)", "silent"),
-        (mode_color("paired"), "paired"),
-        (mode_color("alone"), "alone"),
-        (mode_color("releasing"), "releasing"),
-        (mode_color("recovering"), "recovering"),
+        (mode_color(ClusterMode::Paired), "paired"),
+        (mode_color(ClusterMode::Alone), "alone"),
+        (mode_color(ClusterMode::Releasing), "releasing"),
+        (mode_color(ClusterMode::Recovering), "recovering"),
     ] {
         let _ = write!(
             h,
@@ -357,7 +355,9 @@ pub(super) fn marker(h: &mut String, ax: &Axis, e: &TimelineEvent, y: f64) {
     let class = event_class(e);
     let title = esc(&describe(e));
     let glyph = match &e.kind {
-        EventKind::Verdict { verdict } if verdict == "fence" => format!(
+        EventKind::Verdict {
+            verdict: VerdictKind::Fence,
+        } => format!(
             "<path d=\"M{:.1} {:.1} l10 10 m0 -10 l-10 10\" stroke=\"#b71c1c\" stroke-width=\"3\"/>",
             x - 5.0,
             y + 6.0

@@ -1,6 +1,7 @@
 //! Building the status model from an arbiter: the alarms, per room and per node. Every rule
 //! about time (is a room silent, is a node fresh) is asked of the arbiter, so the page shows
 //! what the decisions see.
+use super::event::VerdictKind;
 use super::model::{AlarmKind, ClusterMode, ClusterStatus, NodeStatus, RoomStatus};
 use crate::store::StoredCluster;
 use proto::arbiter::{Arbiter, ClusterRecord, Mode, NodeSeen};
@@ -56,7 +57,7 @@ fn node_status(
     id: &NodeId,
     n: &NodeSeen,
     now: Millis,
-    last: Option<&(&'static str, Millis)>,
+    last: Option<&(VerdictKind, Millis)>,
 ) -> NodeStatus {
     NodeStatus {
         node: id.to_string(),
@@ -68,7 +69,7 @@ fn node_status(
         claim: n.claim,
         takeover: n.takeover,
         health: n.health,
-        last_verdict: last.map(|l| l.0.to_string()),
+        last_verdict: last.map(|l| l.0),
     }
 }
 
@@ -78,7 +79,7 @@ fn node_status(
 pub(crate) fn status_of(
     cluster: &ClusterId,
     a: &Arbiter,
-    last_verdict: &BTreeMap<NodeId, (&'static str, Millis)>,
+    last_verdict: &BTreeMap<NodeId, (VerdictKind, Millis)>,
     loaded_at: Millis,
     now: Millis,
 ) -> ClusterStatus {

@@ -1,7 +1,7 @@
 //! The status model's types. Each enum serialises to the exact string the JSON has always
 //! carried (`"mode": "alone"`, `"alarm_kinds": ["room_silent"]`): dashboards, alerts, the CLI
 //! table and the page check read those strings, so a variant is renamed only with them.
-use crate::history::TimelineEvent;
+use super::event::{TimelineEvent, VerdictKind};
 use crate::store::StoreOrigin;
 use proto::arbiter::{Arbiter, Mode};
 use proto::wire::NodePhase;
@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClusterMode {
-    Paired,
-    Alone,
-    Releasing,
-    Recovering,
+    Paired = 0,
+    Alone = 1,
+    Releasing = 2,
+    Recovering = 3,
 }
 
 impl ClusterMode {
@@ -43,6 +43,16 @@ impl ClusterMode {
             Mode::Paired => ClusterMode::Paired,
             Mode::Alone(_) => ClusterMode::Alone,
             Mode::Releasing(_) => ClusterMode::Releasing,
+        }
+    }
+
+    /// The mode stored as `self as u8` (the history's one-byte form).
+    pub(crate) fn from_code(c: u8) -> ClusterMode {
+        match c {
+            0 => ClusterMode::Paired,
+            1 => ClusterMode::Alone,
+            2 => ClusterMode::Releasing,
+            _ => ClusterMode::Recovering,
         }
     }
 
@@ -133,7 +143,7 @@ pub struct NodeStatus {
     pub claim: bool,
     pub takeover: bool,
     pub health: u32,
-    pub last_verdict: Option<String>,
+    pub last_verdict: Option<VerdictKind>,
 }
 
 /// One room on the status page.
