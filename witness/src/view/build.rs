@@ -244,3 +244,61 @@ pub(crate) fn status_unloaded(cluster: &ClusterId, stored: StoredCluster) -> Clu
         loaded: false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::arbiter::{ArbiterConfig, ArbiterInput};
+    use proto::wire::{LeaseRequest, WIRE_VERSION};
+    use proto::Epoch;
+
+    fn report(room: &str, node: &str) -> ArbiterInput {
+        ArbiterInput::Lease(LeaseRequest {
+            version: WIRE_VERSION,
+            cluster: "c".into(),
+            room: room.into(),
+            node: node.into(),
+            epoch: Epoch(0),
+            phase: NodePhase::Active,
+            peer_contact: true,
+            peer_reachable: true,
+            claim: false,
+            takeover: false,
+            health: 0,
+            peers: Vec::new(),
+        })
+    }
+
+    fn room<'a>(s: &'a ClusterStatus, name: &str) -> &'a RoomStatus {
+        s.rooms.iter().find(|r| r.room == name).expect("room shown")
+    }
+
+    #[test]
+    fn a_room_is_shown_silent_exactly_when_the_arbiter_finds_no_fresh_node_in_it() {
+        let mut a = Arbiter::create(ArbiterConfig::default(), "c".into(), Millis(0));
+        let silence = a.config().timings.silence_ms;
+        a.step(Millis(10), report("a", "a1"));
+        a.step(Millis(10), report("b", "b1"));
+        a.step(Millis(20 + silence), report("a", "a1"));
+        let none = BTreeMap::new();
+        let id = ClusterId::from("c");
+        // b1 was last heard `silence` ms ago: still fresh, by the arbiter's rule.
+        let s = status_of(&id, &a, &none, Millis(0), Millis(10 + silence));
+        assert!(!room(&s, "b").silent);
+        assert!(!s.alarm_kinds.contains(&AlarmKind::RoomSilent));
+        // One millisecond later it is not, and the page says so with an alarm.
+        let now = Millis(11 + silence);
+        assert!(a.room_silent(now, &RoomId::from("b")));
+        let s = status_of(&id, &a, &none, Millis(0), now);
+        assert!(room(&s, "b").silent);
+        assert!(!room(&s, "a").silent);
+        assert_eq!(
+            s.alarm_kinds
+                .iter()
+                .filter(|k| **k == AlarmKind::RoomSilent)
+                .count(),
+            1
+        );
+        assert!(s.alarms.iter().any(|t| t.starts_with("room b silent for")));
+    }
+}
