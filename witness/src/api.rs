@@ -9,6 +9,7 @@
 use crate::app::{App, Peer, PeerIdentity};
 use crate::audit::AuditEntry;
 use crate::clusters::TableError;
+use crate::view::admin_label;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -309,15 +310,6 @@ async fn lease_inner(app: &App, peer: &Peer, body: Body) -> Result<Response, Ref
     Ok(Json(reply).into_response())
 }
 
-fn command_label(c: &AdminCommand) -> &'static str {
-    match c {
-        AdminCommand::ForceSurvivor { .. } => "force_survivor",
-        AdminCommand::Release => "release",
-        AdminCommand::Pause => "pause",
-        AdminCommand::Resume => "resume",
-    }
-}
-
 /// `POST /v1/admin/{cluster}`: operator certificate only; every use with a verified
 /// certificate is audited before the answer is sent.
 pub async fn admin(
@@ -420,7 +412,7 @@ async fn admin_inner(
         proto::ids::check_name("room", room.as_str())
             .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "bad_request", e))?;
     }
-    let label = command_label(&cmd);
+    let label = admin_label(&cmd);
     app.metrics.admin_commands.with_label_values(&[label]).inc();
     let cluster_id = ClusterId::new(cluster);
     let out = app

@@ -13,7 +13,7 @@ use crate::history::History;
 use crate::metrics::Metrics;
 use crate::shortlock::{lock, ShortLock};
 use crate::store::{Store, StoreError, StoredCluster};
-use crate::view::{mode_text, room_last_seen, status_of, status_unloaded};
+use crate::view::{admin_label, mode_text, room_last_seen, status_of, status_unloaded};
 use crate::view::{ClusterMode, ClusterStatus, LoadedHow, Timeline, VerdictKind};
 use proto::arbiter::{Arbiter, ArbiterInput, NodeSeen};
 use proto::wire::{AdminCommand, LeaseReply, LeaseRequest};
@@ -516,14 +516,5 @@ fn record_report(
                 h.peer_contact(now, n, after.peer_contact);
             }
         }
-    }
-}
-
-fn admin_label(cmd: &AdminCommand) -> &'static str {
-    match cmd {
-        AdminCommand::ForceSurvivor { .. } => "force_survivor",
-        AdminCommand::Release => "release",
-        AdminCommand::Pause => "pause",
-        AdminCommand::Resume => "resume",
     }
 }

@@ -2,7 +2,7 @@
 //! by `crate::history`). Serialised with a `kind` tag; every enum serialises to the string the
 //! JSON has always carried.
 use super::model::ClusterMode;
-use proto::wire::{LeaseMode, NodePhase, Verdict};
+use proto::wire::{AdminCommand, LeaseMode, NodePhase, Verdict};
 use serde::{Deserialize, Serialize};
 
 /// What the witness answered a node: also the `result` label of `witness_lease_requests_total`.
@@ -54,6 +54,17 @@ impl VerdictKind {
 impl std::fmt::Display for VerdictKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// An operator command's name: the `command` label of `witness_admin_commands_total`, the
+/// audit log's and the timeline's word for it.
+pub(crate) fn admin_label(cmd: &AdminCommand) -> &'static str {
+    match cmd {
+        AdminCommand::ForceSurvivor { .. } => "force_survivor",
+        AdminCommand::Release => "release",
+        AdminCommand::Pause => "pause",
+        AdminCommand::Resume => "resume",
     }
 }
 

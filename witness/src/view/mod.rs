@@ -6,6 +6,7 @@ mod event;
 mod model;
 
 pub(crate) use build::{mode_text, room_last_seen, status_of, status_unloaded};
+pub(crate) use event::admin_label;
 pub use event::{EventKind, LoadedHow, TimelineEvent, VerdictKind};
 pub use model::{AlarmKind, ClusterMode, ClusterStatus, StatusDoc, Timeline, WitnessInfo};
 // The pages' tests build statuses by hand.
