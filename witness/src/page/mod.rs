@@ -5,12 +5,13 @@
 //! jump host's text browser as well as from Chromium, and a stale page can be reloaded by hand.
 //!
 //! Layout: [`fleet`] and [`cluster`] are the two pages, [`timeline`] the cluster page's
-//! picture; this file holds what they share (escaping, the head, the witness header).
+//! picture, [`event`] an event in words; this file holds what they share (escaping, the head, the witness header).
 use crate::store::StoreOrigin;
 use crate::view::WitnessInfo;
 use std::fmt::Write;
 
 mod cluster;
+mod event;
 mod fleet;
 mod timeline;
 

@@ -1,7 +1,7 @@
 //! The cluster page's SVG timeline of the last hour: a witness lane (the cluster's mode, its
 //! decisions and operator commands) and a lane per node (phase bands, verdicts, takeovers,
 //! silences), on one time axis.
-use super::cluster::{describe, event_class, is_rejoin, phase_name};
+use super::event::{describe, event_class, is_rejoin, phase_name};
 use super::{ago, esc, hms};
 use crate::view::{ClusterMode, EventKind, Timeline, TimelineEvent, VerdictKind};
 use proto::wire::NodePhase;

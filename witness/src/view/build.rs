@@ -1,8 +1,8 @@
 //! Building the status model from an arbiter: the alarms, per room and per node. Every rule
 //! about time (is a room silent, is a node fresh) is asked of the arbiter, so the page shows
 //! what the decisions see.
-use super::event::VerdictKind;
-use super::model::{AlarmKind, ClusterMode, ClusterStatus, NodeStatus, RoomStatus};
+use super::model::{ClusterStatus, NodeStatus, RoomStatus};
+use super::vocab::{AlarmKind, ClusterMode, VerdictKind};
 use crate::store::StoredCluster;
 use proto::arbiter::{Arbiter, ClusterRecord, Mode, NodeSeen};
 use proto::wire::NodePhase;

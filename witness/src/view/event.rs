@@ -1,95 +1,10 @@
 //! The timeline's events, as the cluster page and `/v1/timeline` show them (recorded, compactly,
 //! by `crate::history`). Serialised with a `kind` tag; every enum serialises to the string the
-//! JSON has always carried.
-use super::model::ClusterMode;
-use proto::wire::{AdminCommand, LeaseMode, NodePhase, Verdict};
+//! JSON has always carried. Also [`Timeline`], what the cluster page draws.
+use super::model::ClusterStatus;
+use super::vocab::{ClusterMode, LoadedHow, VerdictKind};
+use proto::wire::NodePhase;
 use serde::{Deserialize, Serialize};
-
-/// What the witness answered a node: also the `result` label of `witness_lease_requests_total`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum VerdictKind {
-    GrantPaired = 0,
-    GrantAlone = 1,
-    Fence = 2,
-    Retry = 3,
-}
-
-impl VerdictKind {
-    pub fn of(v: &Verdict) -> VerdictKind {
-        match v {
-            Verdict::Grant {
-                mode: LeaseMode::Paired,
-                ..
-            } => VerdictKind::GrantPaired,
-            Verdict::Grant {
-                mode: LeaseMode::Alone { .. },
-                ..
-            } => VerdictKind::GrantAlone,
-            Verdict::Fence { .. } => VerdictKind::Fence,
-            Verdict::Retry { .. } => VerdictKind::Retry,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VerdictKind::GrantPaired => "grant_paired",
-            VerdictKind::GrantAlone => "grant_alone",
-            VerdictKind::Fence => "fence",
-            VerdictKind::Retry => "retry",
-        }
-    }
-
-    /// The verdict stored as `self as u8` (the history's one-byte form).
-    pub(crate) fn from_code(c: u8) -> VerdictKind {
-        match c {
-            0 => VerdictKind::GrantPaired,
-            1 => VerdictKind::GrantAlone,
-            2 => VerdictKind::Fence,
-            _ => VerdictKind::Retry,
-        }
-    }
-}
-
-impl std::fmt::Display for VerdictKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// An operator command's name: the `command` label of `witness_admin_commands_total`, the
-/// audit log's and the timeline's word for it.
-pub(crate) fn admin_label(cmd: &AdminCommand) -> &'static str {
-    match cmd {
-        AdminCommand::ForceSurvivor { .. } => "force_survivor",
-        AdminCommand::Release => "release",
-        AdminCommand::Pause => "pause",
-        AdminCommand::Resume => "resume",
-    }
-}
-
-/// How the witness came to hold a cluster.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LoadedHow {
-    /// First call of a cluster the store never held.
-    New = 0,
-    /// From its stored record.
-    Restarted = 1,
-    /// The state may have been lost: nothing is granted until forgotten leases ran out.
-    Recovering = 2,
-}
-
-impl LoadedHow {
-    /// The value stored as `self as u8` (the history's one-byte form).
-    pub(crate) fn from_code(c: u8) -> LoadedHow {
-        match c {
-            0 => LoadedHow::New,
-            1 => LoadedHow::Restarted,
-            _ => LoadedHow::Recovering,
-        }
-    }
-}
 
 /// What happened, as the page and `/v1/timeline` show it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,4 +48,16 @@ pub struct TimelineEvent {
     pub node: Option<String>,
     #[serde(flatten)]
     pub kind: EventKind,
+}
+
+/// What the cluster page draws: the status now and what happened before.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Timeline {
+    pub status: ClusterStatus,
+    /// Oldest first.
+    pub events: Vec<TimelineEvent>,
+    /// A node not heard for longer than this is silent.
+    pub silence_ms: u64,
+    /// The history starts when the witness loaded the cluster (it is not persisted).
+    pub loaded_ms_ago: u64,
 }
