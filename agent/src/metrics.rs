@@ -92,7 +92,7 @@ pub fn earliest_not_after(pem: &[u8]) -> Result<i64, String> {
     let mut earliest = None;
     for c in rustls_pemfile::certs(&mut &pem[..]) {
         let c = c.map_err(|e| format!("not PEM: {e}"))?;
-        let t = crate::tls::cert_not_after(&c)?;
+        let t = crate::tls::cert_not_after(&c).map_err(|e| e.to_string())?;
         earliest = Some(earliest.map_or(t, |e: i64| e.min(t)));
     }
     earliest.ok_or_else(|| "no certificate in it".to_string())

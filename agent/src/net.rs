@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
+use identity::LogLimiter;
 use proto::ids::Identity;
 use proto::wire::{check_version, LeaseReply, LeaseRequest, Ping, Pong};
 use proto::NodeId;
@@ -247,42 +248,6 @@ pub struct PingRequest {
 #[derive(Clone, Debug)]
 struct PeerIdentity(Result<Identity, String>);
 
-/// At most one warning line per interval for one kind of event, with the number left out: a
-/// flood of bad connections must not become a flood of log lines.
-// A blocking lock held for a few instructions, never across an await: it cannot stall a worker.
-#[allow(clippy::disallowed_types)]
-struct LogLimiter {
-    every: Duration,
-    state: std::sync::Mutex<(Option<tokio::time::Instant>, u64)>,
-}
-
-#[allow(clippy::disallowed_types)]
-impl LogLimiter {
-    const fn new(every: Duration) -> LogLimiter {
-        LogLimiter {
-            every,
-            state: std::sync::Mutex::new((None, 0)),
-        }
-    }
-
-    /// `Some(lines left out since the last one)` when a line may be written now.
-    fn allow(&self) -> Option<u64> {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let now = tokio::time::Instant::now();
-        match st.0 {
-            Some(last) if now.duration_since(last) < self.every => {
-                st.1 += 1;
-                None
-            }
-            _ => {
-                let suppressed = st.1;
-                *st = (Some(now), 0);
-                Some(suppressed)
-            }
-        }
-    }
-}
-
 /// Refused heartbeats and refused, failed or timed-out heartbeat connections.
 static CONN_LOG: LogLimiter = LogLimiter::new(Duration::from_secs(10));
 
@@ -406,7 +371,7 @@ pub async fn serve_heartbeats(
                 }
             };
             let id = match tls_stream.get_ref().1.peer_certificates() {
-                Some([leaf, ..]) => cert_identity(leaf),
+                Some([leaf, ..]) => cert_identity(leaf).map_err(|e| e.to_string()),
                 _ => Err("no client certificate".to_string()),
             };
             let id = PeerIdentity(id);
@@ -426,21 +391,5 @@ pub async fn serve_heartbeats(
                 _ = shutdown.changed() => {}
             }
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::LogLimiter;
-    use std::time::Duration;
-
-    #[test]
-    fn a_flood_of_refused_connections_logs_one_line_per_interval() {
-        let l = LogLimiter::new(Duration::from_secs(3600));
-        assert_eq!(l.allow(), Some(0));
-        assert!((0..10_000).all(|_| l.allow().is_none()));
-        let l = LogLimiter::new(Duration::ZERO);
-        assert_eq!(l.allow(), Some(0));
-        assert_eq!(l.allow(), Some(0));
     }
 }

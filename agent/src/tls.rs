@@ -3,7 +3,8 @@
 //! a restart.
 //!
 //! Identity is the certificate's SAN URI `witness://<cluster>/<room>/<node>`
-//! ([`proto::ids::Identity`]). Peers are addressed by IP, so a peer's server certificate is not
+//! ([`proto::ids::Identity`]), read by the rule the witness uses too ([`identity::cert`]).
+//! Peers are addressed by IP, so a peer's server certificate is not
 //! checked against the address but against the identity we expect there: the chain must lead to
 //! our CA and the URI must name that peer, in our cluster, in the other room.
 //!
@@ -12,6 +13,7 @@
 //! new connection, so established connections are left alone. A file that does not parse keeps
 //! the previous state in use (and says so in the log and the status).
 use crate::config::TlsConfig;
+pub use identity::{cert_identity, cert_not_after};
 use proto::ids::Identity;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -109,8 +111,8 @@ impl TlsState {
                     format!("{} holds no PRIVATE KEY block", cfg.key.display()),
                 )
             })?;
-        let identity = cert_identity(&chain[0]).map_err(|r| terr("tls.cert", r))?;
-        let not_after = cert_not_after(&chain[0]).map_err(|r| terr("tls.cert", r))?;
+        let identity = cert_identity(&chain[0]).map_err(|r| terr("tls.cert", r.to_string()))?;
+        let not_after = cert_not_after(&chain[0]).map_err(|r| terr("tls.cert", r.to_string()))?;
         let client_verifier =
             WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
                 .build()
@@ -236,7 +238,7 @@ impl ServerCertVerifier for PeerVerifier {
             )) => {}
             Err(e) => return Err(e),
         }
-        let id = cert_identity(end_entity).map_err(rustls::Error::General)?;
+        let id = cert_identity(end_entity).map_err(|e| rustls::Error::General(e.to_string()))?;
         self.expect.check(&id).map_err(rustls::Error::General)?;
         Ok(ServerCertVerified::assertion())
     }
@@ -262,49 +264,6 @@ impl ServerCertVerifier for PeerVerifier {
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.inner.supported_verify_schemes()
     }
-}
-
-/// The witness identity a certificate carries in its SAN URIs (exactly one is allowed).
-pub fn cert_identity(der: &CertificateDer<'_>) -> Result<Identity, String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
-        .map_err(|e| format!("certificate does not parse: {e}"))?;
-    let san = cert
-        .subject_alternative_name()
-        .map_err(|e| format!("certificate SAN extension is invalid: {e}"))?;
-    let uris: Vec<&str> = san
-        .map(|s| {
-            s.value
-                .general_names
-                .iter()
-                .filter_map(|g| match g {
-                    x509_parser::extensions::GeneralName::URI(u) => Some(*u),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let ids: Vec<Identity> = uris
-        .iter()
-        .filter(|u| u.starts_with(Identity::NODE_SCHEME) || u.starts_with(Identity::ADMIN_SCHEME))
-        .map(|u| Identity::parse_uri(u))
-        .collect::<Result<_, _>>()?;
-    match ids.as_slice() {
-        [one] => Ok(one.clone()),
-        [] => Err(format!(
-            "certificate has no witness identity (SAN URIs: {uris:?}); expected \
-             witness://<cluster>/<room>/<node>"
-        )),
-        _ => Err(format!(
-            "certificate carries more than one witness identity ({uris:?}): refused as ambiguous"
-        )),
-    }
-}
-
-/// A certificate's `notAfter` in seconds since the Unix epoch.
-pub fn cert_not_after(der: &CertificateDer<'_>) -> Result<i64, String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
-        .map_err(|e| format!("certificate does not parse: {e}"))?;
-    Ok(cert.validity().not_after.timestamp())
 }
 
 /// A fingerprint of the files' metadata: a change triggers a reload.

@@ -1351,6 +1351,21 @@ impl Arbiter {
             self.record.members_version
         ))
     }
+
+    /// Whether the witness has heard no node of `room` within `silence_ms` (a room none of
+    /// whose nodes has called in this incarnation is silent): the room silence the status page
+    /// shows, by the same freshness rule the decisions use for each node.
+    pub fn room_silent(&self, now: Millis, room: &RoomId) -> bool {
+        !self
+            .nodes
+            .values()
+            .any(|n| &n.room == room && self.fresh(n, now))
+    }
+
+    /// Whether `node` has not been heard within `silence_ms` (an unknown node is silent).
+    pub fn node_silent(&self, now: Millis, node: &NodeId) -> bool {
+        self.nodes.get(node).is_none_or(|n| !self.fresh(n, now))
+    }
 }
 
 /// A reported heartbeat address must look like `host:port` (it is handed to the other

@@ -6,9 +6,9 @@
 //! identity for the endpoint, the identity's request rate, the body size, the JSON (version
 //! first, then fields), and for leases that the body names exactly the certificate's cluster,
 //! room and node. Refusals are JSON `{"error": "...", "reason": "..."}`.
+use crate::app::{App, Peer, PeerIdentity};
 use crate::audit::AuditEntry;
 use crate::clusters::TableError;
-use crate::server::App;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -19,27 +19,7 @@ use proto::ids::Identity;
 use proto::wire::{check_version, AdminCommand, LeaseMode, LeaseRequest, TakeoverPermit, Verdict};
 use proto::ClusterId;
 use serde_json::json;
-use std::net::SocketAddr;
 use std::sync::Arc;
-
-/// Who is on the other end of a connection, as its certificate says.
-#[derive(Clone, Debug)]
-pub enum PeerIdentity {
-    /// Plain HTTP, or TLS without a client certificate.
-    None,
-    /// A certificate from the CA whose identity could not be read.
-    Invalid(String),
-    /// Shared: the peer is attached to every request of the connection, and cloning three
-    /// strings per request showed in the renewal profile.
-    Valid(Arc<Identity>),
-}
-
-/// Per-connection facts, attached to every request of the connection.
-#[derive(Clone, Debug)]
-pub struct Peer {
-    pub addr: SocketAddr,
-    pub identity: PeerIdentity,
-}
 
 /// A refusal: status, metric reason, message.
 pub struct Refusal {

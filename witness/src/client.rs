@@ -1,6 +1,6 @@
 //! The command-line clients of a running witness: `witness status` (reads the status port) and
 //! `witness admin` (sends an operator command over mutual TLS with an admin certificate).
-use crate::status::StatusDoc;
+use crate::view::StatusDoc;
 use proto::wire::AdminCommand;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -107,7 +107,7 @@ pub fn render_table(v: &serde_json::Value) -> Result<String, ClientError> {
                     r.room,
                     n.node,
                     format!("{:.1}s ago", n.last_seen_ms_ago as f64 / 1000.0),
-                    n.last_verdict.as_deref().unwrap_or("-")
+                    n.last_verdict.map(|v| v.as_str()).unwrap_or("-")
                 ));
                 first = false;
             }

@@ -8,10 +8,10 @@
 //! more than [`MAX_EVENTS`], nor anything older than [`WINDOW_MS`]. Nothing here is persisted:
 //! the history starts again with the witness (the page says so), the durable facts stay in the
 //! store and the audit log.
+use crate::view::{ClusterMode, EventKind, LoadedHow, TimelineEvent, VerdictKind};
 use proto::arbiter::Mode;
 use proto::wire::{AdminCommand, NodePhase};
 use proto::Millis;
-use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
 /// How far back the history reaches.
@@ -58,11 +58,8 @@ pub struct History {
     events: VecDeque<Rec>,
 }
 
-/// The verdict labels, as stored.
-const VERDICTS: [&str; 4] = ["grant_paired", "grant_alone", "fence", "retry"];
-const MODES: [&str; 3] = ["paired", "alone", "releasing"];
+/// The operator commands, as stored.
 const ADMIN: [&str; 7] = AdminCommand::LABELS;
-const LOADED: [&str; 3] = ["new", "restarted", "recovering"];
 
 fn phase_code(p: NodePhase) -> u8 {
     match p {
@@ -84,50 +81,6 @@ fn phase_of(c: u8) -> NodePhase {
 
 fn index_of(table: &[&str], s: &str) -> u8 {
     table.iter().position(|t| *t == s).unwrap_or(0) as u8
-}
-
-/// What happened, as the page and `/v1/timeline` show it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum EventKind {
-    /// A node reported a new phase.
-    Phase { from: NodePhase, to: NodePhase },
-    /// The witness's answer to a node changed (`grant_paired`, `grant_alone`, `fence`, `retry`).
-    Verdict { verdict: String },
-    /// The witness decided a new mode (a split or rejoin decision, with a new epoch).
-    Mode {
-        from: String,
-        to: String,
-        survivor: Option<String>,
-        epoch: u64,
-    },
-    /// A node started (`active: true`) or released its takeover of the other room's workloads.
-    Takeover { active: bool },
-    /// A node started or stopped asking for its room to act alone.
-    Claim { active: bool },
-    /// A node lost or regained contact with the other room.
-    PeerContact { ok: bool },
-    /// A node called again after `silent_ms` without a call.
-    Returned { silent_ms: u64 },
-    /// An operator command.
-    Admin { command: String, ok: bool },
-    /// The forgotten-state wait of this cluster is over.
-    RecoveryFinished { epoch: u64 },
-    /// The arbiter refused a node's report.
-    Refused,
-    /// The cluster was loaded by this witness (`new`, `restarted`, `recovering`).
-    Loaded { how: String },
-}
-
-/// One event of the timeline.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TimelineEvent {
-    /// How long ago, on the witness's clock.
-    pub ago_ms: u64,
-    /// The node (or, for a mode change, nothing: the survivor is in the kind).
-    pub node: Option<String>,
-    #[serde(flatten)]
-    pub kind: EventKind,
 }
 
 impl History {
@@ -173,24 +126,13 @@ impl History {
         );
     }
 
-    pub fn verdict(&mut self, now: Millis, node: &str, label: &str) {
-        self.push(
-            now,
-            Code::Verdict,
-            Some(node),
-            index_of(&VERDICTS, label),
-            0,
-            0,
-        );
+    pub fn verdict(&mut self, now: Millis, node: &str, verdict: VerdictKind) {
+        self.push(now, Code::Verdict, Some(node), verdict as u8, 0, 0);
     }
 
     /// A decision: the cluster's new mode, and the one it left.
     pub fn mode(&mut self, now: Millis, from: &Mode, to: &Mode, epoch: u64) {
-        let code = |m: &Mode| match m {
-            Mode::Paired => 0,
-            Mode::Alone(_) => 1,
-            Mode::Releasing(_) => 2,
-        };
+        let code = |m: &Mode| ClusterMode::of_mode(m) as u8;
         let room = to.survivor().map(|r| r.as_str());
         self.push(now, Code::Mode, room, code(to), code(from), epoch);
     }
@@ -230,8 +172,8 @@ impl History {
         self.push(now, Code::Refused, Some(node), 0, 0, 0);
     }
 
-    pub fn loaded(&mut self, now: Millis, how: &str) {
-        self.push(now, Code::Loaded, None, index_of(&LOADED, how), 0, 0);
+    pub fn loaded(&mut self, now: Millis, how: LoadedHow) {
+        self.push(now, Code::Loaded, None, how as u8, 0, 0);
     }
 
     /// Events of the last `window_ms`, oldest first.
@@ -260,14 +202,14 @@ impl History {
             Code::Verdict => (
                 name,
                 EventKind::Verdict {
-                    verdict: pick(&VERDICTS, e.a),
+                    verdict: VerdictKind::from_code(e.a),
                 },
             ),
             Code::Mode => (
                 None,
                 EventKind::Mode {
-                    from: pick(&MODES, e.b),
-                    to: pick(&MODES, e.a),
+                    from: ClusterMode::from_code(e.b),
+                    to: ClusterMode::from_code(e.a),
                     survivor: name,
                     epoch: e.value,
                 },
@@ -288,7 +230,7 @@ impl History {
             Code::Loaded => (
                 None,
                 EventKind::Loaded {
-                    how: pick(&LOADED, e.a),
+                    how: LoadedHow::from_code(e.a),
                 },
             ),
         };
@@ -320,7 +262,15 @@ mod tests {
     fn history_keeps_at_most_max_events_and_drops_the_oldest_first() {
         let mut h = History::default();
         for i in 0..(MAX_EVENTS as u64 + 40) {
-            h.verdict(Millis(i), "n1", if i % 2 == 0 { "fence" } else { "retry" });
+            h.verdict(
+                Millis(i),
+                "n1",
+                if i % 2 == 0 {
+                    VerdictKind::Fence
+                } else {
+                    VerdictKind::Retry
+                },
+            );
         }
         let ev = h.events(Millis(MAX_EVENTS as u64 + 40), WINDOW_MS);
         assert_eq!(ev.len(), MAX_EVENTS);
@@ -358,8 +308,8 @@ mod tests {
         assert_eq!(
             ev[1].kind,
             EventKind::Mode {
-                from: "paired".into(),
-                to: "alone".into(),
+                from: ClusterMode::Paired,
+                to: ClusterMode::Alone,
                 survivor: Some("a".into()),
                 epoch: 3
             }
@@ -377,10 +327,10 @@ mod tests {
     #[test]
     fn a_quiet_cluster_history_stays_under_one_kibibyte() {
         let mut h = History::default();
-        h.loaded(Millis(0), "new");
+        h.loaded(Millis(0), LoadedHow::New);
         for n in ["a1", "a2", "b1", "b2"] {
             h.phase(Millis(10), n, NodePhase::Starting, NodePhase::Active);
-            h.verdict(Millis(10), n, "grant_paired");
+            h.verdict(Millis(10), n, VerdictKind::GrantPaired);
         }
         assert!(h.heap_bytes() < 1024, "{} bytes", h.heap_bytes());
     }

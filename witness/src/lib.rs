@@ -5,22 +5,27 @@
 //! mutual TLS, durable records in sled (flushed before any reply that depends on them), signed
 //! lease proofs, status, metrics and the operator commands.
 
+// The public surface: what the `witness` binary, the integration tests, the fuzz targets and
+// the benchmarks use. Everything else is the service's inside.
 pub mod api;
-pub mod audit;
 pub mod certs;
 pub mod client;
-pub mod clusters;
 pub mod config;
-pub mod history;
-pub mod metrics;
 pub mod page;
 pub mod proof;
-pub mod ratelimit;
 pub mod server;
 pub mod shortlock;
-pub mod status;
 pub mod store;
 pub mod tls;
+
+mod app;
+mod audit;
+mod clusters;
+mod history;
+mod metrics;
+mod ratelimit;
+mod status;
+mod view;
 
 pub use config::Config;
 pub use server::{run, start, Listeners, RunningServer, ServerError};

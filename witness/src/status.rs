@@ -3,16 +3,16 @@
 //! facts as JSON at `/v1/status` and `/v1/timeline?cluster=NAME`, Prometheus metrics at
 //! `/metrics`, the probes `/healthz` (process alive) and `/readyz` (store open, TLS loaded), and
 //! the JWKS.
-use crate::clusters::ClusterStatus;
+use crate::app::App;
 use crate::page::{self, FleetQuery};
-use crate::server::App;
+use crate::store::StoreOrigin;
+use crate::view::{AlarmKind, StatusDoc, WitnessInfo};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use proto::ClusterId;
-use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,40 +41,6 @@ async fn not_found() -> Response {
         .into_response()
 }
 
-/// Facts about the witness process itself.
-#[derive(Clone, Debug, Serialize, serde::Deserialize)]
-pub struct WitnessInfo {
-    pub version: String,
-    pub started_at: String,
-    pub uptime_s: u64,
-    pub lease_listen: String,
-    pub status_listen: String,
-    pub data_dir: String,
-    /// `intact` or `lost_state` (empty or wiped store at start).
-    pub store_origin: String,
-    /// While the store's lost state may still hide leases: unknown clusters are recovered.
-    pub lost_state_window_ms_left: Option<u64>,
-    /// The whole forgotten-state wait, when the store was empty at start.
-    #[serde(default)]
-    pub lost_state_wait_ms: Option<u64>,
-    pub clusters_loaded: usize,
-    pub server_cert_expires_in_s: i64,
-    pub ca_cert_expires_in_s: i64,
-    pub tls_ca: String,
-    pub tls_cert: String,
-    pub proof_kid: String,
-    pub audit_log: String,
-}
-
-/// `/v1/status`.
-#[derive(Clone, Debug, Serialize, serde::Deserialize)]
-pub struct StatusDoc {
-    pub witness: WitnessInfo,
-    pub clusters: Vec<ClusterStatus>,
-    /// The newest operator commands, newest first.
-    pub audit: Vec<serde_json::Value>,
-}
-
 /// `?cluster=NAME` narrows the status to one cluster.
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct StatusQuery {
@@ -96,11 +62,10 @@ pub fn build_info(app: &App) -> WitnessInfo {
         status_listen: app.status_addr.to_string(),
         data_dir: app.config.data_dir.display().to_string(),
         store_origin: if app.lost_state {
-            "lost_state"
+            StoreOrigin::LostState
         } else {
-            "intact"
-        }
-        .into(),
+            StoreOrigin::Intact
+        },
         lost_state_window_ms_left: app.table.lost_window_left(),
         lost_state_wait_ms: app
             .lost_state
@@ -142,18 +107,18 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     // alerts need to say "some cluster has a silent node" without a series per node.
     let mut counts = std::collections::BTreeMap::new();
     for c in app.table.snapshot().await {
-        let mut kinds: Vec<&str> = c.alarm_kinds.iter().map(String::as_str).collect();
+        let mut kinds = c.alarm_kinds.clone();
         kinds.sort_unstable();
         kinds.dedup();
         for k in kinds {
-            *counts.entry(k.to_string()).or_insert(0i64) += 1;
+            *counts.entry(k).or_insert(0i64) += 1;
         }
     }
-    for k in crate::clusters::ALARM_KINDS {
+    for k in AlarmKind::ALL {
         app.metrics
             .cluster_alarms
-            .with_label_values(&[k])
-            .set(counts.get(k).copied().unwrap_or(0));
+            .with_label_values(&[k.as_str()])
+            .set(counts.get(&k).copied().unwrap_or(0));
     }
     app.metrics.uptime.set(app.started.elapsed().as_secs_f64());
     (

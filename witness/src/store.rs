@@ -60,14 +60,25 @@ pub enum StoreError {
     Unavailable { path: PathBuf, reason: String },
 }
 
-/// What the store said about its own history when it was opened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What the store said about its own history when it was opened (`intact` or `lost_state` in
+/// the status JSON).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum StoreOrigin {
     /// Created by a witness and never lost: a cluster with no record was never granted anything.
     Intact,
     /// Empty or missing (first install, or the disk was lost), or a previous run had not yet
     /// waited out the forgotten state: unknown clusters may hold forgotten leases.
     LostState,
+}
+
+impl std::fmt::Display for StoreOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StoreOrigin::Intact => "intact",
+            StoreOrigin::LostState => "lost_state",
+        })
+    }
 }
 
 /// One cluster as found on disk.

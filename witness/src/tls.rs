@@ -1,6 +1,6 @@
 //! The lease port's TLS: a rustls server config (TLS 1.3 only, ring provider) that asks every
 //! client for a certificate signed by the witness CA, the reading of a client's identity from
-//! its certificate's SAN URI, and the watcher that reloads the CA and server certificate from
+//! its certificate's SAN URI (the rule shared with the agent, in the `identity` crate), and the watcher that reloads the CA and server certificate from
 //! disk without a restart.
 //!
 //! Client authentication is *offered*, not required, at the handshake: a client with no
@@ -92,12 +92,11 @@ fn certs(field: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>
 }
 
 fn not_after(field: &'static str, path: &Path, der: &CertificateDer<'_>) -> Result<i64, TlsError> {
-    let (_, c) = x509_parser::parse_x509_certificate(der).map_err(|e| TlsError::Invalid {
+    identity::cert_not_after(der).map_err(|e| TlsError::Invalid {
         field,
         path: path.to_path_buf(),
-        reason: format!("not an X.509 certificate: {e}"),
-    })?;
-    Ok(c.validity().not_after.timestamp())
+        reason: e.to_string(),
+    })
 }
 
 fn mtimes(files: &TlsFiles) -> Vec<Option<SystemTime>> {
@@ -161,51 +160,12 @@ pub fn load(files: &TlsFiles) -> Result<LoadedTls, TlsError> {
     })
 }
 
-/// Every witness identity URI in a PEM certificate (for tests and `witness certs`).
-pub fn identities_in_pem(pem: &[u8]) -> Result<Vec<String>, String> {
-    let certs: Vec<_> = rustls_pemfile::certs(&mut &pem[..])
-        .collect::<Result<_, _>>()
-        .map_err(|e| e.to_string())?;
-    let first = certs.first().ok_or("no certificate in PEM")?;
-    identity_uris(first)
-}
+pub use identity::identities_in_pem;
 
-fn identity_uris(der: &CertificateDer<'_>) -> Result<Vec<String>, String> {
-    let (_, c) = x509_parser::parse_x509_certificate(der)
-        .map_err(|e| format!("the client certificate is not valid X.509: {e}"))?;
-    let san = c.subject_alternative_name().map_err(|e| {
-        format!("the client certificate's subject alternative names are malformed: {e}")
-    })?;
-    let mut out = Vec::new();
-    if let Some(san) = san {
-        for n in &san.value.general_names {
-            if let x509_parser::extensions::GeneralName::URI(u) = n {
-                if u.starts_with(Identity::NODE_SCHEME) || u.starts_with(Identity::ADMIN_SCHEME) {
-                    out.push(u.to_string());
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// The witness identity of a verified client certificate: exactly one witness SAN URI.
+/// The witness identity of a verified client certificate (the rule shared with the agent:
+/// exactly one witness SAN URI), or why it has none, phrased for the client.
 pub fn identity_of(der: &CertificateDer<'_>) -> Result<Identity, String> {
-    let uris = identity_uris(der)?;
-    match uris.as_slice() {
-        [one] => Identity::parse_uri(one),
-        [] => Err(
-            "the client certificate carries no witness identity: it needs a SAN URI \
-                   witness://<cluster>/<room>/<node> or witness-admin://<name> \
-                   (issue it with `witness certs node` or `witness certs admin`)"
-                .into(),
-        ),
-        many => Err(format!(
-            "the client certificate carries {} witness identities ({}); it must carry exactly one",
-            many.len(),
-            many.join(", ")
-        )),
-    }
+    identity::cert_identity(der).map_err(|e| format!("client certificate refused: {e}"))
 }
 
 /// Keeps the current TLS configuration and swaps it when the files change (or on demand).
