@@ -48,7 +48,7 @@ pub struct StateStore {
 #[derive(Debug)]
 pub enum Loaded {
     /// A state from this boot.
-    Resumed(Persisted),
+    Resumed(Box<Persisted>),
     /// No usable state: a fresh boot (or the file was from another boot, or unreadable: the
     /// reason says which).
     Fresh(String),
@@ -76,7 +76,7 @@ impl StateStore {
             Err(e) => return Loaded::Fresh(format!("state file unreadable ({e}): starting fresh")),
         };
         match serde_json::from_str::<Persisted>(&text) {
-            Ok(p) if p.boot_id == self.boot_id => Loaded::Resumed(p),
+            Ok(p) if p.boot_id == self.boot_id => Loaded::Resumed(Box::new(p)),
             Ok(p) => Loaded::Fresh(format!(
                 "state file is from another boot ({}), ignored",
                 p.boot_id
