@@ -23,7 +23,11 @@ fuzz_target!(|data: &[u8]| {
     // The fence budget sums these deadlines (agent::drivers::FenceDrivers::budget): it must
     // compute, not wrap, whatever the file says.
     let _ = agent::drivers::budget(
-        [cfg.vm.deadline_ms, cfg.drbd.deadline_ms, cfg.kubernetes.deadline_ms]
-            .map(std::time::Duration::from_millis),
+        [
+            cfg.vm.deadline_ms,
+            cfg.drbd.deadline_ms,
+            cfg.kubernetes.deadline_ms,
+        ]
+        .map(std::time::Duration::from_millis),
     );
 });

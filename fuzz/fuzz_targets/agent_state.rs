@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
     let again = serde_json::to_vec(&p).expect("a resumed state encodes");
     let back: agent::state::Persisted = serde_json::from_slice(&again)
         .unwrap_or_else(|e| panic!("a re-encoded state file does not decode: {e}"));
-    assert_eq!(back, p, "a state file changed through re-encoding");
+    assert_eq!(back, *p, "a state file changed through re-encoding");
     let mut agent = NodeAgent::new(agent_config(), p.run);
     drive_agent(&mut agent, Millis(0), &mut Choices::new(rest), 32);
 });

@@ -93,6 +93,13 @@ pub fn lease_request(c: &mut Choices, cluster: &ClusterId) -> LeaseRequest {
         takeover: c.bool(),
         health: u32::from(c.u8()),
         peers: (0..c.u8() % 3).map(|_| peer_report(c)).collect(),
+        members_version: c.u64() % 8,
+        address: match c.u8() % 4 {
+            0 => None,
+            1 => Some(format!("10.0.0.{}:7444", c.u8())),
+            2 => Some(String::from_utf8_lossy(&[c.u8(), c.u8(), b':', c.u8()]).into_owned()),
+            _ => Some("x".repeat(usize::from(c.u8()) * 2)),
+        },
     }
 }
 
@@ -105,17 +112,29 @@ fn peer_report(c: &mut Choices) -> PeerReport {
         node,
         vouched_ms_ago: age(c),
         answered_ms_ago: age(c),
+        unvouched_ms: age(c),
     }
 }
 
 fn admin_command(c: &mut Choices) -> AdminCommand {
-    match c.u8() % 4 {
+    match c.u8() % 7 {
         0 => AdminCommand::ForceSurvivor {
             room: node(c.u8()).0,
             other_room_down: c.bool(),
         },
         1 => AdminCommand::Release,
         2 => AdminCommand::Pause,
+        3 => AdminCommand::MemberRemove {
+            node: node(c.u8()).1,
+            powered_off: c.bool(),
+        },
+        4 => AdminCommand::MemberAdd {
+            node: node(c.u8()).1,
+        },
+        5 => AdminCommand::MemberDecommission {
+            node: node(c.u8()).1,
+            powered_off: c.bool(),
+        },
         _ => AdminCommand::Resume,
     }
 }
@@ -192,6 +211,7 @@ pub fn agent_config() -> AgentConfig {
         room: RoomId::new("a"),
         node: NodeId::new("a1"),
         peers: vec![NodeId::new("b1"), NodeId::new("b2")],
+        address: Some("10.0.0.1:7444".into()),
         mutation: Default::default(),
     }
 }
@@ -256,6 +276,25 @@ pub fn drive_agent(agent: &mut NodeAgent, mut now: Millis, c: &mut Choices, max_
                     epoch: Epoch(c.u64()),
                     verdict: verdict(c),
                     proof: None,
+                    members: c.bool().then(|| proto::wire::Membership {
+                        version: c.u64() % 8,
+                        members: (0..c.u8() % 4)
+                            .map(|_| {
+                                let (room, node) = node(c.u8());
+                                proto::wire::MemberEntry {
+                                    node,
+                                    room,
+                                    status: match c.u8() % 4 {
+                                        0 => proto::wire::MemberStatus::Member,
+                                        1 => proto::wire::MemberStatus::Excluded,
+                                        2 => proto::wire::MemberStatus::Removed,
+                                        _ => proto::wire::MemberStatus::Decommissioned,
+                                    },
+                                    address: c.bool().then(|| "10.0.0.2:7444".to_string()),
+                                }
+                            })
+                            .collect(),
+                    }),
                 },
             },
             3 => AgentInput::Ping(Ping {
