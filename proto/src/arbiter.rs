@@ -156,6 +156,10 @@ pub struct NodeSeen {
     /// given it no vouch (ms on this node's clock).
     #[serde(default)]
     pub unvouched: BTreeMap<NodeId, u64>,
+    /// The nodes of the other room this node's latest report names: the nodes it counts for
+    /// peer contact (its configuration and the membership it holds).
+    #[serde(default)]
+    pub counts: std::collections::BTreeSet<NodeId>,
 }
 
 /// One input to the arbiter.
@@ -385,7 +389,10 @@ impl Arbiter {
             epoch: self.record.epoch,
             verdict,
             proof: None,
+            // Not while waiting out lost state: a membership rebuilt from the calls heard so far
+            // would drop nodes the agents learned before the loss.
             members: (req.members_version < self.record.members_version
+                && self.recovering_until.is_none()
                 && self.record.rooms.contains(&req.room))
             .then(|| self.record.membership()),
         }
@@ -406,6 +413,7 @@ impl Arbiter {
         if let Some(reason) = self
             .epoch_report_refusal(&req)
             .or_else(|| address_refusal(&req))
+            .or_else(|| members_version_refusal(&req))
         {
             out.events.push(ArbiterEvent::Refused {
                 node: req.node.clone(),
@@ -500,6 +508,7 @@ impl Arbiter {
                 .iter()
                 .filter_map(|p| p.unvouched_ms.map(|u| (p.node.clone(), u)))
                 .collect(),
+            counts: req.peers.iter().map(|p| p.node.clone()).collect(),
         };
         self.nodes.insert(req.node.clone(), seen);
         if !req.peer_reachable {
@@ -637,6 +646,12 @@ impl Arbiter {
     /// refused (`Some(reason)`, nothing else changes). Records the version the node reports
     /// holding (its acknowledgement) and its heartbeat address.
     fn note_member(&mut self, req: &LeaseRequest, out: &mut ArbiterStep) -> Option<String> {
+        if req.members_version > self.record.members_version {
+            // The witness lost its state (or was restored from an old backup): a version the
+            // agents hold must never be issued again for another membership, or they would
+            // ignore the new one. Bounded by `members_version_refusal`.
+            self.record.members_version = req.members_version + 1;
+        }
         let known = self
             .record
             .members
@@ -709,15 +724,21 @@ impl Arbiter {
             return None;
         }
         let m = self.record.members.get(node)?;
+        // An older member acknowledges `node` by holding a membership that names it, or by
+        // naming it among the nodes it counts in its latest report (its configuration lists it).
         let missing: Vec<&str> = self
             .record
             .members
             .iter()
-            .filter(|(_, o)| {
+            .filter(|(o_name, o)| {
                 o.room != m.room
                     && o.status == MemberStatus::Member
                     && o.since < m.since
                     && o.acked < m.since
+                    && !self
+                        .nodes
+                        .get(*o_name)
+                        .is_some_and(|s| s.counts.contains(node))
             })
             .map(|(n, _)| n.as_str())
             .collect();
@@ -1366,6 +1387,21 @@ impl Arbiter {
     pub fn node_silent(&self, now: Millis, node: &NodeId) -> bool {
         self.nodes.get(node).is_none_or(|n| !self.fresh(n, now))
     }
+}
+
+/// A reported membership version above 2^53 (the largest integer every JSON reader keeps
+/// exact) is corrupt or forged: refused before anything changes, so the version cannot be
+/// moved to the end of its range.
+fn members_version_refusal(req: &LeaseRequest) -> Option<String> {
+    (req.members_version > Epoch::CEILING.0).then(|| {
+        format!(
+            "node {} reports membership version {}, above {}: its state is corrupt or forged; \
+             stop its agent and clear its state file",
+            req.node,
+            req.members_version,
+            Epoch::CEILING.0
+        )
+    })
 }
 
 /// A reported heartbeat address must look like `host:port` (it is handed to the other

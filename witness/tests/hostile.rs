@@ -229,3 +229,85 @@ async fn a_status_connection_that_sends_nothing_is_closed_after_the_header_timeo
     assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
     w.stop().await.expect("stop");
 }
+
+/// Issue 12 over the real API: the operator's membership commands. A running node cannot be
+/// taken out without proof or certification (nothing changes), an unknown node is named in the
+/// refusal, a removed node is fenced until it is added back, and the status shows the members.
+#[tokio::test]
+async fn member_commands_refuse_a_running_node_and_fence_a_removed_one_until_it_is_added() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = start_fresh(test_config(dir.path())).await;
+    let url = w.lease_url();
+    let (a1, b1, b2) = (
+        client(dir.path(), "a1"),
+        client(dir.path(), "b1"),
+        client(dir.path(), "b2"),
+    );
+    for (c, room, node) in [(&a1, "a", "a1"), (&b1, "b", "b1"), (&b2, "b", "b2")] {
+        let (s, v) = lease(c, &url, &lease_body("demo", room, node, 0, false)).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let admin = admin_client(dir.path());
+    let version = |st: &serde_json::Value| st["clusters"][0]["members_version"].as_u64();
+    let before = status(&w.status_url()).await;
+    let (s, v) = admin_raw(
+        &admin,
+        &url,
+        "demo",
+        br#"{"command":"member_remove","node":"b2","powered_off":false}"#,
+    )
+    .await;
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        v["error"].as_str().unwrap_or("").contains("may still run"),
+        "{v}"
+    );
+    let (s, v) = admin_raw(
+        &admin,
+        &url,
+        "demo",
+        br#"{"command":"member_remove","node":"zz9","powered_off":true}"#,
+    )
+    .await;
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        v["error"].as_str().unwrap_or("").contains("no node zz9"),
+        "{v}"
+    );
+    assert_eq!(
+        version(&status(&w.status_url()).await),
+        version(&before),
+        "refusals change nothing"
+    );
+    let (s, v) = admin_raw(
+        &admin,
+        &url,
+        "demo",
+        br#"{"command":"member_remove","node":"b2","powered_off":true}"#,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = lease(&b2, &url, &lease_body("demo", "b", "b2", 0, false)).await;
+    assert_eq!((s, verdict(&v)), (200, "fence".to_string()), "{v}");
+    let st = status(&w.status_url()).await;
+    let members = st["clusters"][0]["members"].as_array().expect("members");
+    let b2_status = members
+        .iter()
+        .find(|m| m["node"] == "b2")
+        .map(|m| m["status"].clone());
+    assert_eq!(b2_status, Some(serde_json::json!("removed")), "{st}");
+    let (s, v) = admin_raw(
+        &admin,
+        &url,
+        "demo",
+        br#"{"command":"member_add","node":"b2"}"#,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    // Room a counts b2 (its report names it), so b2 is granted again at once.
+    let (_, v) = lease(&a1, &url, &lease_body("demo", "a", "a1", 0, false)).await;
+    assert_eq!(verdict(&v), "grant_paired", "{v}");
+    let (s, v) = lease(&b2, &url, &lease_body("demo", "b", "b2", 0, false)).await;
+    assert_eq!((s, verdict(&v)), (200, "grant_paired".to_string()), "{v}");
+    w.stop().await.expect("stop");
+}

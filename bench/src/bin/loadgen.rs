@@ -949,9 +949,11 @@ async fn fixed(
 
 /// One lease request (a paired renewal of a running node), head and body.
 fn request(id: &Identity, epoch: u64) -> String {
+    // Like an agent's report, it names the node of the other room it counts.
+    let other = if id.room == "a" { "b" } else { "a" };
     let body = format!(
-        r#"{{"version":1,"cluster":"{}","room":"{}","node":"{}","epoch":{epoch},"phase":"active","peer_contact":true,"peer_reachable":true,"claim":false,"takeover":false,"health":100}}"#,
-        id.cluster, id.room, id.node
+        r#"{{"version":1,"cluster":"{}","room":"{}","node":"{}","epoch":{epoch},"phase":"active","peer_contact":true,"peer_reachable":true,"claim":false,"takeover":false,"health":100,"peers":[{{"node":"{}-{other}"}}]}}"#,
+        id.cluster, id.room, id.node, id.cluster
     );
     format!(
         "POST /v1/lease HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",

@@ -559,8 +559,13 @@ async fn send_report(config: Arc<rustls::ClientConfig>, port: u16, r: &Report) -
         .connect(ServerName::try_from("localhost")?.to_owned(), tcp)
         .await
         .context("TLS handshake")?;
+    // Like an agent's report, it names the node of the other room it counts.
+    let other = if r.room == "a" { "b" } else { "a" };
+    let peer = r
+        .node
+        .replace(&format!("-{}1", r.room), &format!("-{other}1"));
     let body = format!(
-        r#"{{"version":1,"cluster":"{}","room":"{}","node":"{}","epoch":0,"phase":"active","peer_contact":{},"peer_reachable":{},"claim":{},"takeover":false,"health":100}}"#,
+        r#"{{"version":1,"cluster":"{}","room":"{}","node":"{}","epoch":0,"phase":"active","peer_contact":{},"peer_reachable":{},"claim":{},"takeover":false,"health":100,"peers":[{{"node":"{peer}"}}]}}"#,
         r.cluster, r.room, r.node, r.peer_contact, r.peer_contact, r.claim
     );
     let req = format!(

@@ -108,7 +108,11 @@ pub fn plain() -> reqwest::Client {
 }
 
 pub fn lease_body(cluster: &str, room: &str, node: &str, epoch: u64, claim: bool) -> Value {
+    // The nodes of the other room this node counts (as an agent whose configuration lists
+    // them reports them): the witness admits a node once the other room counts it.
+    let other = if room == "a" { "b" } else { "a" };
     json!({
+        "peers": [{"node": format!("{other}1")}, {"node": format!("{other}2")}],
         "version": 1,
         "cluster": cluster,
         "room": room,
