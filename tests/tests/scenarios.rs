@@ -1121,3 +1121,49 @@ fn s18_dead_node_is_excluded_then_long_witness_outages_fence_nothing_and_it_rejo
         true,
     );
 }
+
+/// Issue 12: a node rebooted while the witness is down. b2 reboots; it cannot be granted
+/// anything until the witness is back, but as soon as its agent answers it vouches (a node
+/// that has been granted nothing promises nothing it could break, docs/protocol.md §4.1 M5), so
+/// room a keeps its peer contact through a witness outage far longer than the lease, and nobody
+/// is fenced. When the witness returns, b2 is granted and runs.
+#[test]
+#[ignore = "needs root for network namespaces and nftables; scripts/test.sh runs it as root"]
+fn s19_node_rebooted_while_the_witness_is_down_fences_nobody() {
+    let mut spec = Spec::new("s19", 19);
+    spec.timings = proto::Timings::default();
+    let Some(c) = warm(spec) else {
+        return;
+    };
+    let r = (|| -> Result<Outcome> {
+        let t0 = c.rec.now();
+        c.fault("witness killed");
+        c.kill_witness();
+        std::thread::sleep(std::time::Duration::from_millis(1_000));
+        c.fault("b2 reboots while the witness is down");
+        c.power_off("b2")?;
+        c.boot("b2")?;
+        c.hold(20_000, "no node may fence", quiet_since(t0))?;
+        for n in ["a1", "a2", "b1"] {
+            let p = phase_in(&c.events(), n);
+            ensure!(p == "active", "{n} is {p} 20 s into the witness outage");
+        }
+        let b2 = phase_in(&c.events(), "b2");
+        c.fault("witness back");
+        c.start_witness()?;
+        let back = c.wait_all_active(30_000)?;
+        c.hold(5_000, "no node may fence", quiet_since(t0))?;
+        Ok(Outcome::plain(format!(
+            "witness down 21 s; b2 rebooted 1 s into it and stayed {b2} (vouching) until the \
+             witness returned; a1, a2, b1 active throughout; all four active at t={back} ms; no \
+             fence, no takeover, no reset"
+        )))
+    })();
+    conclude(
+        &c,
+        "s19",
+        "a node rebooted while the witness is down (21 s, default timings)",
+        r,
+        true,
+    );
+}
