@@ -109,3 +109,69 @@ fn a_dead_node_and_witness_blips_cause_no_false_fence_in_any_seed() {
         false_fences.iter().sum::<u32>()
     );
 }
+
+/// Issue 12, after the dead-node rule: a node dead for good is excluded once proven stopped
+/// (about 12 s at the defaults); from then on witness outages of any length, 0.3 to 12 s here,
+/// every 4 to 8 s, fence nobody: false fences per seed, reported, must be zero. Random clock
+/// rates within the drift bound and a random preferred room, 90 s per seed.
+#[test]
+fn a_dead_node_once_excluded_and_long_witness_outages_cause_no_false_fence() {
+    use common::Run;
+    use proto::world::{Action, Rate, WorldConfig};
+    use proto::Timings;
+    use rand::{Rng, SeedableRng};
+    let seeds = env_u64("SIM_SEEDS", 60);
+    let mut false_fences = Vec::new();
+    let mut outages = 0;
+    let mut longest = 0;
+    for seed in 0..seeds {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1_000 + seed);
+        let mut cfg = WorldConfig::two_rooms(Timings::default(), 2, 2);
+        cfg.tick = 100;
+        if rng.gen_bool(0.5) {
+            cfg.preferred_room = Some(proto::RoomId::new(if rng.gen_bool(0.5) {
+                "a"
+            } else {
+                "b"
+            }));
+        }
+        let rates = [Rate::Slow, Rate::Exact, Rate::Fast];
+        let wr = rates[rng.gen_range(0..3)];
+        let nr: Vec<Rate> = (0..4).map(|_| rates[rng.gen_range(0..3)]).collect();
+        let mut r = Run::with_rates(cfg, wr, &nr);
+        r.warm_up();
+        let dead = rng.gen_range(0..4);
+        r.apply(Action::PowerOff(dead));
+        r.run_for(16_000);
+        let end = r.w.now + 90_000;
+        while r.w.now < end {
+            let outage = rng.gen_range(3..=120) * 100;
+            longest = longest.max(outage);
+            if rng.gen_bool(0.5) {
+                r.w.cut_room_from_witness("a", true);
+                r.w.cut_room_from_witness("b", true);
+                r.run_for(outage);
+                r.w.cut_room_from_witness("a", false);
+                r.w.cut_room_from_witness("b", false);
+            } else {
+                r.apply(Action::CrashWitness);
+                r.run_for(outage);
+                r.apply(Action::StartWitness);
+            }
+            outages += 1;
+            r.run_for(rng.gen_range(40..=80) * 100);
+        }
+        false_fences.push(r.w.ghost.fences);
+        assert!(
+            r.w.ghost.fences == 0,
+            "seed {seed}: {} false fences (node {dead} dead): {}",
+            r.w.ghost.fences,
+            r.w.describe()
+        );
+    }
+    println!(
+        "simulation [a dead node excluded, then witness deaf or down 0.3-12 s]: {seeds} seeds, {outages} outages (longest {longest} ms), false fences per seed: max {}, total {}",
+        false_fences.iter().max().unwrap_or(&0),
+        false_fences.iter().sum::<u32>()
+    );
+}

@@ -1167,3 +1167,55 @@ fn s19_node_rebooted_while_the_witness_is_down_fences_nobody() {
         true,
     );
 }
+
+/// Issue 12: a node removed for good by the operator. b2 is powered off and decommissioned
+/// with `witness admin member decommission b2 --powered-off` (no wait for the automatic
+/// proof); room a counts only b1 from its next renewal, and a witness outage of 6 s (twice the
+/// lease's tolerance) fences nobody.
+#[test]
+#[ignore = "needs root for network namespaces and nftables; scripts/test.sh runs it as root"]
+fn s20_node_decommissioned_by_the_operator_then_a_witness_outage_fences_nothing() {
+    let mut spec = Spec::new("s20", 20);
+    spec.timings = proto::Timings::default();
+    let Some(c) = warm(spec) else {
+        return;
+    };
+    let r = (|| -> Result<Outcome> {
+        let t0 = c.rec.now();
+        c.fault("b2 powered off and decommissioned");
+        c.power_off("b2")?;
+        let refused = c.admin(&["member", "decommission", "b1"]);
+        ensure!(
+            refused.is_err(),
+            "decommissioning a running node was accepted: {refused:?}"
+        );
+        let out = c.admin(&["member", "decommission", "b2", "--powered-off"])?;
+        ensure!(
+            member_status(&c, "b2")?.as_deref() == Some("decommissioned"),
+            "b2 not decommissioned: {out}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2_500));
+        c.fault("witness unreachable from both rooms for 6000 ms");
+        c.cut_witness("a")?;
+        c.cut_witness("b")?;
+        std::thread::sleep(std::time::Duration::from_millis(6_000));
+        c.heal()?;
+        c.hold(6_000, "no node may fence", quiet_since(t0))?;
+        for n in ["a1", "a2", "b1"] {
+            let p = phase_in(&c.events(), n);
+            ensure!(p == "active", "{n} is {p} after the outage");
+        }
+        Ok(Outcome::plain(
+            "b2 off and decommissioned (decommissioning running b1 refused); a 6 s witness \
+             outage 2.5 s later: a1, a2, b1 active, no fence, no takeover, no reset"
+                .to_string(),
+        ))
+    })();
+    conclude(
+        &c,
+        "s20",
+        "a node decommissioned by the operator, then a 6 s witness outage",
+        r,
+        true,
+    );
+}
