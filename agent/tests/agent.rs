@@ -569,7 +569,7 @@ async fn bad_heartbeats_are_refused_with_a_clear_reason() {
         .text()
         .await
         .unwrap()
-        .contains("not in this node's list of peers"));
+        .contains("not a counted member of the other room"));
     // A node of our own room: refused.
     let a2 = client_for(&pki.node("c1", "a", "node-a2"));
     let resp = a2

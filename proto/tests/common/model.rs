@@ -311,7 +311,10 @@ pub fn heal_exploration(mutation: Mutation, extra_ticks: u64) -> Exploration {
 /// caught here.
 pub fn membership_exploration(mutation: Mutation, extra_ticks: u64) -> Exploration {
     use proto::wire::MemberStatus;
-    let cfg = model_config(mutation);
+    let mut cfg = model_config(mutation);
+    // b1's configuration does not name a2 (a node added later): b1 counts a2 only through the
+    // witness's membership, so a2's admission depends on b1 acknowledging it.
+    cfg.unlisted = vec![proto::NodeId::new("a2")];
     let mut r = Run::new(cfg.clone());
     r.warm_up();
     r.apply(Action::PowerOff(1));
