@@ -51,7 +51,7 @@ pub struct Metrics {
 }
 
 /// Estimates the rate of this node's clock against the witness's from lease renewals: each
-/// grant's proof carries the witness's time of signing (`iat_ms`), and the agent notes its own
+/// reply carries the witness's clock (`witness_ms`), and the agent notes its own
 /// clock at the midpoint of the request. Over a window of at least [`SKEW_WINDOW_MS`] the ratio of
 /// the two elapsed times is the rate ratio.
 #[derive(Debug, Default)]

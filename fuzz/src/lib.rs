@@ -295,6 +295,7 @@ pub fn drive_agent(agent: &mut NodeAgent, mut now: Millis, c: &mut Choices, max_
                             })
                             .collect(),
                     }),
+                    witness_ms: c.bool().then(|| c.u64()),
                 },
             },
             3 => AgentInput::Ping(Ping {

@@ -392,6 +392,7 @@ impl Arbiter {
             epoch: self.record.epoch,
             verdict,
             proof: None,
+            witness_ms: None,
             // Not while waiting out lost state: a membership rebuilt from the calls heard so far
             // would drop nodes the agents learned before the loss.
             members: (req.members_version < self.record.members_version

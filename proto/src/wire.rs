@@ -201,6 +201,11 @@ pub struct LeaseReply {
     /// The cluster's membership, when the node reported an older version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub members: Option<Membership>,
+    /// The witness's clock (ms) when it answered, added by the witness service: an agent
+    /// compares its rate with its own to measure clock-rate skew (a measurement only; no rule
+    /// depends on it). `None` from the pure arbiter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness_ms: Option<u64>,
 }
 
 /// A heartbeat from one node to a node of the other room: `POST /v1/heartbeat` on the agent.
@@ -345,6 +350,7 @@ mod tests {
             },
             proof: None,
             members: None,
+            witness_ms: None,
         };
         let s = serde_json::to_string(&r).unwrap();
         assert!(

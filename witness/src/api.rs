@@ -297,6 +297,12 @@ async fn lease_inner(app: &App, peer: &Peer, body: Body) -> Result<Response, Ref
     let outcome = app.table.lease(req).await.map_err(table_refusal)?;
     let mut reply = outcome.reply;
     app.metrics.count_lease(outcome.result);
+    // The witness's clock for the agents' clock-rate skew measurement (every reply, not only
+    // those that carry a proof).
+    reply.witness_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| u64::try_from(d.as_millis()).ok());
     // Only a grant to act alone carries a signed proof: it is what a survivor shows for its
     // takeover (the agent writes it into the `witness.dev/takeover-proof` annotation). A paired
     // renewal changes nobody's rights, nothing reads a proof of it, and signing one was a third

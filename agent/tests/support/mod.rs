@@ -151,6 +151,7 @@ pub fn reply(req: &LeaseRequest, epoch: u64, verdict: Verdict, proof: Option<&st
         verdict,
         proof: proof.map(str::to_string),
         members: None,
+        witness_ms: None,
     }
 }
 
