@@ -104,6 +104,10 @@ pub struct MemberRecord {
     /// Its heartbeat endpoint as it last reported it.
     #[serde(default)]
     pub address: Option<String>,
+    /// Older members of the other room that reported counting it (their configuration names
+    /// it) since it last became a member: acknowledgements that survive a witness restart.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub counted_by: std::collections::BTreeSet<NodeId>,
 }
 
 impl ClusterRecord {
@@ -159,10 +163,6 @@ pub struct NodeSeen {
     /// given it no vouch (ms on this node's clock).
     #[serde(default)]
     pub unvouched: BTreeMap<NodeId, u64>,
-    /// The nodes of the other room this node's latest report names: the nodes it counts for
-    /// peer contact (its configuration and the membership it holds).
-    #[serde(default)]
-    pub counts: std::collections::BTreeSet<NodeId>,
 }
 
 /// One input to the arbiter.
@@ -512,7 +512,6 @@ impl Arbiter {
                 .iter()
                 .filter_map(|p| p.unvouched_ms.map(|u| (p.node.clone(), u)))
                 .collect(),
-            counts: req.peers.iter().map(|p| p.node.clone()).collect(),
         };
         self.nodes.insert(req.node.clone(), seen);
         if !req.peer_reachable {
@@ -537,7 +536,7 @@ impl Arbiter {
         let waiting = if fenced_by_mode {
             None
         } else {
-            self.awaiting_acks(&req.node)
+            self.awaiting_acks(now, &req.node)
         };
         let verdict = match self.record.mode.clone() {
             _ if waiting.is_some() => Verdict::Retry {

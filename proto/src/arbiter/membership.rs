@@ -36,10 +36,12 @@ impl Arbiter {
                 since: version,
                 acked: 0,
                 address: None,
+                counted_by: Default::default(),
             });
         entry.status = to;
         if to == MemberStatus::Member {
             entry.since = version;
+            entry.counted_by.clear();
         }
         out.events.push(ArbiterEvent::MemberChanged {
             version,
@@ -124,6 +126,17 @@ impl Arbiter {
                 moved = true;
             }
         }
+        // What this node counts (its report names them) acknowledges the newer members of the
+        // other room it names; kept durably so a witness restart loses no acknowledgement.
+        if let Some(since) = self.record.members.get(&req.node).map(|m| m.since) {
+            for p in &req.peers {
+                if let Some(n) = self.record.members.get_mut(&p.node) {
+                    if n.room != req.room && n.since > since && !n.counted_by.contains(&req.node) {
+                        n.counted_by.insert(req.node.clone());
+                    }
+                }
+            }
+        }
         if moved {
             // The other room's nodes learn the new address with the next version.
             self.record.members_version = version + 1;
@@ -133,11 +146,18 @@ impl Arbiter {
 
     /// Why `node` may not be granted yet: a counted member of the other room that joined
     /// before it has not acknowledged the version that made it a member.
-    pub(super) fn awaiting_acks(&self, node: &NodeId) -> Option<String> {
+    pub(super) fn awaiting_acks(&self, now: Millis, node: &NodeId) -> Option<String> {
         if mutated!(self.cfg.mutation, AdmitWithoutAck) {
             return None;
         }
         let m = self.record.members.get(node)?;
+        if let Mode::Alone(survivor) = &self.record.mode {
+            if *survivor == m.room && now >= self.takeover_at {
+                // The takeover bound has passed: no node of the other room can run, and each
+                // receives the membership with the grant that lets it run again.
+                return None;
+            }
+        }
         // An older member acknowledges `node` by holding a membership that names it, or by
         // naming it among the nodes it counts in its latest report (its configuration lists it).
         let missing: Vec<&str> = self
@@ -149,10 +169,7 @@ impl Arbiter {
                     && o.status == MemberStatus::Member
                     && o.since < m.since
                     && o.acked < m.since
-                    && !self
-                        .nodes
-                        .get(*o_name)
-                        .is_some_and(|s| s.counts.contains(node))
+                    && !m.counted_by.contains(*o_name)
             })
             .map(|(n, _)| n.as_str())
             .collect();
