@@ -163,6 +163,10 @@ pub struct NodeSeen {
     /// given it no vouch (ms on this node's clock).
     #[serde(default)]
     pub unvouched: BTreeMap<NodeId, u64>,
+    /// The nodes of the other room this node's latest report names: the nodes it counts for
+    /// peer contact (its configuration and the membership it holds).
+    #[serde(default)]
+    pub counts: std::collections::BTreeSet<NodeId>,
 }
 
 /// One input to the arbiter.
@@ -512,6 +516,7 @@ impl Arbiter {
                 .iter()
                 .filter_map(|p| p.unvouched_ms.map(|u| (p.node.clone(), u)))
                 .collect(),
+            counts: req.peers.iter().map(|p| p.node.clone()).collect(),
         };
         self.nodes.insert(req.node.clone(), seen);
         if !req.peer_reachable {

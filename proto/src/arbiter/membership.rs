@@ -170,6 +170,10 @@ impl Arbiter {
                     && o.since < m.since
                     && o.acked < m.since
                     && !m.counted_by.contains(*o_name)
+                    && !self
+                        .nodes
+                        .get(*o_name)
+                        .is_some_and(|s| s.counts.contains(node))
             })
             .map(|(n, _)| n.as_str())
             .collect();
