@@ -631,8 +631,13 @@ async fn delete_vmi(
 /// Writes an executable script.
 pub fn script(path: &std::path::Path, body: &str) {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Written aside and renamed over: the old script may still be running (an agent restarted
+    // by the test while its hook runs), and opening a running executable for writing fails
+    // with "text file busy".
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
 }
 
 /// A `drbdadm` stand-in that logs its command line to `log`, reports `Secondary` for `role`,
