@@ -66,15 +66,16 @@ impl Clients {
             .build()
             .map_err(terr)?;
         let mut peers = BTreeMap::new();
-        // Configured peers, at the address the membership gives where it gives one, then the
-        // peers only the membership names.
+        // Configured peers at their configured address (the operator's word wins: it may be a
+        // relay or a path the witness cannot see), then the peers only the membership names, at
+        // the address they advertise.
         let mut targets: BTreeMap<NodeId, String> = cfg
             .peers
             .iter()
             .map(|p| (NodeId::new(&p.node), p.address.clone()))
             .collect();
         for (n, a) in learned {
-            targets.insert(n.clone(), a.clone());
+            targets.entry(n.clone()).or_insert_with(|| a.clone());
         }
         for (node, address) in &targets {
             let client = reqwest::Client::builder()

@@ -138,7 +138,7 @@ impl Shell {
     }
 
     /// New certificates, or a new membership (a peer added, or moved to a new address):
-    /// new clients. The membership's addresses win over the configured ones.
+    /// new clients. A configured peer keeps its configured address.
     fn reload_clients(&mut self) {
         let members = self.agent.with(|a| a.members_version());
         if !self.tls.has_changed().unwrap_or(false) && members == self.clients_members {
