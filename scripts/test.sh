@@ -7,16 +7,38 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== cargo fmt --check"
+# Each stage's wall time is printed at the end (also on failure), so a slow CI run says where
+# its minutes went.
+stage_names=()
+stage_starts=()
+stage() {
+    echo "== $1"
+    stage_names+=("${1%% (*}")
+    stage_starts+=("$SECONDS")
+}
+report_stages() {
+    local i n=${#stage_names[@]} end
+    ((n > 0)) || return 0
+    echo "== stage times (wall clock)"
+    for ((i = 0; i < n; i++)); do
+        end=$SECONDS
+        ((i + 1 < n)) && end=${stage_starts[i + 1]}
+        printf '  %5d s  %s\n' "$((end - stage_starts[i]))" "${stage_names[i]}"
+    done
+    printf '  %5d s  total\n' "$SECONDS"
+}
+trap report_stages EXIT
+
+stage "cargo fmt --check"
 cargo fmt --all -- --check
 
-echo "== cargo clippy (warnings are errors)"
+stage "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
 
-echo "== cargo build (the binaries the harness and the deploy checks start)"
+stage "cargo build (the binaries the harness and the deploy checks start)"
 cargo build --workspace --bins
 
-echo "== kubernetes control plane (kube-apiserver, -controller-manager, -scheduler, kine from Go modules; cached)"
+stage "kubernetes control plane (kube-apiserver, -controller-manager, -scheduler, kine from Go modules; cached)"
 # Built once per version into ~/.cache/witness-kube (a rerun finds it there); tests/tests/kube.rs
 # then runs the agents against it inside cargo test. Without Go that test says "skipped".
 export PATH="$PATH:/usr/local/go/bin"
@@ -28,7 +50,7 @@ else
     echo "skipped: Go is not installed (needed to build the Kubernetes control plane)"
 fi
 
-echo "== cargo test"
+stage "cargo test"
 mkdir -p target
 # The real-process harness needs root (network namespaces, nftables): its tests are marked
 # ignored with that reason, so without root the runner reports them as ignored; as root (CI)
@@ -53,7 +75,7 @@ fi
 grep -E '^test result' target/test-output.log |
     awk '{p+=$4; f+=$6; i+=$8} END {printf "cargo test: %d passed, %d failed, %d ignored\n", p, f, i}'
 
-echo "== vm lab (real i6300esb watchdog and DRBD 8.4 in qemu TCG guests; scripts/vmlab.sh runs all)"
+stage "vm lab (real i6300esb watchdog and DRBD 8.4 in qemu TCG guests; scripts/vmlab.sh runs all)"
 # The guests run the release agent: a debug build under software emulation misses its own
 # deadlines. The lab is its own test target behind the `vmlab` feature, so the main run above
 # (which includes ignored tests as root) leaves it alone; `--workspace` keeps the dependencies'
@@ -73,7 +95,7 @@ if [ "$status" -ne 0 ]; then
     exit "$status"
 fi
 
-echo "== deployment checks (manifests, alerts, dashboard, units, metrics the binaries export)"
+stage "deployment checks (manifests, alerts, dashboard, units, metrics the binaries export)"
 WITNESS_BIN="$PWD/target/debug/witness" AGENT_BIN="$PWD/target/debug/witness-agent" \
     scripts/check-deploy.sh
 
@@ -81,7 +103,7 @@ WITNESS_BIN="$PWD/target/debug/witness" AGENT_BIN="$PWD/target/debug/witness-age
 # Fails (never skips quietly) when the fuzz build cannot run: CI installs the nightly toolchain
 # and cargo-fuzz in .ci/run. A developer without them may set WITNESS_SKIP_FUZZ=1, which
 # reports the block as skipped, not passed.
-echo "== fuzz (every target ${FUZZ_SECONDS:-4} s; docs/fuzzing.md)"
+stage "fuzz (every target ${FUZZ_SECONDS:-4} s; docs/fuzzing.md)"
 if [ "${WITNESS_SKIP_FUZZ:-0}" = 1 ]; then
     echo "fuzz: SKIPPED because WITNESS_SKIP_FUZZ=1 (not run, not passed)"
 elif ! cargo +nightly fuzz --version >/dev/null 2>&1; then
