@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 mod membership;
+mod tracked;
 use membership::{address_refusal, members_version_refusal};
+use tracked::TrackedRecord;
 
 /// Per-cluster arbitration settings.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -169,6 +171,16 @@ pub struct NodeSeen {
     pub counts: std::collections::BTreeSet<NodeId>,
 }
 
+/// Sets `key`'s time, copying the key only when it is new.
+fn set_time<K: Ord + Clone>(map: &mut BTreeMap<K, Millis>, key: &K, at: Millis) {
+    match map.get_mut(key) {
+        Some(t) => *t = at,
+        None => {
+            map.insert(key.clone(), at);
+        }
+    }
+}
+
 /// One input to the arbiter.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ArbiterInput {
@@ -235,7 +247,7 @@ pub struct ArbiterStep {
 pub struct Arbiter {
     cfg: ArbiterConfig,
     cluster: ClusterId,
-    record: ClusterRecord,
+    record: TrackedRecord,
     /// When this incarnation of the arbiter started (witness-local).
     incarnation_start: Millis,
     /// Set when the witness lost (or never had) this cluster's state: it grants nothing before.
@@ -269,7 +281,7 @@ impl Arbiter {
         Arbiter {
             cfg,
             cluster,
-            record: ClusterRecord::new(),
+            record: TrackedRecord::new(ClusterRecord::new()),
             incarnation_start: now,
             recovering_until: None,
             max_epoch_seen: Epoch(0),
@@ -297,7 +309,7 @@ impl Arbiter {
             // Restarted in the middle of a recovery: wait it out again, from now.
             let mut a = Arbiter::recover(cfg, cluster, now);
             a.max_epoch_seen = record.epoch;
-            a.record = record;
+            a.record = TrackedRecord::new(record);
             return a;
         }
         let mut a = Arbiter::create(cfg, cluster, now);
@@ -316,7 +328,7 @@ impl Arbiter {
             }
         }
         a.takeover_at = now + a.cfg.timings.witness_takeover_wait_ms();
-        a.record = record;
+        a.record = TrackedRecord::new(record);
         a
     }
 
@@ -368,7 +380,8 @@ impl Arbiter {
 
     /// One step: `now` is the witness's monotonic time.
     pub fn step(&mut self, now: Millis, input: ArbiterInput) -> ArbiterStep {
-        let before = self.record.clone();
+        // Whether this step changed the record is judged against the record as it is now.
+        let _ = self.record.changed();
         let mut out = ArbiterStep::default();
         match input {
             ArbiterInput::Tick => self.evaluate(now, &mut out),
@@ -381,28 +394,30 @@ impl Arbiter {
                 out.reply = Some(reply);
             }
         }
-        if self.record != before && !mutated!(self.cfg.mutation, GrantWithoutPersist) {
-            out.persist = Some(self.record.clone());
+        if self.record.changed() && !mutated!(self.cfg.mutation, GrantWithoutPersist) {
+            out.persist = Some(ClusterRecord::clone(&self.record));
         }
         out
     }
 
-    fn reply(&self, req: &LeaseRequest, verdict: Verdict) -> LeaseReply {
+    /// The reply to `req`; it takes the request's names rather than copying them.
+    fn reply(&self, req: LeaseRequest, verdict: Verdict) -> LeaseReply {
+        let members = (req.members_version < self.record.members_version
+            && self.recovering_until.is_none()
+            && self.record.rooms.contains(&req.room))
+        .then(|| self.record.membership());
         LeaseReply {
             version: WIRE_VERSION,
-            cluster: req.cluster.clone(),
-            room: req.room.clone(),
-            node: req.node.clone(),
+            cluster: req.cluster,
+            room: req.room,
+            node: req.node,
             epoch: self.record.epoch,
             verdict,
             proof: None,
             witness_ms: None,
             // Not while waiting out lost state: a membership rebuilt from the calls heard so far
             // would drop nodes the agents learned before the loss.
-            members: (req.members_version < self.record.members_version
-                && self.recovering_until.is_none()
-                && self.record.rooms.contains(&req.room))
-            .then(|| self.record.membership()),
+            members,
         }
     }
 
@@ -416,7 +431,7 @@ impl Arbiter {
                 node: req.node.clone(),
                 reason: reason.clone(),
             });
-            return self.reply(&req, Verdict::Fence { reason });
+            return self.reply(req, Verdict::Fence { reason });
         }
         if let Some(reason) = self
             .epoch_report_refusal(&req)
@@ -429,7 +444,7 @@ impl Arbiter {
             });
             out.refused = Some(reason.clone());
             return self.reply(
-                &req,
+                req,
                 Verdict::Retry {
                     after_ms: self.cfg.timings.lease_ms.max(1),
                     reason,
@@ -446,7 +461,7 @@ impl Arbiter {
                     node: req.node.clone(),
                     reason: reason.clone(),
                 });
-                return self.reply(&req, Verdict::Fence { reason });
+                return self.reply(req, Verdict::Fence { reason });
             }
             self.record.rooms.push(req.room.clone());
         }
@@ -460,7 +475,7 @@ impl Arbiter {
                     node: req.node.clone(),
                     reason: reason.clone(),
                 });
-                return self.reply(&req, Verdict::Fence { reason });
+                return self.reply(req, Verdict::Fence { reason });
             }
         }
         if let Some(reason) = self.note_member(&req, out) {
@@ -468,7 +483,7 @@ impl Arbiter {
                 node: req.node.clone(),
                 reason: reason.clone(),
             });
-            return self.reply(&req, Verdict::Fence { reason });
+            return self.reply(req, Verdict::Fence { reason });
         }
         self.max_epoch_seen = self.max_epoch_seen.max(req.epoch);
         if self.recovering_until.is_none() && req.epoch > self.record.epoch {
@@ -500,25 +515,7 @@ impl Arbiter {
                     .get(&req.node)
                     .and_then(|n| n.other_room_vouched_at),
             );
-        let seen = NodeSeen {
-            room: req.room.clone(),
-            last_seen: now,
-            phase: req.phase,
-            epoch: req.epoch,
-            peer_contact: req.peer_contact,
-            peer_reachable: req.peer_reachable,
-            claim: req.claim,
-            takeover: req.takeover,
-            health: req.health,
-            other_room_vouched_at,
-            unvouched: req
-                .peers
-                .iter()
-                .filter_map(|p| p.unvouched_ms.map(|u| (p.node.clone(), u)))
-                .collect(),
-            counts: req.peers.iter().map(|p| p.node.clone()).collect(),
-        };
-        self.nodes.insert(req.node.clone(), seen);
+        self.note_seen(now, &req, other_room_vouched_at);
         if !req.peer_reachable {
             self.reachable_since = None;
         }
@@ -526,7 +523,7 @@ impl Arbiter {
 
         if let Some(until) = self.recovering_until {
             return self.reply(
-                &req,
+                req,
                 Verdict::Retry {
                     after_ms: until.since(now).max(1),
                     reason: format!(
@@ -567,7 +564,9 @@ impl Arbiter {
                         TakeoverPermit::Wait
                     };
                     self.last_alone_grant.insert(room.clone(), now);
-                    self.record.alone_granted = true;
+                    if !self.record.alone_granted {
+                        self.record.alone_granted = true;
+                    }
                     Verdict::Grant {
                         mode: LeaseMode::Alone { takeover: permit },
                         valid_ms: t.lease_ms,
@@ -597,10 +596,76 @@ impl Arbiter {
             },
         };
         if matches!(verdict, Verdict::Grant { .. }) {
-            self.last_grant.insert(req.room.clone(), now);
-            self.last_node_grant.insert(req.node.clone(), now);
+            set_time(&mut self.last_grant, &req.room, now);
+            set_time(&mut self.last_node_grant, &req.node, now);
         }
-        self.reply(&req, verdict)
+        self.reply(req, verdict)
+    }
+
+    /// Keeps what a lease request said about its node. Updated in place: on a renewal nothing
+    /// but the times has changed, and rebuilding the entry would copy every name again.
+    fn note_seen(
+        &mut self,
+        now: Millis,
+        req: &LeaseRequest,
+        other_room_vouched_at: Option<Millis>,
+    ) {
+        let unvouched = req
+            .peers
+            .iter()
+            .filter_map(|p| p.unvouched_ms.map(|u| (&p.node, u)));
+        let Some(seen) = self.nodes.get_mut(&req.node) else {
+            let seen = NodeSeen {
+                room: req.room.clone(),
+                last_seen: now,
+                phase: req.phase,
+                epoch: req.epoch,
+                peer_contact: req.peer_contact,
+                peer_reachable: req.peer_reachable,
+                claim: req.claim,
+                takeover: req.takeover,
+                health: req.health,
+                other_room_vouched_at,
+                unvouched: unvouched.map(|(n, u)| (n.clone(), u)).collect(),
+                counts: req.peers.iter().map(|p| p.node.clone()).collect(),
+            };
+            self.nodes.insert(req.node.clone(), seen);
+            return;
+        };
+        // A node keeps its room (a report from another room is refused before this).
+        seen.last_seen = now;
+        seen.phase = req.phase;
+        seen.epoch = req.epoch;
+        seen.peer_contact = req.peer_contact;
+        seen.peer_reachable = req.peer_reachable;
+        seen.claim = req.claim;
+        seen.takeover = req.takeover;
+        seen.health = req.health;
+        seen.other_room_vouched_at = other_room_vouched_at;
+        let same_unvouched_names = unvouched
+            .clone()
+            .all(|(n, _)| seen.unvouched.contains_key(n))
+            && seen
+                .unvouched
+                .keys()
+                .all(|k| unvouched.clone().any(|(n, _)| n == k));
+        if same_unvouched_names {
+            for (n, u) in unvouched {
+                if let Some(v) = seen.unvouched.get_mut(n) {
+                    *v = u;
+                }
+            }
+        } else {
+            seen.unvouched = unvouched.map(|(n, u)| (n.clone(), u)).collect();
+        }
+        let same_counts = req.peers.iter().all(|p| seen.counts.contains(&p.node))
+            && seen
+                .counts
+                .iter()
+                .all(|c| req.peers.iter().any(|p| p.node == *c));
+        if !same_counts {
+            seen.counts = req.peers.iter().map(|p| p.node.clone()).collect();
+        }
     }
 
     /// The rule for a reported epoch (docs/protocol.md §6): never above [`Epoch::CEILING`],
@@ -817,8 +882,7 @@ impl Arbiter {
         let t = self.cfg.timings.clone();
         match self.record.mode.clone() {
             Mode::Paired => {
-                let rooms = self.record.rooms.clone();
-                let decision = match rooms.as_slice() {
+                let decision = match self.record.rooms.as_slice() {
                     [a] if self.claims_over_silence(a, None, now) => Some((
                         a.clone(),
                         format!("room {a} lost its peer and no other room has ever called"),

@@ -6,7 +6,7 @@
 //! identity for the endpoint, the identity's request rate, the body size, the JSON (version
 //! first, then fields), and for leases that the body names exactly the certificate's cluster,
 //! room and node. Refusals are JSON `{"error": "...", "reason": "..."}`.
-use crate::app::{App, Peer, PeerIdentity};
+use crate::app::{App, Peer, PeerIdentity, ValidIdentity};
 use crate::audit::AuditEntry;
 use crate::clusters::TableError;
 use axum::body::Body;
@@ -214,14 +214,20 @@ fn rate_limit(app: &App, who: &str) -> Result<(), Refusal> {
     })
 }
 
-/// `POST /v1/lease`.
+/// `POST /v1/lease` through the router (the lease port answers it with [`lease_for`] before
+/// routing; this route stays for anything that serves the router alone).
 pub async fn lease(
     State(app): State<Arc<App>>,
     Extension(peer): Extension<Peer>,
     body: Body,
 ) -> Response {
+    lease_for(&app, &peer, body).await
+}
+
+/// Answers one lease request from `peer`.
+pub async fn lease_for(app: &App, peer: &Peer, body: Body) -> Response {
     let t0 = tokio::time::Instant::now();
-    let r = match lease_inner(&app, &peer, body).await {
+    let r = match lease_inner(app, peer, body).await {
         Ok(r) => r,
         Err(refusal) => {
             app.metrics.refuse(refusal.reason, true);
@@ -235,7 +241,7 @@ pub async fn lease(
     r
 }
 
-fn node_identity<'a>(peer: &'a Peer, endpoint: &str) -> Result<&'a Identity, Refusal> {
+fn node_identity<'a>(peer: &'a Peer, endpoint: &str) -> Result<&'a ValidIdentity, Refusal> {
     match &peer.identity {
         PeerIdentity::None => Err(Refusal::new(
             StatusCode::UNAUTHORIZED,
@@ -246,12 +252,13 @@ fn node_identity<'a>(peer: &'a Peer, endpoint: &str) -> Result<&'a Identity, Ref
             ),
         )),
         PeerIdentity::Invalid(e) => Err(Refusal::new(StatusCode::FORBIDDEN, "bad_identity", e.clone())),
-        PeerIdentity::Valid(id) => Ok(&**id),
+        PeerIdentity::Valid(id) => Ok(id),
     }
 }
 
 async fn lease_inner(app: &App, peer: &Peer, body: Body) -> Result<Response, Refusal> {
-    let id = node_identity(peer, "the lease API")?;
+    let valid = node_identity(peer, "the lease API")?;
+    let (id, who) = (&valid.identity, valid.uri.as_str());
     let Identity::Node {
         cluster,
         room,
@@ -267,8 +274,7 @@ async fn lease_inner(app: &App, peer: &Peer, body: Body) -> Result<Response, Ref
             ),
         ));
     };
-    let who = id.to_uri();
-    rate_limit(app, &who)?;
+    rate_limit(app, who)?;
     let raw = read_body(app, body).await?;
     let req: LeaseRequest = parse_versioned(&raw, "the lease request")?;
     if &req.cluster != cluster || &req.room != room || &req.node != node {
@@ -360,15 +366,14 @@ pub async fn admin(
     Path(cluster): Path<String>,
     body: Body,
 ) -> Response {
-    let id = match node_identity(&peer, "the admin API") {
-        Ok(id) => id,
+    let (id, who) = match node_identity(&peer, "the admin API") {
+        Ok(valid) => (&valid.identity, valid.uri.clone()),
         Err(r) => {
             app.metrics.refuse(r.reason, false);
             tracing::warn!(peer = %peer.addr, reason = r.reason, error = %r.message, "admin request refused");
             return r.into_response();
         }
     };
-    let who = id.to_uri();
     let mut entry = AuditEntry::now(
         who.clone(),
         peer.addr.to_string(),

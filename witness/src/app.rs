@@ -41,7 +41,22 @@ pub enum PeerIdentity {
     Invalid(String),
     /// Shared: the peer is attached to every request of the connection, and cloning three
     /// strings per request showed in the renewal profile.
-    Valid(Arc<Identity>),
+    Valid(Arc<ValidIdentity>),
+}
+
+/// A certificate's identity, with its URI written once per connection (the rate limiter and
+/// the log lines name it on every request).
+#[derive(Debug)]
+pub struct ValidIdentity {
+    pub identity: Identity,
+    pub uri: String,
+}
+
+impl ValidIdentity {
+    pub fn new(identity: Identity) -> ValidIdentity {
+        let uri = identity.to_uri();
+        ValidIdentity { identity, uri }
+    }
 }
 
 /// Per-connection facts, attached to every request of the connection.

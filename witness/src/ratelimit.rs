@@ -45,19 +45,20 @@ impl RateLimiter {
     pub fn check(&self, key: &str) -> Result<(), f64> {
         let now = Instant::now();
         let mut map = lock(self.shard(key));
-        // Looked up by `&str` first: an owned key is allocated only for a new identity.
-        if !map.contains_key(key) {
-            map.insert(
-                key.to_string(),
-                Bucket {
-                    tokens: self.burst,
-                    last: now,
-                },
-            );
+        // Looked up by `&str`: an owned key is allocated only for a new identity.
+        if let Some(b) = map.get_mut(key) {
+            return self.take(b, now);
         }
-        let Some(b) = map.get_mut(key) else {
-            return Ok(());
+        let mut b = Bucket {
+            tokens: self.burst,
+            last: now,
         };
+        let r = self.take(&mut b, now);
+        map.insert(key.to_string(), b);
+        r
+    }
+
+    fn take(&self, b: &mut Bucket, now: Instant) -> Result<(), f64> {
         let dt = now.saturating_duration_since(b.last).as_secs_f64();
         b.tokens = (b.tokens + dt * self.per_second).min(self.burst);
         b.last = now;

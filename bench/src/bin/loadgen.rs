@@ -902,7 +902,8 @@ async fn fixed(
     for (id, mut conn) in conns {
         let counters = counters.clone();
         tasks.push(tokio::spawn(async move {
-            let mut epoch = 0u64;
+            let mut held = Held::default();
+            let mut req = Request::new(&id);
             let mut buf = Vec::with_capacity(2048);
             for _ in 0..n {
                 if conn.is_none() {
@@ -912,18 +913,13 @@ async fn fixed(
                     counters.errors.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
-                let req = request(&id, epoch);
-                match exchange(c, req.as_bytes(), &mut buf).await {
+                match exchange(c, req.for_held(&id, held), &mut buf).await {
                     Ok((200, reply)) => {
                         counters.ok.fetch_add(1, Ordering::Relaxed);
                         counters
                             .reply_bytes
                             .fetch_add(reply.len() as u64, Ordering::Relaxed);
-                        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(reply) {
-                            if let Some(e) = v["epoch"].as_u64() {
-                                epoch = e;
-                            }
-                        }
+                        held.learn(reply);
                     }
                     _ => {
                         counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -947,12 +943,86 @@ async fn fixed(
     )
 }
 
+/// What a node holds from the witness's replies and reports back, as an agent does: the epoch
+/// and the membership version (a node that reported no version would be sent the whole
+/// membership with every reply).
+#[derive(Clone, Copy, Default)]
+struct Held {
+    epoch: u64,
+    members_version: u64,
+}
+
+/// The parts of a lease reply the load generator reads (borrowed; the rest is skipped), so
+/// its own CPU per renewal stays small beside the witness's on the same cores.
+#[derive(serde::Deserialize)]
+struct ReplyView<'a> {
+    epoch: u64,
+    #[serde(borrow)]
+    verdict: VerdictView<'a>,
+    #[serde(default)]
+    members: Option<MembersView>,
+}
+
+#[derive(serde::Deserialize)]
+struct VerdictView<'a> {
+    verdict: &'a str,
+}
+
+#[derive(serde::Deserialize)]
+struct MembersView {
+    version: u64,
+}
+
+impl Held {
+    /// Takes in a reply; whether it was a grant (None: not a lease reply).
+    fn learn(&mut self, reply: &[u8]) -> Option<bool> {
+        let v: ReplyView = serde_json::from_slice(reply).ok()?;
+        self.epoch = v.epoch;
+        if let Some(m) = v.members {
+            self.members_version = m.version;
+        }
+        Some(v.verdict.verdict == "grant")
+    }
+}
+
+/// A node's request, rebuilt only when what it reports changes.
+struct Request {
+    held: Held,
+    bytes: String,
+}
+
+impl Request {
+    fn new(id: &Identity) -> Request {
+        let held = Held::default();
+        Request {
+            held,
+            bytes: request(id, held),
+        }
+    }
+
+    fn for_held(&mut self, id: &Identity, held: Held) -> &[u8] {
+        if (held.epoch, held.members_version) != (self.held.epoch, self.held.members_version) {
+            self.held = held;
+            self.bytes = request(id, held);
+        }
+        self.bytes.as_bytes()
+    }
+}
+
 /// One lease request (a paired renewal of a running node), head and body.
-fn request(id: &Identity, epoch: u64) -> String {
-    // Like an agent's report, it names the node of the other room it counts.
+fn request(id: &Identity, held: Held) -> String {
+    // Like an agent's report in a steady paired state: the node of the other room it counts,
+    // when that node last vouched and answered, the membership version it holds and the
+    // address its heartbeat endpoint listens on.
     let other = if id.room == "a" { "b" } else { "a" };
+    let (epoch, members_version) = (held.epoch, held.members_version);
+    let members = if members_version > 0 {
+        format!(r#","members_version":{members_version}"#)
+    } else {
+        String::new()
+    };
     let body = format!(
-        r#"{{"version":1,"cluster":"{}","room":"{}","node":"{}","epoch":{epoch},"phase":"active","peer_contact":true,"peer_reachable":true,"claim":false,"takeover":false,"health":100,"peers":[{{"node":"{}-{other}"}}]}}"#,
+        r#"{{"version":1,"cluster":"{}","room":"{}","node":"{}","epoch":{epoch},"phase":"active","peer_contact":true,"peer_reachable":true,"claim":false,"takeover":false,"health":100,"peers":[{{"node":"{}-{other}","vouched_ms_ago":412,"answered_ms_ago":412}}]{members},"address":"127.0.0.1:7400"}}"#,
         id.cluster, id.room, id.node, id.cluster
     );
     format!(
@@ -993,7 +1063,8 @@ async fn renew_loop(
     measuring: Arc<AtomicBool>,
 ) -> Vec<u32> {
     let mut lat = Vec::new();
-    let mut epoch = 0u64;
+    let mut held = Held::default();
+    let mut req = Request::new(&id);
     let mut next = first;
     let mut buf = Vec::with_capacity(2048);
     // Bounded: at most one renewal per interval, until told to stop (or one hour).
@@ -1012,10 +1083,9 @@ async fn renew_loop(
             counters.errors.fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        let req = request(&id, epoch);
         let r = tokio::time::timeout(
             Duration::from_secs(10),
-            exchange(c, req.as_bytes(), &mut buf),
+            exchange(c, req.for_held(&id, held), &mut buf),
         )
         .await;
         match r {
@@ -1032,13 +1102,8 @@ async fn renew_loop(
                 counters
                     .reply_bytes
                     .fetch_add(reply.len() as u64, Ordering::Relaxed);
-                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(reply) {
-                    if let Some(e) = v["epoch"].as_u64() {
-                        epoch = e;
-                    }
-                    if v["verdict"]["verdict"] != "grant" {
-                        counters.non_grant.fetch_add(1, Ordering::Relaxed);
-                    }
+                if held.learn(reply) == Some(false) {
+                    counters.non_grant.fetch_add(1, Ordering::Relaxed);
                 }
             }
             _ => {

@@ -68,70 +68,91 @@ impl Arbiter {
             // ignore the new one. Bounded by `members_version_refusal`.
             self.record.members_version = req.members_version + 1;
         }
-        let known = self
+        let known = self.record.members.get(&req.node).map(|m| m.status);
+        if let Some(m) = self
             .record
             .members
             .get(&req.node)
-            .map(|m| (m.status, m.room.clone()));
-        let other = self
-            .other_room(&req.room)
-            .map_or("the other room".to_string(), |o| format!("room {o}"));
+            .filter(|m| m.room != req.room)
+        {
+            return Some(format!(
+                "node {} is a member of room {} and now reports from room {}; a node belongs to \
+                 one room (decommission it first to move it)",
+                req.node, m.room, req.room
+            ));
+        }
         match known {
-            Some((_, room)) if room != req.room => {
-                return Some(format!(
-                    "node {} is a member of room {room} and now reports from room {}; a node \
-                     belongs to one room (decommission it first to move it)",
-                    req.node, req.room
-                ))
-            }
-            Some((MemberStatus::Removed, _)) => {
+            Some(MemberStatus::Removed) => {
                 return Some(format!(
                     "node {} was removed from cluster {} by the operator; it is granted nothing \
                      until `witness admin member add`",
                     req.node, self.cluster
                 ))
             }
-            Some((MemberStatus::Member, _)) => {}
-            Some((MemberStatus::Excluded | MemberStatus::Decommissioned, _)) => self.change_member(
-                &req.node,
-                &req.room,
-                MemberStatus::Member,
-                format!(
-                    "node {} called again and is readmitted; it runs once {other}'s nodes have \
-                     acknowledged it",
-                    req.node
-                ),
-                out,
-            ),
-            None => self.change_member(
-                &req.node,
-                &req.room,
-                MemberStatus::Member,
-                format!(
-                    "node {} joined room {} (first call); it runs once {other}'s nodes have \
-                     acknowledged it",
-                    req.node, req.room
-                ),
-                out,
-            ),
+            Some(MemberStatus::Member) => {}
+            Some(MemberStatus::Excluded | MemberStatus::Decommissioned) => {
+                let other = self.other_room_text(&req.room);
+                self.change_member(
+                    &req.node,
+                    &req.room,
+                    MemberStatus::Member,
+                    format!(
+                        "node {} called again and is readmitted; it runs once {other}'s nodes \
+                         have acknowledged it",
+                        req.node
+                    ),
+                    out,
+                )
+            }
+            None => {
+                let other = self.other_room_text(&req.room);
+                self.change_member(
+                    &req.node,
+                    &req.room,
+                    MemberStatus::Member,
+                    format!(
+                        "node {} joined room {} (first call); it runs once {other}'s nodes have \
+                         acknowledged it",
+                        req.node, req.room
+                    ),
+                    out,
+                )
+            }
         }
+        // Read before written: a renewal that changes nothing must not touch the record
+        // mutably (that copies it aside to tell whether it changed; see `tracked`).
         let version = self.record.members_version;
         let mut moved = false;
-        if let Some(m) = self.record.members.get_mut(&req.node) {
-            if req.members_version > m.acked && req.members_version <= version {
-                m.acked = req.members_version;
-            }
-            if req.address.is_some() && req.address != m.address {
-                m.address = req.address.clone();
-                moved = true;
+        let (acks, moves) = self
+            .record
+            .members
+            .get(&req.node)
+            .map_or((false, false), |m| {
+                (
+                    req.members_version > m.acked && req.members_version <= version,
+                    req.address.is_some() && req.address != m.address,
+                )
+            });
+        if acks || moves {
+            if let Some(m) = self.record.members.get_mut(&req.node) {
+                if acks {
+                    m.acked = req.members_version;
+                }
+                if moves {
+                    m.address = req.address.clone();
+                    moved = true;
+                }
             }
         }
         // What this node counts (its report names them) acknowledges the newer members of the
         // other room it names; kept durably so a witness restart loses no acknowledgement.
         if let Some(since) = self.record.members.get(&req.node).map(|m| m.since) {
             for p in &req.peers {
-                if let Some(n) = self.record.members.get_mut(&p.node) {
-                    if n.room != req.room && n.since > since && !n.counted_by.contains(&req.node) {
+                let counts_newly = self.record.members.get(&p.node).is_some_and(|n| {
+                    n.room != req.room && n.since > since && !n.counted_by.contains(&req.node)
+                });
+                if counts_newly {
+                    if let Some(n) = self.record.members.get_mut(&p.node) {
                         n.counted_by.insert(req.node.clone());
                     }
                 }
@@ -142,6 +163,12 @@ impl Arbiter {
             self.record.members_version = version + 1;
         }
         None
+    }
+
+    /// "room X" for the room other than `room`, for messages.
+    fn other_room_text(&self, room: &RoomId) -> String {
+        self.other_room(room)
+            .map_or("the other room".to_string(), |o| format!("room {o}"))
     }
 
     /// Why `node` may not be granted yet: a counted member of the other room that joined
@@ -200,18 +227,11 @@ impl Arbiter {
         room: &RoomId,
         now: Millis,
     ) -> Result<(), String> {
-        let t = &self.cfg.timings;
-        let lease_bound = t.witness_takeover_wait_ms();
-        let last_grant = self
-            .last_node_grant
-            .get(node)
-            .copied()
-            .unwrap_or(self.incarnation_start)
-            .max(self.incarnation_start);
-        if now.since(last_grant) < lease_bound {
+        let lease_bound = self.cfg.timings.witness_takeover_wait_ms();
+        let granted_ago = now.since(self.last_grant_to(node));
+        if granted_ago < lease_bound {
             return Err(format!(
-                "it was granted a lease {} ms ago (this witness waits {lease_bound} ms)",
-                now.since(last_grant)
+                "it was granted a lease {granted_ago} ms ago (this witness waits {lease_bound} ms)"
             ));
         }
         if let Some(seen) = self.nodes.get(node) {
@@ -222,7 +242,38 @@ impl Arbiter {
                 ));
             }
         }
-        let vouch_bound = t.node_takeover_wait_ms();
+        self.unvouched_by_the_other_room(node, room, now)
+    }
+
+    /// When this incarnation last granted `node` anything (its start if never).
+    fn last_grant_to(&self, node: &NodeId) -> Millis {
+        self.last_node_grant
+            .get(node)
+            .copied()
+            .unwrap_or(self.incarnation_start)
+            .max(self.incarnation_start)
+    }
+
+    /// Granted a lease, or heard, within the lease bound k·(L+F+W): the first two conditions of
+    /// [`Self::proven_stopped`], without building its reasons.
+    fn recently_active(&self, node: &NodeId, now: Millis) -> bool {
+        let lease_bound = self.cfg.timings.witness_takeover_wait_ms();
+        now.since(self.last_grant_to(node)) < lease_bound
+            || self
+                .nodes
+                .get(node)
+                .is_some_and(|seen| now.since(seen.last_seen) < lease_bound)
+    }
+
+    /// The second half of [`Self::proven_stopped`]: every counted member of the other room
+    /// reports, freshly, no vouch given to `node` for k·(P+F+W).
+    fn unvouched_by_the_other_room(
+        &self,
+        node: &NodeId,
+        room: &RoomId,
+        now: Millis,
+    ) -> Result<(), String> {
+        let vouch_bound = self.cfg.timings.node_takeover_wait_ms();
         let mut witnesses = 0;
         for (name, m) in &self.record.members {
             if m.room == *room || m.status != MemberStatus::Member {
@@ -264,11 +315,13 @@ impl Arbiter {
         if self.record.rooms.len() < 2 {
             return;
         }
+        // A node granted or heard within the lease bound is never proven stopped, and nothing
+        // below changes when it was: leaving it out first spares every renewal the copies.
         let mut candidates: BTreeMap<NodeId, RoomId> = self
             .record
             .members
             .iter()
-            .filter(|(_, m)| m.status == MemberStatus::Member)
+            .filter(|(n, m)| m.status == MemberStatus::Member && !self.recently_active(n, now))
             .map(|(n, m)| (n.clone(), m.room.clone()))
             .collect();
         for seen in self.nodes.values().filter(|n| self.fresh(n, now)) {
@@ -276,7 +329,7 @@ impl Arbiter {
                 continue;
             };
             for named in seen.unvouched.keys() {
-                if !self.record.members.contains_key(named) {
+                if !self.record.members.contains_key(named) && !self.recently_active(named, now) {
                     candidates.insert(named.clone(), other.clone());
                 }
             }

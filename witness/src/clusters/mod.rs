@@ -284,30 +284,32 @@ impl ClusterTable {
 
     /// Answers a lease request whose identity the caller has already checked.
     pub async fn lease(&self, req: LeaseRequest) -> Result<LeaseOutcome, TableError> {
-        let cluster = req.cluster.clone();
-        let slot = self.slot(&cluster, true)?;
+        let slot = self.slot(&req.cluster, true)?;
+        let cluster = &slot.cluster;
         let mut st = slot.state.lock().await;
-        self.ensure_marked(&cluster, &mut st).await?;
+        self.ensure_marked(cluster, &mut st).await?;
         let now = self.clock.now();
-        let (room, node) = (req.room.clone(), req.node.clone());
-        let before = st.arbiter.nodes().get(&node).cloned();
+        let before = st.arbiter.nodes().get(&req.node).map(Reported::of);
         let step = st.arbiter.step(now, ArbiterInput::Lease(req));
-        self.commit(&cluster, &mut st, &step, now).await?;
+        self.commit(cluster, &mut st, &step, now).await?;
         if let Some(reason) = step.refused {
             return Err(TableError::Refused(reason));
         }
         let reply = step.reply.ok_or_else(|| {
             TableError::Internal("the arbiter gave no reply to a lease request".into())
         })?;
+        // The reply names the request's room and node.
+        let (room, node) = (&reply.room, &reply.node);
         let verdict = VerdictKind::of(&reply.verdict);
         let result = verdict.as_str();
         let silence_ms = st.arbiter.config().timings.silence_ms;
-        record_report(&mut st, &node, before.as_ref(), now, silence_ms);
-        let prev = st.last_verdict.insert(node.clone(), (verdict, now));
+        record_report(&mut st, node, before, now, silence_ms);
+        let prev = match st.last_verdict.get_mut(node) {
+            Some(last) => Some(std::mem::replace(last, (verdict, now))),
+            None => st.last_verdict.insert(node.clone(), (verdict, now)),
+        };
         if prev.map(|p| p.0) != Some(verdict) {
             st.history.verdict(now, node.as_str(), verdict);
-        }
-        if prev.map(|p| p.0) != Some(verdict) {
             tracing::info!(%cluster, %room, %node, epoch = %reply.epoch, verdict = ?reply.verdict, "verdict for this node changed");
         } else {
             tracing::debug!(%cluster, %room, %node, epoch = %reply.epoch, verdict = result, "lease answered");
@@ -482,16 +484,38 @@ impl ClusterTable {
     }
 }
 
+/// What the history compares between two reports of a node (copied, not the whole entry).
+#[derive(Clone, Copy)]
+struct Reported {
+    phase: proto::wire::NodePhase,
+    last_seen: Millis,
+    takeover: bool,
+    claim: bool,
+    peer_contact: bool,
+}
+
+impl Reported {
+    fn of(seen: &NodeSeen) -> Reported {
+        Reported {
+            phase: seen.phase,
+            last_seen: seen.last_seen,
+            takeover: seen.takeover,
+            claim: seen.claim,
+            peer_contact: seen.peer_contact,
+        }
+    }
+}
+
 /// Notes in the history what changed in a node's report (phase, takeover, claim, peer contact,
 /// a silence that ended).
 fn record_report(
     st: &mut SlotState,
     node: &NodeId,
-    before: Option<&NodeSeen>,
+    before: Option<Reported>,
     now: Millis,
     silence_ms: u64,
 ) {
-    let Some(after) = st.arbiter.nodes().get(node).cloned() else {
+    let Some(after) = st.arbiter.nodes().get(node).map(Reported::of) else {
         return;
     };
     let n = node.as_str();

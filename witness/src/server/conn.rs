@@ -1,7 +1,7 @@
 //! One port's connections: the accept loop, the connection budgets (a fixed number for the
 //! lease port, evicting the quietest for the status port), the TLS handshake and the identity
 //! its client certificate carries, and HTTP/1.1 with the header and idle timeouts.
-use crate::app::{App, Peer, PeerIdentity};
+use crate::app::{App, Peer, PeerIdentity, ValidIdentity};
 use crate::clusters::Clock;
 use crate::shortlock::{lock, ShortLock};
 use crate::tls;
@@ -182,7 +182,7 @@ async fn connection(
     stream: TcpStream,
     addr: SocketAddr,
     router: axum::Router,
-    app: &App,
+    app: &Arc<App>,
     stop: watch::Receiver<bool>,
     act: Arc<Activity>,
     evict: Arc<tokio::sync::Notify>,
@@ -199,7 +199,7 @@ async fn connection(
             // timeout of the connection opening, so idle sockets cannot pile up.
             act.head_since
                 .store(app.table.clock().now().0 + 1, Ordering::SeqCst);
-            serve_http(stream, peer, router, app, stop, act, evict).await
+            serve_http(stream, peer, Routes::Router(router), app, stop, act, evict).await
         }
         Kind::Tls(rx) => {
             let cfg = rx.borrow().config.clone();
@@ -223,12 +223,13 @@ async fn connection(
             };
             let identity = match tls.get_ref().1.peer_certificates() {
                 Some([first, ..]) => match tls::identity_of(first) {
-                    Ok(id) => PeerIdentity::Valid(Arc::new(id)),
+                    Ok(id) => PeerIdentity::Valid(Arc::new(ValidIdentity::new(id))),
                     Err(e) => PeerIdentity::Invalid(e),
                 },
                 _ => PeerIdentity::None,
             };
-            serve_http(tls, Peer { addr, identity }, router, app, stop, act, evict).await
+            let routes = Routes::LeaseFirst(router);
+            serve_http(tls, Peer { addr, identity }, routes, app, stop, act, evict).await
         }
     }
 }
@@ -331,13 +332,24 @@ impl<I: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for TimedIo<I> {
     }
 }
 
+/// How a port's requests reach their handlers.
+enum Routes {
+    /// Through the router.
+    Router(axum::Router),
+    /// `POST /v1/lease` straight to its handler, everything else through the router: the
+    /// renewal is nearly every request of the lease port, and the router's matching, the
+    /// request extension it needs for the peer and its response wrapping were about a tenth
+    /// of a renewal's instructions (docs/benchmarks.md).
+    LeaseFirst(axum::Router),
+}
+
 /// Serves HTTP/1.1 on one connection until it closes, the client is idle for
 /// `idle_timeout_ms`, a request head takes longer than `header_timeout_ms`, or shutdown.
 async fn serve_http<I>(
     io: I,
     peer: Peer,
-    router: axum::Router,
-    app: &App,
+    routes: Routes,
+    app: &Arc<App>,
     mut stop: watch::Receiver<bool>,
     activity: Arc<Activity>,
     evict: Arc<tokio::sync::Notify>,
@@ -352,14 +364,30 @@ async fn serve_http<I>(
     });
     let act = activity.clone();
     let addr = peer.addr;
+    let lease_app = app.clone();
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(peer.clone());
         act.inflight.fetch_add(1, Ordering::SeqCst);
         act.head_since.store(0, Ordering::SeqCst);
         let act = act.clone();
-        let fut = router.clone().oneshot(req);
+        let answer = match &routes {
+            Routes::LeaseFirst(_)
+                if req.method() == hyper::Method::POST && req.uri().path() == "/v1/lease" =>
+            {
+                let (app, peer) = (lease_app.clone(), peer.clone());
+                let body = axum::body::Body::new(req.into_body());
+                futures::future::Either::Left(async move {
+                    Ok::<_, std::convert::Infallible>(
+                        crate::api::lease_for(&app, &peer, body).await,
+                    )
+                })
+            }
+            Routes::Router(router) | Routes::LeaseFirst(router) => {
+                req.extensions_mut().insert(peer.clone());
+                futures::future::Either::Right(router.clone().oneshot(req))
+            }
+        };
         async move {
-            let r = fut.await;
+            let r = answer.await;
             act.last_ms.store(clock.now().0, Ordering::SeqCst);
             act.inflight.fetch_sub(1, Ordering::SeqCst);
             r
