@@ -208,7 +208,11 @@ async fn start(kind: Kind, setup: &Setup, args: &Args, callgrind: bool) -> Resul
     let mut cmd = match &callgrind_out {
         Some(out) => {
             let mut c = Command::new("valgrind");
+            // Fair scheduling: valgrind runs one thread at a time, and without it a thread
+            // spinning on a lock (sled's IO threads at start) can starve the one holding it
+            // for minutes.
             c.arg("--tool=callgrind")
+                .arg("--fair-sched=yes")
                 .arg(format!("--callgrind-out-file={}", out.display()))
                 .arg(&bin);
             c
