@@ -107,27 +107,48 @@ fn table_refusal(e: TableError) -> Refusal {
     }
 }
 
-/// Reads the body, refusing one larger than the limit.
+/// Reads the body, refusing one larger than the limit. A lease request arrives in one frame,
+/// which is returned as it is (no copy); only a body in several frames is gathered.
 async fn read_body(app: &App, body: Body) -> Result<bytes::Bytes, Refusal> {
+    use futures::StreamExt;
     let limit = app.config.limits.body_limit_bytes;
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .map(|s| s.to_string().contains("length limit"))
-            .unwrap_or(false)
-            || e.to_string().contains("length limit");
-        if too_large {
-            Refusal::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("request body is larger than {limit} bytes (limits.body_limit_bytes)"),
-            )
-        } else {
+    let too_large = || {
+        Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body is larger than {limit} bytes (limits.body_limit_bytes)"),
+        )
+    };
+    let mut frames = body.into_data_stream();
+    let mut whole: Option<bytes::Bytes> = None;
+    let mut gathered: Option<bytes::BytesMut> = None;
+    let mut len = 0usize;
+    while let Some(frame) = frames.next().await {
+        let data = frame.map_err(|e| {
             Refusal::new(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
                 format!("cannot read the request body: {e}"),
             )
+        })?;
+        len = len.saturating_add(data.len());
+        if len > limit {
+            return Err(too_large());
         }
+        match (whole.take(), gathered.as_mut()) {
+            (None, None) => whole = Some(data),
+            (Some(first), None) => {
+                let mut g = bytes::BytesMut::with_capacity(len);
+                g.extend_from_slice(&first);
+                g.extend_from_slice(&data);
+                gathered = Some(g);
+            }
+            (_, Some(g)) => g.extend_from_slice(&data),
+        }
+    }
+    Ok(match gathered {
+        Some(g) => g.freeze(),
+        None => whole.unwrap_or_default(),
     })
 }
 

@@ -386,12 +386,16 @@ async fn serve_http<I>(
                 futures::future::Either::Right(router.clone().oneshot(req))
             }
         };
-        async move {
+        // Boxed: hyper keeps a slot the size of this future for the whole life of the
+        // connection, and the lease path's future (down to the durable write) is several KiB;
+        // boxed, an idle connection holds a pointer and each request allocates once.
+        let answer: futures::future::BoxFuture<'static, _> = Box::pin(async move {
             let r = answer.await;
             act.last_ms.store(clock.now().0, Ordering::SeqCst);
             act.inflight.fetch_sub(1, Ordering::SeqCst);
             r
-        }
+        });
+        answer
     });
     let limits = &app.config.limits;
     let mut builder = hyper::server::conn::http1::Builder::new();
