@@ -457,7 +457,7 @@ mod tests {
             hooks,
             takeover: Takeover {
                 kube: Kube::disabled(),
-                other_nodes: vec!["b1".into()],
+                other_nodes: crate::takeover::OtherNodes::new(["b1".to_string()]),
                 delete: Default::default(),
             },
             metrics: Metrics::new(),

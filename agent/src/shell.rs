@@ -67,6 +67,8 @@ pub(crate) struct Shell {
     /// `None` once released at shutdown.
     pub(crate) watchdog: Option<Watchdog>,
     pub(crate) actuators: Actuators,
+    /// The other room's nodes a takeover acts on (shared with the Kubernetes worker).
+    pub(crate) takeover_nodes: crate::takeover::OtherNodes,
     pub(crate) metrics: Metrics,
     pub(crate) events: EventSink,
     /// `None` until the first view is built.
@@ -150,6 +152,13 @@ impl Shell {
                 .filter_map(|p| Some((p.clone(), a.peer_address(p)?.to_string())))
                 .collect()
         });
+        // A peer the membership added is also one the takeover must free.
+        for node in self.takeover_nodes.add(
+            self.agent
+                .with(|a| a.peers().map(|p| p.to_string()).collect::<Vec<_>>()),
+        ) {
+            tracing::info!(%node, "node {node} of the other room (from the witness's membership) is now covered by a takeover");
+        }
         match Clients::build(&self.cfg, &tls, &learned) {
             Ok(c) => {
                 self.clients = Arc::new(c.with_metrics(&self.metrics));

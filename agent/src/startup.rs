@@ -13,7 +13,7 @@ use crate::metrics::Metrics;
 use crate::net::{serve_heartbeats, Clients};
 use crate::shell::Shell;
 use crate::state::{Loaded, StateStore};
-use crate::takeover::Takeover;
+use crate::takeover::{OtherNodes, Takeover};
 use crate::tls::TlsState;
 use crate::view::PeerSeen;
 use crate::Error;
@@ -158,13 +158,18 @@ pub async fn start(cfg: Config, shutdown: watch::Receiver<bool>) -> Result<Start
         _ => None,
     };
     let (fb_tx, fb_rx) = mpsc::channel(64);
+    // Also the peers the membership kept in the state file names (added at runtime).
+    let takeover_nodes = OtherNodes::new(cfg.peers.iter().map(|p| p.node.clone()));
+    if let Some(m) = &run.members {
+        takeover_nodes.add(m.counted_peers(&names.room).map(|e| e.node.to_string()));
+    }
     let actuators = Actuators::start(
         Parts {
             drivers,
             hooks,
             takeover: Takeover {
                 kube,
-                other_nodes: cfg.peers.iter().map(|p| p.node.clone()).collect(),
+                other_nodes: takeover_nodes.clone(),
                 delete: cfg.kubernetes.takeover_delete,
             },
             metrics: metrics.clone(),
@@ -233,6 +238,7 @@ pub async fn start(cfg: Config, shutdown: watch::Receiver<bool>) -> Result<Start
         tls_errors: tls_err_rx,
         watchdog: Some(watchdog),
         actuators,
+        takeover_nodes,
         metrics,
         events,
         report: None,

@@ -229,12 +229,45 @@ impl RejoinGate {
     }
 }
 
+/// The other room's nodes a takeover acts on: the configured peers, then every node the
+/// witness's membership has made a counted peer since this agent started (a node added at
+/// runtime, named in no configuration). A node once listed stays listed while the process
+/// runs, so a release lifts the taint from every node an earlier takeover may have tainted,
+/// even one excluded since (a returning node waits for its taint to be lifted).
+#[derive(Clone, Debug, Default)]
+pub struct OtherNodes(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl OtherNodes {
+    pub fn new(configured: impl IntoIterator<Item = String>) -> OtherNodes {
+        let nodes = OtherNodes::default();
+        nodes.add(configured);
+        nodes
+    }
+
+    /// Adds the nodes not listed yet; returns them.
+    pub fn add(&self, nodes: impl IntoIterator<Item = String>) -> Vec<String> {
+        let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut added = Vec::new();
+        for n in nodes {
+            if !list.contains(&n) {
+                list.push(n.clone());
+                added.push(n);
+            }
+        }
+        added
+    }
+
+    pub fn list(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// Applies or lifts the takeover on the other room's nodes.
 #[derive(Clone, Debug)]
 pub struct Takeover {
     pub kube: Kube,
-    /// Every node of the other room (the configured peers).
-    pub other_nodes: Vec<String>,
+    /// Every node of the other room this agent knows of.
+    pub other_nodes: OtherNodes,
     /// What the takeover deletes besides tainting (`kubernetes.takeover_delete`).
     pub delete: TakeoverDelete,
 }
@@ -303,11 +336,12 @@ impl Takeover {
     ) -> (bool, Vec<NodeResult>) {
         let mut all_ok = true;
         let mut out = Vec::new();
+        let other_nodes = self.other_nodes.list();
         if !self.kube.enabled() {
             let detail = format!("skipped: {}", self.kube.unavailable());
             return (
                 true,
-                self.other_nodes
+                other_nodes
                     .iter()
                     .map(|n| NodeResult {
                         node: n.clone(),
@@ -317,7 +351,7 @@ impl Takeover {
                     .collect(),
             );
         }
-        for n in &self.other_nodes {
+        for n in &other_nodes {
             let r: Result<bool, KubeError> = self.kube.reconcile_node(n, &change).await;
             let (ok, detail) = match r {
                 Ok(true) => (true, what.to_string()),
@@ -338,6 +372,23 @@ impl Takeover {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_takeover_covers_configured_peers_then_learned_ones_and_forgets_none() {
+        let nodes = OtherNodes::new(["b1".to_string(), "b2".to_string()]);
+        assert_eq!(nodes.list(), ["b1", "b2"]);
+        let added = nodes.add(["b2".to_string(), "b3".to_string()]);
+        assert_eq!(added, ["b3"], "only a node not listed yet is new");
+        assert_eq!(nodes.list(), ["b1", "b2", "b3"]);
+        assert!(nodes.add(["b1".to_string()]).is_empty());
+        let shared = nodes.clone();
+        shared.add(["b4".to_string()]);
+        assert_eq!(
+            nodes.list(),
+            ["b1", "b2", "b3", "b4"],
+            "clones share one list"
+        );
+    }
     use k8s_openapi::api::core::v1::NodeSpec;
 
     fn node_with(taints: &[(&str, &str)]) -> Node {

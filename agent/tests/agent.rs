@@ -338,6 +338,80 @@ async fn a_hanging_drbdadm_stops_the_watchdog_petting() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_also_frees_a_node_of_the_other_room_that_only_the_membership_names() {
+    init();
+    let pki = Pki::new();
+    // node-b2 was added to room b at runtime: no configuration of room a names it, the
+    // witness's membership does (with an address where nothing answers: room b is lost).
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let b2_addr = dead.local_addr().unwrap().to_string();
+    drop(dead);
+    let member = |node: &str, room: &str, address: Option<String>| proto::wire::MemberEntry {
+        node: proto::NodeId::new(node),
+        room: proto::RoomId::new(room),
+        status: proto::wire::MemberStatus::Member,
+        address,
+    };
+    let membership = proto::wire::Membership {
+        version: 7,
+        members: vec![
+            member("node-a1", "a", None),
+            member("node-b1", "b", None),
+            member("node-b2", "b", Some(b2_addr)),
+        ],
+    };
+    let alone_once = Arc::new(AtomicBool::new(false));
+    let sticky = alone_once.clone();
+    let witness = FakeWitness::start(&pki, move |r| {
+        let mut answer = if r.claim || r.takeover || sticky.load(Ordering::SeqCst) {
+            sticky.store(true, Ordering::SeqCst);
+            reply(r, 5, alone(TakeoverPermit::Allowed, 300), Some("jwt-5"))
+        } else {
+            reply(r, 4, paired(300), None)
+        };
+        if r.members_version < membership.version {
+            answer.members = Some(membership.clone());
+        }
+        Answer::Reply(answer)
+    })
+    .await;
+    let kube = KubeDouble::start().await;
+    {
+        let mut w = kube.world.lock().unwrap();
+        w.add_node("node-b2");
+        w.add_pod("shop", "web-b2", "node-b2");
+    }
+    let (_a, r) = isolated_node(&pki, &witness, &kube, |_| {}).await;
+    let s = r
+        .wait_for(WAIT, "takeover applied", |s| {
+            s["takeover"]["work"]["state"] == "applied"
+        })
+        .await;
+    assert!(alone_once.load(Ordering::SeqCst));
+    let covered: Vec<&str> = s["takeover"]["work"]["nodes"]
+        .as_array()
+        .map(|n| n.iter().filter_map(|n| n["node"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(covered, ["node-b1", "node-b2"], "{s}");
+    for node in ["node-b1", "node-b2"] {
+        let n = kube.node(node);
+        assert_eq!(
+            n["spec"]["taints"][0]["key"], "node.kubernetes.io/out-of-service",
+            "{node}: {n}"
+        );
+    }
+    {
+        let w = kube.world.lock().unwrap();
+        assert!(
+            w.pods.iter().all(|p| p["metadata"]["name"] != "web-b2"),
+            "the pod bound to node-b2 is force-deleted"
+        );
+    }
+    assert!(kube.node("node-a1")["spec"].get("taints").is_none());
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survivor_takes_over_only_after_the_bound_and_releases_after_rejoin() {
     init();
     let pki = Pki::new();
