@@ -234,6 +234,8 @@ impl RejoinGate {
 /// runtime, named in no configuration). A node once listed stays listed while the process
 /// runs, so a release lifts the taint from every node an earlier takeover may have tainted,
 /// even one excluded since (a returning node waits for its taint to be lifted).
+// Held only to copy or extend the list, never across an await.
+#[allow(clippy::disallowed_types)]
 #[derive(Clone, Debug, Default)]
 pub struct OtherNodes(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
 
