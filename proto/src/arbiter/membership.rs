@@ -81,7 +81,7 @@ impl Arbiter {
                 req.node, m.room, req.room
             ));
         }
-        match known {
+        let joins = match known {
             Some(MemberStatus::Removed) => {
                 return Some(format!(
                     "node {} was removed from cluster {} by the operator; it is granted nothing \
@@ -89,35 +89,24 @@ impl Arbiter {
                     req.node, self.cluster
                 ))
             }
-            Some(MemberStatus::Member) => {}
+            Some(MemberStatus::Member) => None,
             Some(MemberStatus::Excluded | MemberStatus::Decommissioned) => {
-                let other = self.other_room_text(&req.room);
-                self.change_member(
-                    &req.node,
-                    &req.room,
-                    MemberStatus::Member,
-                    format!(
-                        "node {} called again and is readmitted; it runs once {other}'s nodes \
-                         have acknowledged it",
-                        req.node
-                    ),
-                    out,
-                )
+                Some(format!("node {} called again and is readmitted", req.node))
             }
-            None => {
-                let other = self.other_room_text(&req.room);
-                self.change_member(
-                    &req.node,
-                    &req.room,
-                    MemberStatus::Member,
-                    format!(
-                        "node {} joined room {} (first call); it runs once {other}'s nodes have \
-                         acknowledged it",
-                        req.node, req.room
-                    ),
-                    out,
-                )
-            }
+            None => Some(format!(
+                "node {} joined room {} (first call)",
+                req.node, req.room
+            )),
+        };
+        if let Some(joins) = joins {
+            let other = self.other_room_text(&req.room);
+            self.change_member(
+                &req.node,
+                &req.room,
+                MemberStatus::Member,
+                format!("{joins}; it runs once {other}'s nodes have acknowledged it"),
+                out,
+            );
         }
         // Read before written: a renewal that changes nothing must not touch the record
         // mutably (that copies it aside to tell whether it changed; see `tracked`).
