@@ -324,6 +324,7 @@ fn real_control_plane_takeover_fencing_and_rejoin() -> Result<()> {
     let Some(c) = Cluster::start(spec)? else {
         return Ok(());
     };
+    let mut logs = LogsOnError(Some(&c));
     c.wait_all_active(60_000)?;
 
     // (2) Whole-room loss: power cut of room a.
@@ -570,7 +571,21 @@ fn real_control_plane_takeover_fencing_and_rejoin() -> Result<()> {
     if let Some(p) = rejoin_problem {
         anyhow::bail!("(3) {p}");
     }
+    logs.0 = None;
     Ok(())
+}
+
+/// Keeps the cluster's logs (`target/scenario-report/logs/kube/`) and prints its timeline
+/// when the scenario returns early with an error: the harness does so itself only on a panic.
+struct LogsOnError<'a>(Option<&'a Cluster>);
+
+impl Drop for LogsOnError<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.0 {
+            c.keep_logs();
+            c.print_timeline();
+        }
+    }
 }
 
 fn write_measure(name: &str, ms: u64) -> Result<()> {
