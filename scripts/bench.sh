@@ -251,9 +251,9 @@ rows say where they were taken. The transport floor was measured in the same run
   etcd's). A real etcd client multiplexes many leases over one connection; that was not
   tried.
 * On restart, a fenced room's agent is told to fence within ~10 ms of starting, before its
-  watchdog thread has tried the device; its fencing used to report `driver watchdog: failed`
-  for a device that was never tried. Fixed: the watchdog driver now waits for the
-  thread's first word within its deadline (`drivers/watchdog.rs`, two tests).
+  watchdog thread has opened the device, so its fencing reports `driver watchdog: failed`
+  (seen in the demo, docs/demo.md). Harmless there (the node runs nothing yet), but an
+  agent-side race worth fixing.
 EOF
 } > "$OUT_MD"
 
