@@ -731,6 +731,15 @@ async fn paced(
         let rss = sys::rss_kib(pid).unwrap_or(0);
         f.peak_rss = f.peak_rss.max(rss);
         samples.push(counters.ok.load(Ordering::Relaxed));
+        if std::env::var_os("LOADGEN_TRACE").is_some() {
+            eprintln!(
+                "{}: second {}: {} answered so far, RSS {} KiB",
+                server.name,
+                s + 1,
+                samples.last().copied().unwrap_or(0),
+                rss
+            );
+        }
     }
     measuring.store(false, Ordering::Relaxed);
     f.elapsed = t0.elapsed().as_secs_f64();

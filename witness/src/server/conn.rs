@@ -1,6 +1,7 @@
 //! One port's connections: the accept loop, the connection budgets (a fixed number for the
 //! lease port, evicting the quietest for the status port), the TLS handshake and the identity
-//! its client certificate carries, and HTTP/1.1 with the header and idle timeouts.
+//! its client certificate carries, and HTTP/1.1 with the header and idle timeouts: hyper on
+//! the status port (browsers, scrapers), the witness's own on the lease port (`http1`).
 use crate::app::{App, Peer, PeerIdentity, ValidIdentity};
 use crate::clusters::Clock;
 use crate::shortlock::{lock, ShortLock};
@@ -199,7 +200,7 @@ async fn connection(
             // timeout of the connection opening, so idle sockets cannot pile up.
             act.head_since
                 .store(app.table.clock().now().0 + 1, Ordering::SeqCst);
-            serve_http(stream, peer, Routes::Router(router), app, stop, act, evict).await
+            serve_http(stream, peer, router, app, stop, act, evict).await
         }
         Kind::Tls(rx) => {
             let cfg = rx.borrow().config.clone();
@@ -228,8 +229,9 @@ async fn connection(
                 },
                 _ => PeerIdentity::None,
             };
-            let routes = Routes::LeaseFirst(router);
-            serve_http(tls, Peer { addr, identity }, routes, app, stop, act, evict).await
+            // The lease port's budget is fixed: nothing is evicted, so no activity is kept.
+            let _ = (act, evict);
+            super::http1::serve(tls, Peer { addr, identity }, router, app, stop).await
         }
     }
 }
@@ -332,23 +334,12 @@ impl<I: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for TimedIo<I> {
     }
 }
 
-/// How a port's requests reach their handlers.
-enum Routes {
-    /// Through the router.
-    Router(axum::Router),
-    /// `POST /v1/lease` straight to its handler, everything else through the router: the
-    /// renewal is nearly every request of the lease port, and the router's matching, the
-    /// request extension it needs for the peer and its response wrapping were about a tenth
-    /// of a renewal's instructions (docs/benchmarks.md).
-    LeaseFirst(axum::Router),
-}
-
-/// Serves HTTP/1.1 on one connection until it closes, the client is idle for
+/// Serves HTTP/1.1 (hyper) on one status-port connection until it closes, the client is idle for
 /// `idle_timeout_ms`, a request head takes longer than `header_timeout_ms`, or shutdown.
 async fn serve_http<I>(
     io: I,
     peer: Peer,
-    routes: Routes,
+    router: axum::Router,
     app: &Arc<App>,
     mut stop: watch::Receiver<bool>,
     activity: Arc<Activity>,
@@ -364,28 +355,12 @@ async fn serve_http<I>(
     });
     let act = activity.clone();
     let addr = peer.addr;
-    let lease_app = app.clone();
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         act.inflight.fetch_add(1, Ordering::SeqCst);
         act.head_since.store(0, Ordering::SeqCst);
         let act = act.clone();
-        let answer = match &routes {
-            Routes::LeaseFirst(_)
-                if req.method() == hyper::Method::POST && req.uri().path() == "/v1/lease" =>
-            {
-                let (app, peer) = (lease_app.clone(), peer.clone());
-                let body = axum::body::Body::new(req.into_body());
-                futures::future::Either::Left(async move {
-                    Ok::<_, std::convert::Infallible>(
-                        crate::api::lease_for(&app, &peer, body).await,
-                    )
-                })
-            }
-            Routes::Router(router) | Routes::LeaseFirst(router) => {
-                req.extensions_mut().insert(peer.clone());
-                futures::future::Either::Right(router.clone().oneshot(req))
-            }
-        };
+        req.extensions_mut().insert(peer.clone());
+        let answer = router.clone().oneshot(req);
         // Boxed: hyper keeps a slot the size of this future for the whole life of the
         // connection, and the lease path's future (down to the durable write) is several KiB;
         // boxed, an idle connection holds a pointer and each request allocates once.

@@ -1,0 +1,445 @@
+//! HTTP/1.1 on the lease port, without hyper.
+//!
+//! A fleet witness keeps one mutual-TLS connection open per node, 19,800 of them for 9,900
+//! two-node sites. hyper reserves a 16 KiB pair of buffers for each connection for as long as
+//! it lives (8 KiB header write buffer, 8 KiB read buffer; its builder allows nothing smaller),
+//! which alone was more than the whole memory goal per connection (docs/benchmarks.md). This
+//! server holds nothing while a connection waits for its next request: it waits on a one-byte
+//! read, takes a buffer for the request, answers it in one write and gives the buffer back.
+//!
+//! It accepts the subset of HTTP/1.1 the lease API needs and refuses the rest clearly:
+//! - heads are parsed by `httparse` (hyper's parser), at most 16 KiB and 64 headers (431);
+//! - bodies need `Content-Length` (411 for `Transfer-Encoding`, which also closes the door on
+//!   request smuggling), at most `limits.body_limit_bytes` (413);
+//! - the head and body must arrive within `limits.header_timeout_ms` of the request's first
+//!   byte; a connection with no request for `limits.idle_timeout_ms` is closed;
+//! - keep-alive as HTTP/1.1 (1.0 only on request), pipelined requests answered in order,
+//!   `Expect: 100-continue` honoured; every refusal of the connection layer is a JSON refusal
+//!   like the API's, says `connection: close`, and is counted in `witness_refusals_total`.
+use crate::api::Refusal;
+use crate::app::{App, Peer};
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+/// Largest request head (request line and headers).
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Most header fields in one request.
+pub const MAX_HEADERS: usize = 64;
+/// What one read asks for; a renewal (head and body) fits in one.
+const READ_CHUNK: usize = 2048;
+
+/// Why a request could not be read; each ends the connection.
+enum ReadFailure {
+    /// The peer closed or reset the connection.
+    Gone,
+    /// The request did not arrive within `limits.header_timeout_ms` of its first byte.
+    Slow,
+}
+
+/// A request read off the connection, ready for the handlers.
+struct Incoming {
+    request: Request<Body>,
+    /// The client asked to keep the connection open after the answer.
+    keep_alive: bool,
+    head_only: bool,
+}
+
+/// Serves one lease-port connection until it closes, idles out, sends a request it cannot
+/// finish in time, or the witness stops.
+pub(super) async fn serve<I>(
+    mut io: I,
+    peer: Peer,
+    router: axum::Router,
+    app: &Arc<App>,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let limits = &app.config.limits;
+    let header_timeout = Duration::from_millis(limits.header_timeout_ms);
+    let idle_timeout = Duration::from_millis(limits.idle_timeout_ms);
+    // Bytes received and not yet answered; empty (and unallocated) between requests.
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        if buf.is_empty() {
+            if *stop.borrow() {
+                break;
+            }
+            let mut first = [0u8; 1];
+            let read = tokio::select! {
+                r = tokio::time::timeout(idle_timeout, io.read(&mut first)) => r,
+                _ = stop.changed() => break,
+            };
+            match read {
+                Ok(Ok(1)) => {
+                    buf.reserve(READ_CHUNK);
+                    buf.push(first[0]);
+                }
+                // Idle for limits.idle_timeout_ms, closed by the peer, or reset.
+                Err(_) | Ok(Ok(_)) | Ok(Err(_)) => break,
+            }
+        }
+        let deadline = Instant::now() + header_timeout;
+        let incoming = match read_request(&mut io, &mut buf, deadline, limits.body_limit_bytes).await
+        {
+            Ok(Ok(incoming)) => incoming,
+            Ok(Err(refusal)) => {
+                app.metrics.refusals.with_label_values(&[refusal.reason]).inc();
+                if let Some(suppressed) = app.conn_log.allow() {
+                    tracing::warn!(peer = %peer.addr, reason = refusal.reason, error = %refusal.message, suppressed, "request refused before it reached a handler; connection closed");
+                }
+                let _ = write_response(&mut io, refusal.into_response(), false, true, idle_timeout)
+                    .await;
+                break;
+            }
+            Err(ReadFailure::Gone) => break,
+            Err(ReadFailure::Slow) => {
+                app.metrics
+                    .refusals
+                    .with_label_values(&["header_timeout"])
+                    .inc();
+                if let Some(suppressed) = app.conn_log.allow() {
+                    tracing::warn!(peer = %peer.addr, suppressed, "request not complete within limits.header_timeout_ms of its first byte; connection closed");
+                }
+                break;
+            }
+        };
+        if buf.is_empty() {
+            // Nothing pipelined behind this request: hold no buffer while it is answered or
+            // while the connection waits for the next one.
+            buf = Vec::new();
+        }
+        let Incoming {
+            mut request,
+            keep_alive,
+            head_only,
+        } = incoming;
+        // Boxed: the handlers' futures (down to the durable write) are several KiB, and a
+        // future awaited here would be part of the connection's allocation for its whole life.
+        let answer: futures::future::BoxFuture<'_, Response> =
+            if request.method() == Method::POST && request.uri().path() == "/v1/lease" {
+                let (head, body) = request.into_parts();
+                drop(head);
+                Box::pin(crate::api::lease_for(app, &peer, body))
+            } else {
+                request.extensions_mut().insert(peer.clone());
+                let router = router.clone();
+                Box::pin(async move {
+                    match router.oneshot(request).await {
+                        Ok(r) => r,
+                        Err(never) => match never {},
+                    }
+                })
+            };
+        let response = answer.await;
+        let close = !keep_alive || *stop.borrow() || says_close(response.headers());
+        if write_response(&mut io, response, head_only, close, idle_timeout)
+            .await
+            .is_err()
+            || close
+        {
+            break;
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+}
+
+/// Reads one request: its head, then its body. `Ok(Err(_))` is a request refused as it stands
+/// (the connection cannot be reused after it); `buf` keeps any bytes of a next request.
+async fn read_request<I: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut I,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+    body_limit: usize,
+) -> Result<Result<Incoming, Refusal>, ReadFailure> {
+    let (parsed, head_len) = loop {
+        match parse_head(buf) {
+            Ok(Some(done)) => break done,
+            Ok(None) if buf.len() >= MAX_HEAD_BYTES => {
+                return Ok(Err(Refusal::new(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "head_too_large",
+                    format!("the request head is larger than {MAX_HEAD_BYTES} bytes; send fewer or shorter headers"),
+                )));
+            }
+            Ok(None) => read_more(io, buf, deadline).await?,
+            Err(refusal) => return Ok(Err(refusal)),
+        }
+    };
+    let Head {
+        method,
+        uri,
+        version,
+        headers,
+        keep_alive,
+        length,
+        expect_continue,
+    } = parsed;
+    if length > body_limit {
+        return Ok(Err(Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body is larger than {body_limit} bytes (limits.body_limit_bytes)"),
+        )));
+    }
+    let end = head_len + length;
+    if expect_continue && buf.len() < end {
+        // The client waits for this before it sends the body.
+        if io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() || io.flush().await.is_err() {
+            return Err(ReadFailure::Gone);
+        }
+    }
+    while buf.len() < end {
+        read_more(io, buf, deadline).await?;
+    }
+    // The body without a copy: the buffer becomes shared bytes and the body a slice of it;
+    // only bytes of a pipelined next request are copied back.
+    let all = Bytes::from(std::mem::take(buf));
+    if all.len() > end {
+        buf.extend_from_slice(&all[end..]);
+    }
+    let body = all.slice(head_len..end);
+    let mut request = Request::new(Body::from(body));
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = uri;
+    *request.version_mut() = version;
+    *request.headers_mut() = headers;
+    Ok(Ok(Incoming {
+        request,
+        keep_alive,
+        head_only: method == Method::HEAD,
+    }))
+}
+
+/// Appends at least one byte from the connection to `buf`, by `deadline`.
+async fn read_more<I: AsyncRead + Unpin>(
+    io: &mut I,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<(), ReadFailure> {
+    buf.reserve(READ_CHUNK);
+    match tokio::time::timeout_at(deadline, io.read_buf(buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => Err(ReadFailure::Gone),
+        Ok(Ok(_)) => Ok(()),
+        Err(_) => Err(ReadFailure::Slow),
+    }
+}
+
+/// A request head, checked.
+struct Head {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    keep_alive: bool,
+    length: usize,
+    expect_continue: bool,
+}
+
+fn bad_request(message: String) -> Refusal {
+    Refusal::new(StatusCode::BAD_REQUEST, "bad_http", message)
+}
+
+/// The head at the start of `buf` and its length, `None` while it is incomplete.
+fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Refusal> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Refusal::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "head_too_large",
+                format!("the request has more than {MAX_HEADERS} header fields"),
+            ))
+        }
+        Err(e) => return Err(bad_request(format!("malformed HTTP/1.1 request head: {e}"))),
+    };
+    let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
+        .map_err(|e| bad_request(format!("bad request method: {e}")))?;
+    let uri: Uri = req
+        .path
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e| bad_request(format!("bad request target: {e}")))?;
+    let version = match req.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    let (mut length, mut close, mut keep_alive_token, mut expect_continue) =
+        (None::<usize>, false, false, false);
+    for field in req.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
+            .map_err(|e| bad_request(format!("bad header name {:?}: {e}", field.name)))?;
+        let value = HeaderValue::from_bytes(field.value)
+            .map_err(|e| bad_request(format!("bad value of header {name}: {e}")))?;
+        if name == header::TRANSFER_ENCODING {
+            return Err(Refusal::new(
+                StatusCode::LENGTH_REQUIRED,
+                "length_required",
+                "request bodies must be sent with Content-Length; Transfer-Encoding is not accepted",
+            ));
+        }
+        if name == header::CONTENT_LENGTH {
+            let n = std::str::from_utf8(field.value)
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<usize>().ok())
+                .ok_or_else(|| {
+                    bad_request(format!(
+                        "bad Content-Length {:?}: expected one decimal number",
+                        String::from_utf8_lossy(field.value)
+                    ))
+                })?;
+            if length.is_some_and(|l| l != n) {
+                return Err(bad_request("conflicting Content-Length headers".into()));
+            }
+            length = Some(n);
+        }
+        if name == header::CONNECTION {
+            for token in field.value.split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+        if name == header::EXPECT {
+            if field.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+                expect_continue = true;
+            } else {
+                return Err(Refusal::new(
+                    StatusCode::EXPECTATION_FAILED,
+                    "bad_http",
+                    format!(
+                        "unsupported Expect {:?}: only 100-continue is understood",
+                        String::from_utf8_lossy(field.value)
+                    ),
+                ));
+            }
+        }
+        headers.append(name, value);
+    }
+    let keep_alive = !close && (version == Version::HTTP_11 || keep_alive_token);
+    Ok(Some((
+        Head {
+            method,
+            uri,
+            version,
+            headers,
+            keep_alive,
+            length: length.unwrap_or(0),
+            expect_continue,
+        },
+        head_len,
+    )))
+}
+
+/// The handler asked for the connection to close after this answer.
+fn says_close(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
+}
+
+/// Writes a whole answer in one write: status line, the handler's headers, the length, the
+/// date, `connection: close` when closing, then the body (none for HEAD).
+async fn write_response<I: AsyncWrite + Unpin>(
+    io: &mut I,
+    response: Response,
+    head_only: bool,
+    close: bool,
+    timeout: Duration,
+) -> std::io::Result<()> {
+    let (parts, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map_err(std::io::Error::other)?;
+    let mut out = Vec::with_capacity(256 + if head_only { 0 } else { body.len() });
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(
+        parts
+            .status
+            .canonical_reason()
+            .unwrap_or("Unknown")
+            .as_bytes(),
+    );
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in parts.headers.iter() {
+        if name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || name == header::CONNECTION
+            || name == header::DATE
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let bodiless = parts.status.is_informational()
+        || parts.status == StatusCode::NO_CONTENT
+        || parts.status == StatusCode::NOT_MODIFIED;
+    let handler_length = parts.headers.get(header::CONTENT_LENGTH);
+    if head_only && handler_length.is_some() {
+        // The length of the body a GET would have had, as the handler said.
+        if let Some(v) = handler_length {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    } else if !bodiless {
+        use std::io::Write as _;
+        let _ = write!(out, "content-length: {}\r\n", body.len());
+    }
+    out.extend_from_slice(b"date: ");
+    write_http_date(&mut out);
+    out.extend_from_slice(b"\r\n");
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head_only && !bodiless {
+        out.extend_from_slice(&body);
+    }
+    tokio::time::timeout(timeout, async {
+        io.write_all(&out).await?;
+        io.flush().await
+    })
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "answer not taken in time"))?
+}
+
+/// Appends the `Date` header's value, formatted at most once a second per thread.
+fn write_http_date(out: &mut Vec<u8>) {
+    use std::cell::RefCell;
+    use std::time::SystemTime;
+    thread_local! {
+        static CACHED: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
+    let now = SystemTime::now();
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    CACHED.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs || c.1.is_empty() {
+            *c = (secs, httpdate::fmt_http_date(now));
+        }
+        out.extend_from_slice(c.1.as_bytes());
+    })
+}

@@ -1,0 +1,289 @@
+//! The lease port's own HTTP/1.1 layer over real mutual TLS, byte by byte: what it accepts
+//! (keep-alive, pipelining, 100-continue, HTTP/1.0), what it refuses and how (411, 413, 431,
+//! 400, each with `connection: close`, counted, and changing no cluster), and its timeouts.
+mod common;
+use common::*;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+fn lease_request(body: &[u8], extra: &str) -> Vec<u8> {
+    [
+        format!(
+            "POST /v1/lease HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n",
+            body.len()
+        )
+        .into_bytes(),
+        body.to_vec(),
+    ]
+    .concat()
+}
+
+/// Reads whole answers (head and a Content-Length body) until `count` are in, or the peer
+/// closes; returns them as text, with whether the connection was closed.
+async fn read_answers(tls: &mut Tls, count: usize) -> (Vec<String>, bool) {
+    let mut got = Vec::new();
+    let mut answers = Vec::new();
+    let mut closed = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while answers.len() < count {
+        let mut chunk = [0u8; 4096];
+        let n = match tokio::time::timeout_at(deadline, tls.read(&mut chunk)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(_)) => 0,
+            Err(_) => panic!("no complete answer within 10 s; got {:?}", String::from_utf8_lossy(&got)),
+        };
+        if n == 0 {
+            closed = true;
+            break;
+        }
+        got.extend_from_slice(&chunk[..n]);
+        // Split off every complete answer.
+        loop {
+            let text = String::from_utf8_lossy(&got).into_owned();
+            let Some(head_end) = text.find("\r\n\r\n") else { break };
+            let head = &text[..head_end];
+            if head.starts_with("HTTP/1.1 100") {
+                answers.push(head.to_string());
+                got.drain(..head_end + 4);
+                continue;
+            }
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if got.len() < head_end + 4 + len {
+                break;
+            }
+            answers.push(String::from_utf8_lossy(&got[..head_end + 4 + len]).into_owned());
+            got.drain(..head_end + 4 + len);
+        }
+    }
+    (answers, closed)
+}
+
+/// True when the peer closes the connection within `within` (EOF or reset).
+async fn closes_within(tls: &mut Tls, within: Duration) -> bool {
+    let mut b = [0u8; 256];
+    matches!(
+        tokio::time::timeout(within, tls.read(&mut b)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test]
+async fn keep_alive_pipelining_continue_and_http10_are_answered_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = start_fresh(test_config(dir.path())).await;
+    let body = serde_json::to_vec(&lease_body("demo", "a", "a1", 0, false)).expect("json");
+
+    // Two requests in one write: two answers, in order, and the connection stays open.
+    let mut tls = raw_tls(w.lease_addr, dir.path(), "a1").await;
+    let two = [lease_request(&body, ""), lease_request(&body, "")].concat();
+    tls.write_all(&two).await.expect("write");
+    let (answers, closed) = read_answers(&mut tls, 2).await;
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert!(!closed);
+    for a in &answers {
+        assert!(a.starts_with("HTTP/1.1 200 OK\r\n"), "{a}");
+        assert!(a.contains("\"verdict\""), "{a}");
+        assert!(a.contains("\r\ndate: "), "{a}");
+        assert!(!a.contains("connection: close"), "{a}");
+    }
+    // Split in the middle of the head and of the body: still one answer.
+    let one = lease_request(&body, "");
+    for part in one.chunks(37) {
+        tls.write_all(part).await.expect("write");
+        tls.flush().await.expect("flush");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (answers, _) = read_answers(&mut tls, 1).await;
+    assert!(answers[0].starts_with("HTTP/1.1 200"), "{answers:?}");
+
+    // Expect: 100-continue gets the interim answer before the body is sent.
+    let head = lease_request(&body, "Expect: 100-continue\r\n");
+    let head_len = head.len() - body.len();
+    tls.write_all(&head[..head_len]).await.expect("write");
+    let (interim, _) = read_answers(&mut tls, 1).await;
+    assert!(interim[0].starts_with("HTTP/1.1 100 Continue"), "{interim:?}");
+    tls.write_all(&body).await.expect("write");
+    let (answers, _) = read_answers(&mut tls, 1).await;
+    assert!(answers[0].starts_with("HTTP/1.1 200"), "{answers:?}");
+
+    // Connection: close is honoured.
+    tls.write_all(&lease_request(&body, "Connection: close\r\n"))
+        .await
+        .expect("write");
+    let (answers, closed) = read_answers(&mut tls, 2).await;
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert!(answers[0].contains("connection: close"), "{answers:?}");
+    assert!(closed, "the connection stays open after Connection: close");
+
+    // HTTP/1.0 without keep-alive: answered, then closed.
+    let mut tls = raw_tls(w.lease_addr, dir.path(), "a1").await;
+    let req = String::from_utf8(lease_request(&body, ""))
+        .expect("utf8")
+        .replacen("HTTP/1.1", "HTTP/1.0", 1);
+    tls.write_all(req.as_bytes()).await.expect("write");
+    let (answers, closed) = read_answers(&mut tls, 2).await;
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert!(answers[0].starts_with("HTTP/1.1 200"), "{answers:?}");
+    assert!(closed);
+
+    // Other routes go through the router: the JWKS, and 404 for an unknown path.
+    let mut tls = raw_tls(w.lease_addr, dir.path(), "a1").await;
+    tls.write_all(b"GET /v1/jwks HTTP/1.1\r\nHost: x\r\n\r\nGET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let (answers, _) = read_answers(&mut tls, 2).await;
+    assert!(answers[0].starts_with("HTTP/1.1 200") && answers[0].contains("\"keys\""), "{answers:?}");
+    assert!(answers[1].starts_with("HTTP/1.1 404"), "{answers:?}");
+    // HEAD: the head alone.
+    let mut tls = raw_tls(w.lease_addr, dir.path(), "a1").await;
+    tls.write_all(b"HEAD /v1/jwks HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut rest = [0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut rest))
+        .await
+        .expect("HEAD answered")
+        .expect("read");
+    let head = String::from_utf8_lossy(&rest[..n]);
+    assert!(head.starts_with("HTTP/1.1 200") && head.ends_with("\r\n\r\n"), "{head}");
+    assert!(!head.contains("\"keys\""), "{head}");
+    w.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn requests_the_layer_cannot_take_are_refused_clearly_counted_and_change_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = test_config(dir.path());
+    cfg.limits.body_limit_bytes = 1024;
+    let w = start_fresh(cfg).await;
+    let body = serde_json::to_vec(&lease_body("demo", "a", "a1", 0, true)).expect("json");
+    let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
+        (
+            "chunked body",
+            format!(
+                "POST /v1/lease HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{}\r\n0\r\n\r\n",
+                body.len(),
+                String::from_utf8_lossy(&body)
+            )
+            .into_bytes(),
+            "HTTP/1.1 411",
+            "length_required",
+        ),
+        (
+            "smuggling: both lengths",
+            format!(
+                "POST /v1/lease HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nTransfer-Encoding: chunked\r\n\r\n",
+                body.len()
+            )
+            .into_bytes(),
+            "HTTP/1.1 411",
+            "length_required",
+        ),
+        (
+            "two different lengths",
+            b"POST /v1/lease HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd".to_vec(),
+            "HTTP/1.1 400",
+            "bad_http",
+        ),
+        (
+            "a length that is not a number",
+            b"POST /v1/lease HTTP/1.1\r\nHost: x\r\nContent-Length: +12\r\n\r\n".to_vec(),
+            "HTTP/1.1 400",
+            "bad_http",
+        ),
+        (
+            "a body over limits.body_limit_bytes",
+            b"POST /v1/lease HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999999\r\n\r\n".to_vec(),
+            "HTTP/1.1 413",
+            "body_too_large",
+        ),
+        (
+            "a head of 20 KiB",
+            format!("GET /v1/jwks HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n", "p".repeat(20 * 1024)).into_bytes(),
+            "HTTP/1.1 431",
+            "head_too_large",
+        ),
+        (
+            "100 header fields",
+            format!("GET /v1/jwks HTTP/1.1\r\n{}\r\n", "X-A: b\r\n".repeat(100)).into_bytes(),
+            "HTTP/1.1 431",
+            "head_too_large",
+        ),
+        (
+            "not HTTP",
+            b"\x16\x03\x01 hello there\r\n\r\n".to_vec(),
+            "HTTP/1.1 400",
+            "bad_http",
+        ),
+        (
+            "an unknown expectation",
+            b"POST /v1/lease HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\n{}".to_vec(),
+            "HTTP/1.1 417",
+            "bad_http",
+        ),
+    ];
+    for (what, bytes, status, reason) in cases {
+        let mut tls = raw_tls(w.lease_addr, dir.path(), "a1").await;
+        // The peer may close before reading everything; the answer is what counts.
+        let _ = tls.write_all(&bytes).await;
+        let (answers, closed) = read_answers(&mut tls, 2).await;
+        assert_eq!(answers.len(), 1, "{what}: {answers:?}");
+        let a = &answers[0];
+        assert!(a.starts_with(status), "{what}: {a}");
+        assert!(a.contains("connection: close"), "{what}: {a}");
+        assert!(a.contains(&format!("\"reason\":\"{reason}\"")), "{what}: {a}");
+        assert!(a.contains("\"error\":\""), "{what}: {a}");
+        assert!(closed, "{what}: the connection stays open after a refusal");
+        let m = metrics(&w.status_url()).await;
+        assert!(
+            sample(&m, &format!("witness_refusals_total{{reason=\"{reason}\"}}")) >= 1.0,
+            "{what}: not counted\n{m}"
+        );
+    }
+    // Nothing reached the cluster: no cluster was created by any of them.
+    let s = status(&w.status_url()).await;
+    assert!(
+        !s.to_string().contains("\"a1\""),
+        "a refused request reached the arbiter: {s}"
+    );
+    w.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn a_slow_body_is_cut_off_and_an_idle_connection_is_closed_after_the_idle_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = test_config(dir.path());
+    cfg.limits.header_timeout_ms = 300;
+    cfg.limits.idle_timeout_ms = 800;
+    let w = start_fresh(cfg).await;
+    let body = serde_json::to_vec(&lease_body("demo", "a", "a1", 0, false)).expect("json");
+    // The head in time, the body never: cut off after the header timeout, counted.
+    let mut tls = raw_tls(w.lease_addr, dir.path(), "a1").await;
+    let req = lease_request(&body, "");
+    tls.write_all(&req[..req.len() - 5]).await.expect("write");
+    let t0 = tokio::time::Instant::now();
+    assert!(closes_within(&mut tls, Duration::from_secs(5)).await);
+    assert!(t0.elapsed() >= Duration::from_millis(250), "{:?}", t0.elapsed());
+    let m = metrics(&w.status_url()).await;
+    assert_eq!(sample(&m, "witness_refusals_total{reason=\"header_timeout\"}"), 1.0, "{m}");
+
+    // Answered, then silent: closed after the idle timeout, not before the header timeout.
+    let mut tls = raw_tls(w.lease_addr, dir.path(), "a1").await;
+    tls.write_all(&req).await.expect("write");
+    let (answers, _) = read_answers(&mut tls, 1).await;
+    assert!(answers[0].starts_with("HTTP/1.1 200"), "{answers:?}");
+    let t0 = tokio::time::Instant::now();
+    assert!(closes_within(&mut tls, Duration::from_secs(5)).await);
+    let idle = t0.elapsed();
+    assert!(idle >= Duration::from_millis(700), "closed after {idle:?}, before the idle timeout");
+    // An idle close is not a refusal.
+    let m = metrics(&w.status_url()).await;
+    assert_eq!(sample(&m, "witness_refusals_total{reason=\"header_timeout\"}"), 1.0, "{m}");
+    w.stop().await.expect("stop");
+}
