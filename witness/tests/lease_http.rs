@@ -32,7 +32,10 @@ async fn read_answers(tls: &mut Tls, count: usize) -> (Vec<String>, bool) {
         let n = match tokio::time::timeout_at(deadline, tls.read(&mut chunk)).await {
             Ok(Ok(n)) => n,
             Ok(Err(_)) => 0,
-            Err(_) => panic!("no complete answer within 10 s; got {:?}", String::from_utf8_lossy(&got)),
+            Err(_) => panic!(
+                "no complete answer within 10 s; got {:?}",
+                String::from_utf8_lossy(&got)
+            ),
         };
         if n == 0 {
             closed = true;
@@ -42,7 +45,9 @@ async fn read_answers(tls: &mut Tls, count: usize) -> (Vec<String>, bool) {
         // Split off every complete answer.
         loop {
             let text = String::from_utf8_lossy(&got).into_owned();
-            let Some(head_end) = text.find("\r\n\r\n") else { break };
+            let Some(head_end) = text.find("\r\n\r\n") else {
+                break;
+            };
             let head = &text[..head_end];
             if head.starts_with("HTTP/1.1 100") {
                 answers.push(head.to_string());
@@ -107,7 +112,10 @@ async fn keep_alive_pipelining_continue_and_http10_are_answered_in_order() {
     let head_len = head.len() - body.len();
     tls.write_all(&head[..head_len]).await.expect("write");
     let (interim, _) = read_answers(&mut tls, 1).await;
-    assert!(interim[0].starts_with("HTTP/1.1 100 Continue"), "{interim:?}");
+    assert!(
+        interim[0].starts_with("HTTP/1.1 100 Continue"),
+        "{interim:?}"
+    );
     tls.write_all(&body).await.expect("write");
     let (answers, _) = read_answers(&mut tls, 1).await;
     assert!(answers[0].starts_with("HTTP/1.1 200"), "{answers:?}");
@@ -134,11 +142,16 @@ async fn keep_alive_pipelining_continue_and_http10_are_answered_in_order() {
 
     // Other routes go through the router: the JWKS, and 404 for an unknown path.
     let mut tls = raw_tls(w.lease_addr, dir.path(), "a1").await;
-    tls.write_all(b"GET /v1/jwks HTTP/1.1\r\nHost: x\r\n\r\nGET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .expect("write");
+    tls.write_all(
+        b"GET /v1/jwks HTTP/1.1\r\nHost: x\r\n\r\nGET /nothing HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await
+    .expect("write");
     let (answers, _) = read_answers(&mut tls, 2).await;
-    assert!(answers[0].starts_with("HTTP/1.1 200") && answers[0].contains("\"keys\""), "{answers:?}");
+    assert!(
+        answers[0].starts_with("HTTP/1.1 200") && answers[0].contains("\"keys\""),
+        "{answers:?}"
+    );
     assert!(answers[1].starts_with("HTTP/1.1 404"), "{answers:?}");
     // HEAD: the head alone.
     let mut tls = raw_tls(w.lease_addr, dir.path(), "a1").await;
@@ -151,7 +164,10 @@ async fn keep_alive_pipelining_continue_and_http10_are_answered_in_order() {
         .expect("HEAD answered")
         .expect("read");
     let head = String::from_utf8_lossy(&rest[..n]);
-    assert!(head.starts_with("HTTP/1.1 200") && head.ends_with("\r\n\r\n"), "{head}");
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.ends_with("\r\n\r\n"),
+        "{head}"
+    );
     assert!(!head.contains("\"keys\""), "{head}");
     w.stop().await.expect("stop");
 }
@@ -237,12 +253,18 @@ async fn requests_the_layer_cannot_take_are_refused_clearly_counted_and_change_n
         let a = &answers[0];
         assert!(a.starts_with(status), "{what}: {a}");
         assert!(a.contains("connection: close"), "{what}: {a}");
-        assert!(a.contains(&format!("\"reason\":\"{reason}\"")), "{what}: {a}");
+        assert!(
+            a.contains(&format!("\"reason\":\"{reason}\"")),
+            "{what}: {a}"
+        );
         assert!(a.contains("\"error\":\""), "{what}: {a}");
         assert!(closed, "{what}: the connection stays open after a refusal");
         let m = metrics(&w.status_url()).await;
         assert!(
-            sample(&m, &format!("witness_refusals_total{{reason=\"{reason}\"}}")) >= 1.0,
+            sample(
+                &m,
+                &format!("witness_refusals_total{{reason=\"{reason}\"}}")
+            ) >= 1.0,
             "{what}: not counted\n{m}"
         );
     }
@@ -269,9 +291,17 @@ async fn a_slow_body_is_cut_off_and_an_idle_connection_is_closed_after_the_idle_
     tls.write_all(&req[..req.len() - 5]).await.expect("write");
     let t0 = tokio::time::Instant::now();
     assert!(closes_within(&mut tls, Duration::from_secs(5)).await);
-    assert!(t0.elapsed() >= Duration::from_millis(250), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t0.elapsed()
+    );
     let m = metrics(&w.status_url()).await;
-    assert_eq!(sample(&m, "witness_refusals_total{reason=\"header_timeout\"}"), 1.0, "{m}");
+    assert_eq!(
+        sample(&m, "witness_refusals_total{reason=\"header_timeout\"}"),
+        1.0,
+        "{m}"
+    );
 
     // Answered, then silent: closed after the idle timeout, not before the header timeout.
     let mut tls = raw_tls(w.lease_addr, dir.path(), "a1").await;
@@ -281,9 +311,16 @@ async fn a_slow_body_is_cut_off_and_an_idle_connection_is_closed_after_the_idle_
     let t0 = tokio::time::Instant::now();
     assert!(closes_within(&mut tls, Duration::from_secs(5)).await);
     let idle = t0.elapsed();
-    assert!(idle >= Duration::from_millis(700), "closed after {idle:?}, before the idle timeout");
+    assert!(
+        idle >= Duration::from_millis(700),
+        "closed after {idle:?}, before the idle timeout"
+    );
     // An idle close is not a refusal.
     let m = metrics(&w.status_url()).await;
-    assert_eq!(sample(&m, "witness_refusals_total{reason=\"header_timeout\"}"), 1.0, "{m}");
+    assert_eq!(
+        sample(&m, "witness_refusals_total{reason=\"header_timeout\"}"),
+        1.0,
+        "{m}"
+    );
     w.stop().await.expect("stop");
 }

@@ -200,13 +200,17 @@ async fn connection(
             // timeout of the connection opening, so idle sockets cannot pile up.
             act.head_since
                 .store(app.table.clock().now().0 + 1, Ordering::SeqCst);
-            serve_http(stream, peer, router, app, stop, act, evict).await
+            // Boxed, as every phase below: a connection's task is as large as its largest
+            // phase for its whole life, and the lease port keeps thousands of them.
+            Box::pin(serve_http(stream, peer, router, app, stop, act, evict)).await
         }
         Kind::Tls(rx) => {
             let cfg = rx.borrow().config.clone();
             let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-            let tls = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
+            let tls = match tokio::time::timeout(header_timeout, Box::pin(acceptor.accept(stream)))
+                .await
+            {
+                Ok(Ok(s)) => Box::new(s),
                 Ok(Err(e)) => {
                     app.metrics.tls_handshake_failures.inc();
                     if let Some(suppressed) = app.conn_log.allow() {
@@ -231,7 +235,14 @@ async fn connection(
             };
             // The lease port's budget is fixed: nothing is evicted, so no activity is kept.
             let _ = (act, evict);
-            super::http1::serve(tls, Peer { addr, identity }, router, app, stop).await
+            Box::pin(super::http1::serve(
+                tls,
+                Peer { addr, identity },
+                router,
+                app,
+                stop,
+            ))
+            .await
         }
     }
 }

@@ -88,16 +88,26 @@ pub(super) async fn serve<I>(
             }
         }
         let deadline = Instant::now() + header_timeout;
-        let incoming = match read_request(&mut io, &mut buf, deadline, limits.body_limit_bytes).await
-        {
+        // Boxed, as the answer below: the connection's allocation holds only what waiting for
+        // a request needs.
+        let read = Box::pin(read_request(
+            &mut io,
+            &mut buf,
+            deadline,
+            limits.body_limit_bytes,
+        ));
+        let incoming = match read.await {
             Ok(Ok(incoming)) => incoming,
             Ok(Err(refusal)) => {
-                app.metrics.refusals.with_label_values(&[refusal.reason]).inc();
+                app.metrics
+                    .refusals
+                    .with_label_values(&[refusal.reason])
+                    .inc();
                 if let Some(suppressed) = app.conn_log.allow() {
                     tracing::warn!(peer = %peer.addr, reason = refusal.reason, error = %refusal.message, suppressed, "request refused before it reached a handler; connection closed");
                 }
-                let _ = write_response(&mut io, refusal.into_response(), false, true, idle_timeout)
-                    .await;
+                let answer = refusal.into_response();
+                let _ = Box::pin(write_response(&mut io, answer, false, true, idle_timeout)).await;
                 break;
             }
             Err(ReadFailure::Gone) => break,
@@ -141,9 +151,15 @@ pub(super) async fn serve<I>(
             };
         let response = answer.await;
         let close = !keep_alive || *stop.borrow() || says_close(response.headers());
-        if write_response(&mut io, response, head_only, close, idle_timeout)
-            .await
-            .is_err()
+        if Box::pin(write_response(
+            &mut io,
+            response,
+            head_only,
+            close,
+            idle_timeout,
+        ))
+        .await
+        .is_err()
             || close
         {
             break;
@@ -193,7 +209,12 @@ async fn read_request<I: AsyncRead + AsyncWrite + Unpin>(
     let end = head_len + length;
     if expect_continue && buf.len() < end {
         // The client waits for this before it sends the body.
-        if io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() || io.flush().await.is_err() {
+        if io
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .is_err()
+            || io.flush().await.is_err()
+        {
             return Err(ReadFailure::Gone);
         }
     }
@@ -314,7 +335,11 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Refusal> {
             }
         }
         if name == header::EXPECT {
-            if field.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+            if field
+                .value
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"100-continue")
+            {
                 expect_continue = true;
             } else {
                 return Err(Refusal::new(

@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tasks::{reloader, ticker};
+use tasks::{memory_returner, reloader, ticker};
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -302,6 +302,7 @@ pub async fn serve(
     drop(done_tx);
     tasks.push(tokio::spawn(ticker(app.clone(), stop_rx.clone())));
     tasks.push(tokio::spawn(reloader(app.clone(), stop_rx.clone())));
+    tasks.push(tokio::spawn(memory_returner(stop_rx.clone())));
     tasks.push(tokio::spawn(crate::status::lost_state_countdown(
         app.clone(),
         stop_rx.clone(),

@@ -1,5 +1,6 @@
 //! The witness's periodic tasks: the ticker that steps clusters with a pending time-based
-//! decision, and the reloader that swaps certificates when their files change (or on SIGHUP).
+//! decision, the reloader that swaps certificates when their files change (or on SIGHUP), and
+//! the returner of freed memory.
 use crate::app::App;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,3 +57,38 @@ pub(super) async fn reloader(app: Arc<App>, mut stop: watch::Receiver<bool>) {
             .set_cert_expiry(cur.server_not_after, cur.ca_not_after);
     }
 }
+
+/// How often freed heap pages are handed back to the kernel.
+const MEMORY_RETURN_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Hands freed heap pages back to the kernel every few seconds. Thousands of connections each
+/// allocate and free their handshake and request buffers between long-lived allocations (the
+/// clusters' state), and a burst (every node reconnecting after a witness restart, each first
+/// request waiting for a durable write) leaves most of the heap free but resident: glibc gives
+/// back only the top of each arena by itself.
+pub(super) async fn memory_returner(mut stop: watch::Receiver<bool>) {
+    let mut iv = tokio::time::interval(MEMORY_RETURN_INTERVAL);
+    iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            _ = iv.tick() => {}
+        }
+        // Off the async workers: it walks every arena's free chunks, a few ms on a large heap.
+        let _ = tokio::task::spawn_blocking(return_free_memory).await;
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn return_free_memory() {
+    // SAFETY: malloc_trim only releases free pages of the allocator's own arenas; it takes the
+    // arenas' locks and touches no memory the program holds.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn return_free_memory() {}
