@@ -285,33 +285,38 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Refusal> {
         }
         Err(e) => return Err(bad_request(format!("malformed HTTP/1.1 request head: {e}"))),
     };
-    let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
-        .map_err(|e| bad_request(format!("bad request method: {e}")))?;
-    let uri: Uri = req
-        .path
-        .unwrap_or_default()
-        .parse()
-        .map_err(|e| bad_request(format!("bad request target: {e}")))?;
     let version = match req.version {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    // A renewal needs none of the head beyond its framing: its handler reads only the body.
+    // Every other request gets the whole head, for the router and its handlers.
+    let lease = req.method == Some("POST") && req.path == Some("/v1/lease");
+    let (method, uri) = if lease {
+        (Method::POST, Uri::from_static("/v1/lease"))
+    } else {
+        let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
+            .map_err(|e| bad_request(format!("bad request method: {e}")))?;
+        let uri: Uri = req
+            .path
+            .unwrap_or_default()
+            .parse()
+            .map_err(|e| bad_request(format!("bad request target: {e}")))?;
+        (method, uri)
+    };
+    let mut headers = HeaderMap::new();
     let (mut length, mut close, mut keep_alive_token, mut expect_continue) =
         (None::<usize>, false, false, false);
     for field in req.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
-            .map_err(|e| bad_request(format!("bad header name {:?}: {e}", field.name)))?;
-        let value = HeaderValue::from_bytes(field.value)
-            .map_err(|e| bad_request(format!("bad value of header {name}: {e}")))?;
-        if name == header::TRANSFER_ENCODING {
+        let is = |name: &HeaderName| field.name.eq_ignore_ascii_case(name.as_str());
+        if is(&header::TRANSFER_ENCODING) {
             return Err(Refusal::new(
                 StatusCode::LENGTH_REQUIRED,
                 "length_required",
                 "request bodies must be sent with Content-Length; Transfer-Encoding is not accepted",
             ));
         }
-        if name == header::CONTENT_LENGTH {
+        if is(&header::CONTENT_LENGTH) {
             let n = std::str::from_utf8(field.value)
                 .ok()
                 .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
@@ -327,14 +332,14 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Refusal> {
             }
             length = Some(n);
         }
-        if name == header::CONNECTION {
+        if is(&header::CONNECTION) {
             for token in field.value.split(|b| *b == b',') {
                 let token = token.trim_ascii();
                 close |= token.eq_ignore_ascii_case(b"close");
                 keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
             }
         }
-        if name == header::EXPECT {
+        if is(&header::EXPECT) {
             if field
                 .value
                 .trim_ascii()
@@ -352,7 +357,13 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Refusal> {
                 ));
             }
         }
-        headers.append(name, value);
+        if !lease {
+            let name = HeaderName::from_bytes(field.name.as_bytes())
+                .map_err(|e| bad_request(format!("bad header name {:?}: {e}", field.name)))?;
+            let value = HeaderValue::from_bytes(field.value)
+                .map_err(|e| bad_request(format!("bad value of header {name}: {e}")))?;
+            headers.append(name, value);
+        }
     }
     let keep_alive = !close && (version == Version::HTTP_11 || keep_alive_token);
     Ok(Some((
