@@ -70,6 +70,7 @@ for t in "${targets[@]}"; do
     case "$t" in
         witness_config|agent_config) dict=(-dict=dict/toml.dict) ;;
         certificate_der|certificate_pem|identity_uri|lease_proof) dict=() ;;
+        lease_port_http) dict=(-dict=dict/http.dict) ;;
         *) dict=(-dict=dict/json.dict) ;;
     esac
     set +e

@@ -178,13 +178,15 @@ async fn read_request<I: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<Result<Incoming, Refusal>, ReadFailure> {
     let (parsed, head_len) = loop {
         match parse_head(buf) {
+            // Judged on the head itself, not on how much of it one read brought: the same
+            // bytes get the same answer whatever the reads' boundaries (a partial head of
+            // MAX_HEAD_BYTES will be longer than that when complete).
+            Ok(Some((_, head_len))) if head_len > MAX_HEAD_BYTES => {
+                return Ok(Err(head_too_large()));
+            }
             Ok(Some(done)) => break done,
             Ok(None) if buf.len() >= MAX_HEAD_BYTES => {
-                return Ok(Err(Refusal::new(
-                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                    "head_too_large",
-                    format!("the request head is larger than {MAX_HEAD_BYTES} bytes; send fewer or shorter headers"),
-                )));
+                return Ok(Err(head_too_large()));
             }
             Ok(None) => read_more(io, buf, deadline).await?,
             Err(refusal) => return Ok(Err(refusal)),
@@ -263,6 +265,16 @@ struct Head {
     keep_alive: bool,
     length: usize,
     expect_continue: bool,
+}
+
+fn head_too_large() -> Refusal {
+    Refusal::new(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "head_too_large",
+        format!(
+            "the request head is larger than {MAX_HEAD_BYTES} bytes; send fewer or shorter headers"
+        ),
+    )
 }
 
 fn bad_request(message: String) -> Refusal {
@@ -478,4 +490,277 @@ fn write_http_date(out: &mut Vec<u8>) {
         }
         out.extend_from_slice(c.1.as_bytes());
     })
+}
+
+/// What the layer made of one request, for [`replay`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A request handed to the handlers.
+    Request {
+        method: String,
+        target: String,
+        keep_alive: bool,
+        head_only: bool,
+        body: Vec<u8>,
+    },
+    /// Refused with this status and `witness_refusals_total` reason; the connection closes.
+    Refused { status: u16, reason: &'static str },
+    /// The bytes ended inside a request (the peer closed).
+    Gone,
+}
+
+/// Feeds `pieces`, in order and as separate reads, to the request reader, as one connection
+/// would, and returns what it made of them, request by request, up to the first refusal or
+/// the end of the bytes. For the fuzz target and the tests: whatever the pieces' boundaries,
+/// the outcomes must be the same.
+pub fn replay(pieces: &[&[u8]], body_limit: usize) -> Vec<Outcome> {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => panic!("cannot start a runtime to replay a connection: {e}"),
+    };
+    let mut io = Pieces {
+        pieces: pieces.iter().map(|p| p.to_vec()).collect(),
+    };
+    rt.block_on(async move {
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        // Far enough that a replay never times out: the pieces are all there at once.
+        let deadline = Instant::now() + Duration::from_secs(3600);
+        loop {
+            if buf.is_empty() {
+                let mut first = [0u8; 1];
+                match io.read(&mut first).await {
+                    Ok(1) => buf.push(first[0]),
+                    _ => break,
+                }
+            }
+            match read_request(&mut io, &mut buf, deadline, body_limit).await {
+                Ok(Ok(incoming)) => {
+                    let (head, body) = incoming.request.into_parts();
+                    let body = axum::body::to_bytes(body, usize::MAX)
+                        .await
+                        .map(|b| b.to_vec())
+                        .unwrap_or_default();
+                    out.push(Outcome::Request {
+                        method: head.method.to_string(),
+                        target: head.uri.to_string(),
+                        keep_alive: incoming.keep_alive,
+                        head_only: incoming.head_only,
+                        body,
+                    });
+                }
+                Ok(Err(refusal)) => {
+                    out.push(Outcome::Refused {
+                        status: refusal.status.as_u16(),
+                        reason: refusal.reason,
+                    });
+                    break;
+                }
+                Err(_) => {
+                    out.push(Outcome::Gone);
+                    break;
+                }
+            }
+        }
+        out
+    })
+}
+
+/// A connection whose reads return the given pieces one by one, then end; writes are taken
+/// and dropped (the `100 Continue`).
+struct Pieces {
+    pieces: std::collections::VecDeque<Vec<u8>>,
+}
+
+impl AsyncRead for Pieces {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        while let Some(front) = self.pieces.front_mut() {
+            if front.is_empty() {
+                self.pieces.pop_front();
+                continue;
+            }
+            let n = front.len().min(buf.remaining());
+            buf.put_slice(&front[..n]);
+            front.drain(..n);
+            break;
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Pieces {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: usize = 1024;
+
+    fn renewal(body: &str, extra: &str) -> Vec<u8> {
+        format!(
+            "POST /v1/lease HTTP/1.1\r\nHost: w\r\nContent-Length: {}\r\n{extra}\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    /// Every way of cutting `bytes` in two and in three gives the outcomes of the whole.
+    fn same_whatever_the_cuts(bytes: &[u8]) -> Vec<Outcome> {
+        let whole = replay(&[bytes], LIMIT);
+        let step = (bytes.len() / 40).max(1);
+        for i in (0..=bytes.len()).step_by(step) {
+            let (a, b) = bytes.split_at(i);
+            assert_eq!(
+                replay(&[a, b], LIMIT),
+                whole,
+                "cut at {i} of {:?}",
+                String::from_utf8_lossy(bytes)
+            );
+            for j in (i..=bytes.len()).step_by(step * 3) {
+                let (b1, b2) = b.split_at(j - i);
+                assert_eq!(replay(&[a, b1, b2], LIMIT), whole, "cuts at {i}, {j}");
+            }
+        }
+        whole
+    }
+
+    #[test]
+    fn requests_are_read_the_same_whatever_the_reads_boundaries() {
+        let two = [
+            renewal("{\"a\":1}", ""),
+            renewal("{}", "Connection: close\r\n"),
+        ]
+        .concat();
+        let out = same_whatever_the_cuts(&two);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(
+            matches!(&out[0], Outcome::Request { body, keep_alive: true, .. } if body == b"{\"a\":1}"),
+            "{out:?}"
+        );
+        assert!(
+            matches!(&out[1], Outcome::Request { body, keep_alive: false, .. } if body == b"{}"),
+            "{out:?}"
+        );
+
+        let cont = renewal("{\"x\":2}", "Expect: 100-continue\r\n");
+        assert!(
+            matches!(&same_whatever_the_cuts(&cont)[0], Outcome::Request { body, .. } if body == b"{\"x\":2}")
+        );
+
+        let old =
+            b"GET /v1/jwks?x=1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\nHEAD / HTTP/1.0\r\n\r\n";
+        let out = same_whatever_the_cuts(old);
+        assert!(
+            matches!(&out[0], Outcome::Request { target, keep_alive: true, .. } if target == "/v1/jwks?x=1"),
+            "{out:?}"
+        );
+        assert!(
+            matches!(
+                &out[1],
+                Outcome::Request {
+                    keep_alive: false,
+                    head_only: true,
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+
+        // A truncated body is the peer going away, never a request.
+        let cut = renewal("{\"abc\":1}", "");
+        assert_eq!(
+            same_whatever_the_cuts(&cut[..cut.len() - 2]),
+            vec![Outcome::Gone]
+        );
+    }
+
+    #[test]
+    fn framing_that_could_be_read_two_ways_is_refused() {
+        let refused = |bytes: &[u8]| match same_whatever_the_cuts(bytes).last() {
+            Some(Outcome::Refused { status, reason }) => (*status, *reason),
+            other => panic!(
+                "not refused: {other:?} for {:?}",
+                String::from_utf8_lossy(bytes)
+            ),
+        };
+        assert_eq!(refused(b"POST /v1/lease HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), (411, "length_required"));
+        assert_eq!(
+            refused(b"POST /v1/lease HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n"),
+            (411, "length_required")
+        );
+        assert_eq!(
+            refused(
+                b"POST /v1/lease HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc"
+            ),
+            (400, "bad_http")
+        );
+        assert_eq!(
+            refused(b"POST /v1/lease HTTP/1.1\r\nContent-Length: 2, 2\r\n\r\nab"),
+            (400, "bad_http")
+        );
+        assert_eq!(
+            refused(b"POST /v1/lease HTTP/1.1\r\nContent-Length: -1\r\n\r\n"),
+            (400, "bad_http")
+        );
+        assert_eq!(
+            refused(b"POST /v1/lease HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n"),
+            (400, "bad_http")
+        );
+        assert_eq!(
+            refused(b"POST /v1/lease HTTP/1.1\r\nContent-Length: 1025\r\n\r\n"),
+            (413, "body_too_large")
+        );
+        assert_eq!(
+            refused(b"POST /v1/lease HTTP/1.1\r\nContent Length: 2\r\n\r\nab"),
+            (400, "bad_http")
+        );
+        assert_eq!(
+            refused(b"POST /v1/lease HTTP/1.1\r\n Content-Length: 2\r\n\r\nab"),
+            (400, "bad_http")
+        );
+        assert_eq!(
+            refused(b"POST /v1/lease HTTP/2.0\r\n\r\n"),
+            (400, "bad_http")
+        );
+        assert_eq!(refused(b"GET /\x01 HTTP/1.1\r\n\r\n"), (400, "bad_http"));
+        let big = format!(
+            "GET / HTTP/1.1\r\nX: {}\r\n\r\n",
+            "y".repeat(MAX_HEAD_BYTES)
+        );
+        assert_eq!(refused(big.as_bytes()), (431, "head_too_large"));
+        // A refusal ends the connection: nothing after it is read as a request.
+        let after = [
+            &b"POST /v1/lease HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            &renewal("{}", ""),
+        ]
+        .concat();
+        assert_eq!(replay(&[&after], LIMIT).len(), 1);
+    }
 }

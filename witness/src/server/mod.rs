@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 mod conn;
-mod http1;
+pub mod http1;
 mod tasks;
 
 #[derive(Debug, Error)]
