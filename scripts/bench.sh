@@ -159,7 +159,10 @@ The load generator runs on the same 2-core machine as the witness, so the two co
 same cores. Other jobs (compilers, test suites) may run on the machine too: the load average
 above and the "machine CPU" rows say how busy it was, and the latency at full load depends on
 it. On 2026-11-30 the same 9,900-cluster load gave p99 3.15 ms with the machine to itself
-(other processes 0%) and p99 7.4 s while other builds took 85% of the 200% CPU. CPU per renewal
+(other processes 0%) and p99 7.4 s while other builds took 85% of the 200% CPU; and, with
+the machine to itself, p99 288 ms and 1.66 s (the second with MALLOC_ARENA_MAX=2) in two runs of
+the hyper-based witness whose
+causes were not found (the next run gave 3.30 ms). CPU per renewal
 (from /proc/<pid>/stat) and instructions per renewal (callgrind) are the figures least affected
 by that.
 
@@ -184,7 +187,8 @@ rows say where they were taken. The transport floor was measured in the same run
 | + peer identity shared per connection; reply serialized once into a right-sized buffer; rate-limit key allocated only for a new identity | 50,618 | 34 us (4,000/s, shared machine) | malloc/free ~17% (String clones in the cluster table and arbiter, request extensions), serde_json (UTF-8 checks, escaping) ~12% |
 | + witness-owned membership (issue 12), measured with the requests a steady agent sends now (membership version, vouch ages, address) | 68,715 | | a copy of the durable record (now with every member) on every step, new node entries and names on every report, membership checks that formatted their reasons |
 | + no copy on a paired renewal: the record is copied aside only when a step writes it, node entries and grant times updated in place, the reply takes the request's names, membership read before written; `POST /v1/lease` answered before the router; the identity's URI once per connection | 45,888 | 35.3 us at 19,800/s, 42.9 us at 8,000/s, 56.5 us at 4,000/s (quiet machine) | serde_json parse ~9,700 (UTF-8 checks, key matching), the arbiter step ~4,100, reply serialization ~2,800; hyper, TLS and tokio as in the floor |
-| transport floor (rustls mutual TLS 1.3 + hyper HTTP/1.1, fixed reply of the witness's size) | 19,119 | 21.2 / 26.9 / 31.5 us at 19,800 / 8,000 / 4,000 per s | AES-GCM records, hyper parse/encode, tokio, syscalls |
+| + the lease port's own HTTP/1.1 layer instead of hyper (`witness/src/server/http1.rs`: httparse, Content-Length bodies only, a renewal's head checked for its framing only, the answer written in one write); a connection's task 584 bytes instead of 6 KiB | 42,155 | 32.5 us at 19,800/s, 40.2 us at 8,000/s, 50.4 us at 4,000/s | serde_json parse and reply ~12,000, the arbiter step, TLS records, tokio |
+| transport floor (rustls mutual TLS 1.3 + hyper HTTP/1.1, fixed reply of the witness's size), this run | 19,287 | 23.4 / 30.9 / 40.2 us at 19,800 / 8,000 / 4,000 per s | AES-GCM records, hyper parse/encode, tokio, syscalls |
 
 * **Proofs only where they are read** (`witness/src/api.rs`): a grant to act alone (any
   takeover permit) carries a signed proof; a paired grant carries none. The proof's reader is
@@ -203,40 +207,61 @@ rows say where they were taken. The transport floor was measured in the same run
   the membership code reads before it writes, so a paired renewal takes no mutable access at
   all. The model check explores exactly the same 5,725,677 states as before, and runs in 95 s
   instead of 145 s.
-* **Against the floor**: 2.40x the floor's instructions per request, and 1.59-1.79x its CPU per
-  request (the 1.5x target is missed). At a low rate the gap in CPU is larger than the gap in
-  instructions: each renewal touches the cluster's table entry, the arbiter's maps, the rate
-  limiter and the metrics, which the load generator's work between two requests has pushed
-  out of the caches; the floor touches almost nothing. What is left above the floor in
+* **Against the floor** (as the issue defines it: rustls and hyper): 1.39x, 1.30x and 1.25x its
+  CPU per request at 19,800, 8,000 and 4,000 per s, within the 1.5x target at every level
+  (before the HTTP layer: 1.67x, 1.59x, 1.79x). In instructions 2.19x: callgrind counts user
+  space only, and the kernel's share of each request (socket reads and writes, wake-ups) is
+  the same for both. Part of the gain is that the witness no longer runs hyper and the floor
+  still does; the floor was left as the issue defines it. What is left above the floor in
   instructions: serde_json (~9,700 to parse the request, ~2,800 to write the reply), the
-  arbiter step (~4,100), the cluster table, rate limiter and metrics (~2,500), the connection's
-  timeout watchdog (~1,500). Not taken: a hand-written parser for the lease request (serde's
-  is the one the fuzz targets and the hostile-input tests exercise).
-* **The 25 us goal** is met by neither the witness nor, below 19,800 requests/s, the floor
-  itself: at 4,000/s the floor costs 31.5 us per request, most of it the kernel's TCP and
-  scheduling work for each wake-up. At full load the witness costs 35.3 us.
-* **Full load, 9,900 clusters, quiet machine**: 19,801 renewals/s sustained of 19,800 offered
-  (slowest second 19,758), p99 3.15 ms, p99.9 5.53 ms; 107% of the 200% CPU busy (witness 70%,
-  load generator 39%). Before this round, on a shared machine: 7,667/s, p99 19 s.
+  arbiter step (~4,100), the cluster table, rate limiter and metrics (~2,500). Not taken: a
+  hand-written parser for the lease request (serde's is the one the fuzz targets and the
+  hostile-input tests exercise).
+* **The lease port's HTTP/1.1 layer** (`witness/src/server/http1.rs`): hyper reserved 16 KiB
+  per connection for its life and ran a timer watchdog per request. The witness's own layer
+  waits for a request on a one-byte read with nothing allocated, reads the request into one
+  buffer (2 KiB, more only for a larger request), answers in one write and frees the buffer.
+  It accepts what the API needs and refuses the rest with a JSON refusal and
+  `connection: close` (docs/witness.md): bodies only with `Content-Length` (411 for
+  `Transfer-Encoding`, which also shuts out request smuggling), heads up to 16 KiB and 64
+  fields (431), `Expect: 100-continue`, pipelining, HTTP/1.0. A property test and the fuzz
+  target `lease_port_http` check that the same bytes give the same requests and refusals
+  however the reads cut them (it found that a head over 16 KiB arriving in one read was
+  accepted). The status port keeps hyper: browsers and scrapers, at most 256 connections.
+* **The 25 us goal** is met by neither the witness (32.5 us at full load) nor, below 19,800
+  requests/s, the floor itself: at 4,000/s the floor costs 40.2 us per request in this run,
+  most of it the kernel's TCP and scheduling work for each wake-up.
+* **Full load, 9,900 clusters**: 19,800 renewals/s sustained of 19,800 offered (slowest
+  second 19,780), p99 3.23 ms, p99.9 5.19 ms; 109% of the 200% CPU busy (witness 64%, load
+  generator 42%). Before this round's work on a shared machine: 7,667/s, p99 19 s.
 * **No disk on renewals**: plain renewals change no record and are not persisted (only
   decisions are, with group commit), so sled does not appear in the renewal profile; TLS
   handshakes cost about 0.45 ms of witness CPU each but happen once per connection.
 * **Memory**: "connected" is measured after every handshake and before any request; the peak
-  includes what the first request adds (hyper's read buffer, the cluster's state). Per
-  connection at the peak: the floor 20.2 KiB (404.9 MiB for 19,800), the witness 30.7 KiB
-  (618.2 MiB). Of the floor's 20 KiB, 16 KiB are hyper's: hyper 1.x allocates an 8 KiB header
-  write buffer per connection and reserves an 8 KiB read buffer on the first read
-  (`INIT_BUFFER_SIZE` in hyper's `proto/h1/io.rs`), and its server builder offers no smaller
-  size (`max_buf_size` cannot go below 8 KiB); rustls keeps a 4 KiB record buffer. The 256 MiB
-  target at 19,800 connections (12.7 KiB each) is therefore below what the transport floor
-  alone takes, and is missed. The witness's own part: hyper keeps a slot the size of the
-  request future for the connection's life, and the lease path's future (down to the durable
-  write) was several KiB; it is boxed now, which took 8,000 connections from 200.6 to
-  177.0 MiB connected and the peak from 253.4 to 231.5 MiB (loadgen, 2026-11-30, after this
-  run). The rest is per cluster, not per connection: the arbiter's maps, the last hour of
-  events for the status page, and the per-cluster gauges. Levers left: a smaller HTTP/1
-  connection layer than hyper's (or a patched `INIT_BUFFER_SIZE`), and fewer per-cluster
-  series.
+  includes what the first request adds (the cluster's state). At 19,800 connections the
+  witness now takes 219.3 MiB connected and 398.0 MiB at the peak in this run (before: 419.9
+  and 618.2 MiB; the floor: 372.0 and 404.2 MiB). The peak varies between runs here from 311
+  to 398 MiB; at 8,000 connections it is 131.1 MiB (floor 167.3), within 256 MiB. What it took:
+  * the lease port's own HTTP layer (above): no buffer held by a waiting connection;
+  * a connection's task 584 bytes instead of 6,160: tokio allocates a task as large as the
+    largest state of its future for the connection's whole life, so the handshake, the TLS
+    stream, the request reader, the handlers' future and the status port's hyper connection
+    are each boxed and allocated only while in use;
+  * freed heap pages returned to the kernel every 5 s (`malloc_trim`, off the async workers).
+    After a restart every node's first request waits at once for its durable write, and the
+    buffers of that burst, freed between the clusters' new long-lived state, stayed resident:
+    this alone took a run from 423 to 311 MiB.
+
+  The 256 MiB target at 19,800 connections is still missed. Per connection the witness holds
+  about 11 KiB connected: rustls's 4 KiB record buffer (kept at 4 KiB even when empty), its
+  connection state, record keys and the client's certificate, and the task. Per cluster about
+  5 KiB is live (heaptrack): much of it `BTreeMap` nodes, which hold 11 slots for the one or
+  two nodes a map has (1.6 KiB for the node table, 1.3 KiB for the members), then the last
+  hour of events and the per-cluster gauges; the rest of the peak is the burst's
+  fragmentation that whole free pages cannot cover. Tried and not kept: jemalloc (443.8 MiB
+  peak), one glibc arena (427 MiB), copying the body out of the read buffer (no change).
+  Levers left: compact maps in the arbiter's record (a change to the model-checked state),
+  and rustls's unbuffered API, which would let an idle connection hold no record buffer.
 * **Open-files limit**: this machine's hard limit is 20,000 descriptors per process
   (`ulimit -Hn`, not raisable without CAP_SYS_RESOURCE), and both the witness and the load
   generator need one per connection, so the "10,000 clusters" run uses 9,900 clusters (19,800
