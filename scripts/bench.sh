@@ -221,10 +221,10 @@ rows say where they were taken. The transport floor was measured in the same run
   per connection for its life and ran a timer watchdog per request. The witness's own layer
   waits for a request on a one-byte read with nothing allocated, reads the request into one
   buffer (2 KiB, more only for a larger request), answers in one write and frees the buffer.
-  It accepts what the API needs and refuses the rest with a JSON refusal and
-  `connection: close` (docs/witness.md): bodies only with `Content-Length` (411 for
-  `Transfer-Encoding`, which also shuts out request smuggling), heads up to 16 KiB and 64
-  fields (431), `Expect: 100-continue`, pipelining, HTTP/1.0. A property test and the fuzz
+  It accepts bodies by `Content-Length` or chunked, `Expect: 100-continue`, pipelining and
+  HTTP/1.0, and refuses the rest with a JSON refusal and `connection: close`
+  (docs/witness.md): both framings at once (request smuggling, 400), other transfer codings
+  (501), heads over 16 KiB or 64 fields (431). A property test and the fuzz
   target `lease_port_http` check that the same bytes give the same requests and refusals
   however the reads cut them (it found that a head over 16 KiB arriving in one read was
   accepted). The status port keeps hyper: browsers and scrapers, at most 256 connections.

@@ -1,6 +1,7 @@
 //! The lease port's own HTTP/1.1 layer over real mutual TLS, byte by byte: what it accepts
-//! (keep-alive, pipelining, 100-continue, HTTP/1.0), what it refuses and how (411, 413, 431,
-//! 400, each with `connection: close`, counted, and changing no cluster), and its timeouts.
+//! (keep-alive, pipelining, 100-continue, HTTP/1.0, chunked bodies), what it refuses and how
+//! (400, 413, 417, 431, 501, each with `connection: close`, counted, and changing no
+//! cluster), and its timeouts.
 mod common;
 use common::*;
 use std::time::Duration;
@@ -140,6 +141,41 @@ async fn keep_alive_pipelining_continue_and_http10_are_answered_in_order() {
     assert!(answers[0].starts_with("HTTP/1.1 200"), "{answers:?}");
     assert!(closed);
 
+    // HTTP/1.0 asking for keep-alive: kept, and the answer says so.
+    let mut tls = raw_tls(w.lease_addr, dir.path(), "a1").await;
+    let req = String::from_utf8(lease_request(&body, "Connection: keep-alive\r\n"))
+        .expect("utf8")
+        .replacen("HTTP/1.1", "HTTP/1.0", 1);
+    tls.write_all(format!("{req}{req}").as_bytes())
+        .await
+        .expect("write");
+    let (answers, closed) = read_answers(&mut tls, 2).await;
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert!(!closed);
+    assert!(
+        answers.iter().all(|a| a.contains("connection: keep-alive")),
+        "{answers:?}"
+    );
+
+    // A chunked body (what a client streaming its body sends): answered like any other.
+    let mut tls = raw_tls(w.lease_addr, dir.path(), "a1").await;
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut req =
+        b"POST /v1/lease HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for part in [first, rest] {
+        req.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        req.extend_from_slice(part);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    tls.write_all(&req).await.expect("write");
+    let (answers, closed) = read_answers(&mut tls, 1).await;
+    assert!(
+        answers[0].starts_with("HTTP/1.1 200") && answers[0].contains("\"verdict\""),
+        "{answers:?}"
+    );
+    assert!(!closed);
+
     // Other routes go through the router: the JWKS, and 404 for an unknown path.
     let mut tls = raw_tls(w.lease_addr, dir.path(), "a1").await;
     tls.write_all(
@@ -181,25 +217,26 @@ async fn requests_the_layer_cannot_take_are_refused_clearly_counted_and_change_n
     let body = serde_json::to_vec(&lease_body("demo", "a", "a1", 0, true)).expect("json");
     let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
         (
-            "chunked body",
-            format!(
-                "POST /v1/lease HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{}\r\n0\r\n\r\n",
-                body.len(),
-                String::from_utf8_lossy(&body)
-            )
-            .into_bytes(),
-            "HTTP/1.1 411",
-            "length_required",
-        ),
-        (
             "smuggling: both lengths",
             format!(
                 "POST /v1/lease HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nTransfer-Encoding: chunked\r\n\r\n",
                 body.len()
             )
             .into_bytes(),
-            "HTTP/1.1 411",
-            "length_required",
+            "HTTP/1.1 400",
+            "bad_http",
+        ),
+        (
+            "a transfer coding other than chunked",
+            b"POST /v1/lease HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n".to_vec(),
+            "HTTP/1.1 501",
+            "bad_http",
+        ),
+        (
+            "a chunked body over limits.body_limit_bytes",
+            format!("POST /v1/lease HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n401\r\n{}\r\n0\r\n\r\n", "a".repeat(0x401)).into_bytes(),
+            "HTTP/1.1 413",
+            "body_too_large",
         ),
         (
             "two different lengths",

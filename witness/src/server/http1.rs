@@ -9,8 +9,8 @@
 //!
 //! It accepts the subset of HTTP/1.1 the lease API needs and refuses the rest clearly:
 //! - heads are parsed by `httparse` (hyper's parser), at most 16 KiB and 64 headers (431);
-//! - bodies need `Content-Length` (411 for `Transfer-Encoding`, which also closes the door on
-//!   request smuggling), at most `limits.body_limit_bytes` (413);
+//! - bodies by `Content-Length` or `Transfer-Encoding: chunked` (never both: the smuggling
+//!   pattern, 400; other codings 501), at most `limits.body_limit_bytes` (413);
 //! - the head and body must arrive within `limits.header_timeout_ms` of the request's first
 //!   byte; a connection with no request for `limits.idle_timeout_ms` is closed;
 //! - keep-alive as HTTP/1.1 (1.0 only on request), pipelined requests answered in order,
@@ -107,7 +107,14 @@ pub(super) async fn serve<I>(
                     tracing::warn!(peer = %peer.addr, reason = refusal.reason, error = %refusal.message, suppressed, "request refused before it reached a handler; connection closed");
                 }
                 let answer = refusal.into_response();
-                let _ = Box::pin(write_response(&mut io, answer, false, true, idle_timeout)).await;
+                let _ = Box::pin(write_response(
+                    &mut io,
+                    answer,
+                    false,
+                    Persist::Close,
+                    idle_timeout,
+                ))
+                .await;
                 break;
             }
             Err(ReadFailure::Gone) => break,
@@ -132,6 +139,8 @@ pub(super) async fn serve<I>(
             keep_alive,
             head_only,
         } = incoming;
+        // An HTTP/1.0 client keeps the connection only when the answer says so.
+        let http10 = request.version() == Version::HTTP_10;
         // Boxed: the handlers' futures (down to the durable write) are several KiB, and a
         // future awaited here would be part of the connection's allocation for its whole life.
         let answer: futures::future::BoxFuture<'_, Response> =
@@ -151,11 +160,16 @@ pub(super) async fn serve<I>(
             };
         let response = answer.await;
         let close = !keep_alive || *stop.borrow() || says_close(response.headers());
+        let persist = match (close, http10) {
+            (true, _) => Persist::Close,
+            (false, true) => Persist::KeepAlive,
+            (false, false) => Persist::Default,
+        };
         if Box::pin(write_response(
             &mut io,
             response,
             head_only,
-            close,
+            persist,
             idle_timeout,
         ))
         .await
@@ -198,18 +212,24 @@ async fn read_request<I: AsyncRead + AsyncWrite + Unpin>(
         version,
         headers,
         keep_alive,
-        length,
+        framing,
         expect_continue,
     } = parsed;
-    if length > body_limit {
-        return Ok(Err(Refusal::new(
+    let too_large = || {
+        Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             format!("request body is larger than {body_limit} bytes (limits.body_limit_bytes)"),
-        )));
+        )
+    };
+    if matches!(framing, Framing::Length(n) if n > body_limit) {
+        return Ok(Err(too_large()));
     }
-    let end = head_len + length;
-    if expect_continue && buf.len() < end {
+    let body_started = match framing {
+        Framing::Length(n) => buf.len() >= head_len + n,
+        Framing::Chunked => buf.len() > head_len,
+    };
+    if expect_continue && !body_started {
         // The client waits for this before it sends the body.
         if io
             .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -220,16 +240,25 @@ async fn read_request<I: AsyncRead + AsyncWrite + Unpin>(
             return Err(ReadFailure::Gone);
         }
     }
-    while buf.len() < end {
-        read_more(io, buf, deadline).await?;
-    }
-    // The body without a copy: the buffer becomes shared bytes and the body a slice of it;
-    // only bytes of a pipelined next request are copied back.
-    let all = Bytes::from(std::mem::take(buf));
-    if all.len() > end {
-        buf.extend_from_slice(&all[end..]);
-    }
-    let body = all.slice(head_len..end);
+    let body = match framing {
+        Framing::Length(length) => {
+            let end = head_len + length;
+            while buf.len() < end {
+                read_more(io, buf, deadline).await?;
+            }
+            // The body without a copy: the buffer becomes shared bytes and the body a slice
+            // of it; only bytes of a pipelined next request are copied back.
+            let all = Bytes::from(std::mem::take(buf));
+            if all.len() > end {
+                buf.extend_from_slice(&all[end..]);
+            }
+            all.slice(head_len..end)
+        }
+        Framing::Chunked => match read_chunked(io, buf, head_len, deadline, body_limit).await? {
+            Ok(body) => body,
+            Err(refusal) => return Ok(Err(refusal)),
+        },
+    };
     let mut request = Request::new(Body::from(body));
     *request.method_mut() = method.clone();
     *request.uri_mut() = uri;
@@ -240,6 +269,115 @@ async fn read_request<I: AsyncRead + AsyncWrite + Unpin>(
         keep_alive,
         head_only: method == Method::HEAD,
     }))
+}
+
+/// Most bytes of chunk framing (size lines, extensions, trailers) a body may carry beyond
+/// its data.
+const MAX_CHUNK_FRAMING: usize = 4096;
+
+/// Reads a chunked body that starts at `start` in `buf` (RFC 9112, 7.1): its data, at most
+/// `body_limit` bytes, and framing of at most `MAX_CHUNK_FRAMING`; chunk extensions and
+/// trailer fields are read and dropped. Leaves in `buf` only what follows the body.
+async fn read_chunked<I: AsyncRead + Unpin>(
+    io: &mut I,
+    buf: &mut Vec<u8>,
+    start: usize,
+    deadline: Instant,
+    body_limit: usize,
+) -> Result<Result<Bytes, Refusal>, ReadFailure> {
+    let bad = |what: &str| bad_request(format!("bad chunked body: {what}"));
+    let mut body = Vec::new();
+    let mut pos = start;
+    let mut framing = 0usize;
+    // One line (without its CRLF) starting at `pos`, read as far as needed.
+    macro_rules! line {
+        () => {{
+            loop {
+                if let Some(i) = buf[pos..].windows(2).position(|w| w == b"\r\n") {
+                    break pos + i;
+                }
+                if buf.len() - pos > MAX_CHUNK_FRAMING.saturating_sub(framing) {
+                    return Ok(Err(bad("a size line or trailer field too long")));
+                }
+                read_more(io, buf, deadline).await?;
+            }
+        }};
+    }
+    loop {
+        let end = line!();
+        framing += end - pos + 2;
+        if framing > MAX_CHUNK_FRAMING {
+            return Ok(Err(bad("more than 4096 bytes of chunk framing")));
+        }
+        let line = &buf[pos..end];
+        if has_control(line) {
+            return Ok(Err(bad("a control character in a size line")));
+        }
+        let size_text = line
+            .split(|b| *b == b';')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii_end();
+        if size_text.is_empty()
+            || size_text.len() > 16
+            || !size_text.iter().all(|b| b.is_ascii_hexdigit())
+        {
+            return Ok(Err(bad("a chunk size that is not a hexadecimal number")));
+        }
+        let size = std::str::from_utf8(size_text)
+            .ok()
+            .and_then(|t| usize::from_str_radix(t, 16).ok())
+            .ok_or_else(|| bad("a chunk size out of range"));
+        let size = match size {
+            Ok(n) => n,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        pos = end + 2;
+        if size == 0 {
+            // Trailer fields, up to the empty line.
+            loop {
+                let end = line!();
+                framing += end - pos + 2;
+                if framing > MAX_CHUNK_FRAMING {
+                    return Ok(Err(bad("more than 4096 bytes of chunk framing")));
+                }
+                if has_control(&buf[pos..end]) {
+                    return Ok(Err(bad("a control character in a trailer field")));
+                }
+                let empty = end == pos;
+                pos = end + 2;
+                if empty {
+                    break;
+                }
+            }
+            break;
+        }
+        if body.len().saturating_add(size) > body_limit {
+            return Ok(Err(Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request body is larger than {body_limit} bytes (limits.body_limit_bytes)"),
+            )));
+        }
+        while buf.len() < pos + size + 2 {
+            read_more(io, buf, deadline).await?;
+        }
+        if &buf[pos + size..pos + size + 2] != b"\r\n" {
+            return Ok(Err(bad("a chunk not followed by CRLF")));
+        }
+        body.extend_from_slice(&buf[pos..pos + size]);
+        pos += size + 2;
+        framing += 2;
+    }
+    buf.drain(..pos);
+    Ok(Ok(Bytes::from(body)))
+}
+
+/// A byte that no size line or trailer field may hold (a bare CR or LF would let another
+/// reader end the line elsewhere).
+fn has_control(line: &[u8]) -> bool {
+    line.iter()
+        .any(|b| (*b < 0x20 && *b != b'\t') || *b == 0x7f)
 }
 
 /// Appends at least one byte from the connection to `buf`, by `deadline`.
@@ -263,8 +401,15 @@ struct Head {
     version: Version,
     headers: HeaderMap,
     keep_alive: bool,
-    length: usize,
+    framing: Framing,
     expect_continue: bool,
+}
+
+/// How the body is delimited.
+#[derive(Clone, Copy)]
+enum Framing {
+    Length(usize),
+    Chunked,
 }
 
 fn head_too_large() -> Refusal {
@@ -319,14 +464,23 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Refusal> {
     let mut headers = HeaderMap::new();
     let (mut length, mut close, mut keep_alive_token, mut expect_continue) =
         (None::<usize>, false, false, false);
+    let mut chunked = false;
     for field in req.headers.iter() {
         let is = |name: &HeaderName| field.name.eq_ignore_ascii_case(name.as_str());
         if is(&header::TRANSFER_ENCODING) {
-            return Err(Refusal::new(
-                StatusCode::LENGTH_REQUIRED,
-                "length_required",
-                "request bodies must be sent with Content-Length; Transfer-Encoding is not accepted",
-            ));
+            // Only `chunked` alone: any other coding, or `chunked` twice, is refused rather than
+            // guessed at.
+            if chunked || !field.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Err(Refusal::new(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "bad_http",
+                    format!(
+                        "unsupported Transfer-Encoding {:?}: only chunked (or Content-Length) is understood",
+                        String::from_utf8_lossy(field.value)
+                    ),
+                ));
+            }
+            chunked = true;
         }
         if is(&header::CONTENT_LENGTH) {
             let n = std::str::from_utf8(field.value)
@@ -377,6 +531,17 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Refusal> {
             headers.append(name, value);
         }
     }
+    if chunked && length.is_some() {
+        // The request-smuggling pattern: two framings that a proxy and this server could read
+        // differently.
+        return Err(bad_request(
+            "both Content-Length and Transfer-Encoding: send one of them".into(),
+        ));
+    }
+    let framing = match (chunked, length) {
+        (true, _) => Framing::Chunked,
+        (false, n) => Framing::Length(n.unwrap_or(0)),
+    };
     let keep_alive = !close && (version == Version::HTTP_11 || keep_alive_token);
     Ok(Some((
         Head {
@@ -385,7 +550,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Refusal> {
             version,
             headers,
             keep_alive,
-            length: length.unwrap_or(0),
+            framing,
             expect_continue,
         },
         head_len,
@@ -400,13 +565,24 @@ fn says_close(headers: &HeaderMap) -> bool {
         .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
 }
 
+/// What an answer says about the connection.
+#[derive(Clone, Copy, PartialEq)]
+enum Persist {
+    /// `connection: close`, and the connection is closed after it.
+    Close,
+    /// `connection: keep-alive`: an HTTP/1.0 client that asked to keep the connection.
+    KeepAlive,
+    /// Nothing: HTTP/1.1 keeps the connection by default.
+    Default,
+}
+
 /// Writes a whole answer in one write: status line, the handler's headers, the length, the
-/// date, `connection: close` when closing, then the body (none for HEAD).
+/// date, the connection's fate when it is not the default, then the body (none for HEAD).
 async fn write_response<I: AsyncWrite + Unpin>(
     io: &mut I,
     response: Response,
     head_only: bool,
-    close: bool,
+    persist: Persist,
     timeout: Duration,
 ) -> std::io::Result<()> {
     let (parts, body) = response.into_parts();
@@ -456,8 +632,10 @@ async fn write_response<I: AsyncWrite + Unpin>(
     out.extend_from_slice(b"date: ");
     write_http_date(&mut out);
     out.extend_from_slice(b"\r\n");
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
+    match persist {
+        Persist::Close => out.extend_from_slice(b"connection: close\r\n"),
+        Persist::KeepAlive => out.extend_from_slice(b"connection: keep-alive\r\n"),
+        Persist::Default => {}
     }
     out.extend_from_slice(b"\r\n");
     if !head_only && !bodiless {
@@ -693,6 +871,20 @@ mod tests {
             "{out:?}"
         );
 
+        // Chunked: extensions and trailers read and dropped, the data joined.
+        let chunked = b"POST /v1/lease HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n3;ext=1\r\n{\"a\r\n4 \r\n\":1}\r\n0\r\nX-Trailer: t\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+        let out = same_whatever_the_cuts(chunked);
+        assert!(
+            matches!(&out[0], Outcome::Request { body, .. } if body == b"{\"a\":1}"),
+            "{out:?}"
+        );
+        assert!(
+            matches!(&out[1], Outcome::Request { method, .. } if method == "GET"),
+            "{out:?}"
+        );
+        let cut = b"POST /v1/lease HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n";
+        assert_eq!(same_whatever_the_cuts(cut), vec![Outcome::Gone]);
+
         // A truncated body is the peer going away, never a request.
         let cut = renewal("{\"abc\":1}", "");
         assert_eq!(
@@ -710,10 +902,49 @@ mod tests {
                 String::from_utf8_lossy(bytes)
             ),
         };
-        assert_eq!(refused(b"POST /v1/lease HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), (411, "length_required"));
+        assert_eq!(refused(b"POST /v1/lease HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), (400, "bad_http"));
+        assert_eq!(refused(b"POST /v1/lease HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), (501, "bad_http"));
+        assert_eq!(
+            refused(
+                b"POST /v1/lease HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"
+            ),
+            (501, "bad_http")
+        );
+        let chunked = |body: &str| {
+            format!("POST /v1/lease HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{body}")
+        };
+        assert_eq!(refused(chunked("x\r\n").as_bytes()), (400, "bad_http"));
+        assert_eq!(
+            refused(chunked("+2\r\nab\r\n0\r\n\r\n").as_bytes()),
+            (400, "bad_http")
+        );
+        assert_eq!(
+            refused(chunked("2\r\nabc\r\n0\r\n\r\n").as_bytes()),
+            (400, "bad_http")
+        );
+        assert_eq!(
+            refused(chunked("2;a\nb\r\nab\r\n0\r\n\r\n").as_bytes()),
+            (400, "bad_http")
+        );
+        assert_eq!(
+            refused(chunked("fffffffffffffffff\r\n").as_bytes()),
+            (400, "bad_http")
+        );
+        assert_eq!(
+            refused(chunked("ffffffffffffffff\r\n").as_bytes()),
+            (413, "body_too_large")
+        );
+        assert_eq!(
+            refused(chunked(&format!("200\r\n{}\r\n201\r\n", "a".repeat(512))).as_bytes()),
+            (413, "body_too_large")
+        );
+        assert_eq!(
+            refused(chunked(&"1;e\r\na\r\n".repeat(800)).as_bytes()),
+            (400, "bad_http")
+        );
         assert_eq!(
             refused(b"POST /v1/lease HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n"),
-            (411, "length_required")
+            (501, "bad_http")
         );
         assert_eq!(
             refused(
