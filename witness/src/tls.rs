@@ -149,7 +149,9 @@ pub fn load(files: &TlsFiles) -> Result<LoadedTls, TlsError> {
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain.clone(), key)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // HTTP/1.0 too: the lease port answers it, and a client that offers only `http/1.0`
+    // (`curl --http1.0`) would otherwise be refused in the handshake.
+    config.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
     let server_not_after = not_after("cert", &files.cert, &chain[0])?;
     let ca_not_after = not_after("ca", &files.ca, &ca_certs[0])?;
     Ok(LoadedTls {

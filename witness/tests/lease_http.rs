@@ -361,3 +361,117 @@ async fn a_slow_body_is_cut_off_and_an_idle_connection_is_closed_after_the_idle_
     );
     w.stop().await.expect("stop");
 }
+
+/// Runs a client program to completion; its stdout, or a failure naming the program and what
+/// it printed. The program must exist: CI installs both (.ci/run).
+fn run_client(what: &str, cmd: &mut std::process::Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what} ({e}); install it (.ci/run does)"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn real_clients_renew_with_content_length_and_chunked_bodies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = start_fresh(test_config(dir.path())).await;
+    let certs = certs_dir(dir.path());
+    let body = serde_json::to_vec(&lease_body("demo", "a", "a1", 0, false)).expect("json");
+    let body_file = dir.path().join("body.json");
+    std::fs::write(&body_file, &body).expect("body");
+    let port = w.lease_addr.port();
+    let url = format!("https://localhost:{port}/v1/lease");
+    let (ca, cert, key) = (
+        certs.join("ca.pem"),
+        certs.join("a1.pem"),
+        certs.join("a1-key.pem"),
+    );
+    let curl = |extra: &[&str]| {
+        let mut c = std::process::Command::new("curl");
+        c.args(["-sS", "--max-time", "10", "--resolve"])
+            .arg(format!("localhost:{port}:127.0.0.1"))
+            .arg("--cacert")
+            .arg(&ca)
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .args([
+                "-H",
+                "Content-Type: application/json",
+                "-w",
+                "\n%{http_code}",
+            ])
+            .arg("--data-binary")
+            .arg(format!("@{}", body_file.display()))
+            .args(extra)
+            .arg(&url);
+        c
+    };
+    let cases: [(&str, &[&str]); 4] = [
+        ("curl", &[]),
+        ("curl, chunked", &["-H", "Transfer-Encoding: chunked"]),
+        ("curl, HTTP/1.0", &["--http1.0"]),
+        ("curl, 100-continue", &["-H", "Expect: 100-continue"]),
+    ];
+    for (what, extra) in cases {
+        let out = tokio::task::spawn_blocking({
+            let mut c = curl(extra);
+            move || run_client(what, &mut c)
+        })
+        .await
+        .expect("join");
+        assert!(out.trim_end().ends_with("\n200"), "{what}: {out}");
+        assert!(out.contains("\"verdict\""), "{what}: {out}");
+    }
+
+    // Python's requests: a bytes body (Content-Length) and a generator (chunked), on one
+    // keep-alive session.
+    let script = r#"
+import json, sys, requests
+ca, cert, key, url, path = sys.argv[1:6]
+body = open(path, "rb").read()
+s = requests.Session()
+# Per request: a REQUESTS_CA_BUNDLE in the environment would override the session's.
+for name, data in [("bytes", body), ("chunked", (body[i:i + 40] for i in range(0, len(body), 40)))]:
+    r = s.post(url, data=data, headers={"Content-Type": "application/json"}, timeout=10,
+               verify=ca, cert=(cert, key))
+    print(name, r.status_code, "verdict" in r.json())
+"#;
+    let out = tokio::task::spawn_blocking({
+        let (ca, cert, key, url, body_file) = (
+            ca.clone(),
+            cert.clone(),
+            key.clone(),
+            url.clone(),
+            body_file.clone(),
+        );
+        move || {
+            run_client(
+                "python3 with requests",
+                std::process::Command::new("python3")
+                    .arg("-c")
+                    .arg(script)
+                    .args([&ca, &cert, &key])
+                    .arg(&url)
+                    .arg(&body_file),
+            )
+        }
+    })
+    .await
+    .expect("join");
+    assert_eq!(out.trim(), "bytes 200 True\nchunked 200 True", "{out}");
+    let m = metrics(&w.status_url()).await;
+    assert_eq!(
+        sample(&m, "witness_refusals_total{reason=\"bad_http\"}"),
+        0.0,
+        "{m}"
+    );
+    w.stop().await.expect("stop");
+}
