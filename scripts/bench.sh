@@ -187,7 +187,7 @@ rows say where they were taken. The transport floor was measured in the same run
 | + peer identity shared per connection; reply serialized once into a right-sized buffer; rate-limit key allocated only for a new identity | 50,618 | 34 us (4,000/s, shared machine) | malloc/free ~17% (String clones in the cluster table and arbiter, request extensions), serde_json (UTF-8 checks, escaping) ~12% |
 | + witness-owned membership (issue 12), measured with the requests a steady agent sends now (membership version, vouch ages, address) | 68,715 | | a copy of the durable record (now with every member) on every step, new node entries and names on every report, membership checks that formatted their reasons |
 | + no copy on a paired renewal: the record is copied aside only when a step writes it, node entries and grant times updated in place, the reply takes the request's names, membership read before written; `POST /v1/lease` answered before the router; the identity's URI once per connection | 45,888 | 35.3 us at 19,800/s, 42.9 us at 8,000/s, 56.5 us at 4,000/s (quiet machine) | serde_json parse ~9,700 (UTF-8 checks, key matching), the arbiter step ~4,100, reply serialization ~2,800; hyper, TLS and tokio as in the floor |
-| + the lease port's own HTTP/1.1 layer instead of hyper (`witness/src/server/http1.rs`: httparse, Content-Length bodies only, a renewal's head checked for its framing only, the answer written in one write); a connection's task 584 bytes instead of 6 KiB | 42,155 | 32.5 us at 19,800/s, 40.2 us at 8,000/s, 50.4 us at 4,000/s | serde_json parse and reply ~12,000, the arbiter step, TLS records, tokio |
+| + the lease port's own HTTP/1.1 layer instead of hyper (`witness/src/server/http1/`: httparse, Content-Length bodies (chunked added after this run), a renewal's head checked for its framing only, the answer written in one write); a connection's task 584 bytes instead of 6 KiB | 42,155 | 32.5 us at 19,800/s, 40.2 us at 8,000/s, 50.4 us at 4,000/s | serde_json parse and reply ~12,000, the arbiter step, TLS records, tokio |
 | transport floor (rustls mutual TLS 1.3 + hyper HTTP/1.1, fixed reply of the witness's size), this run | 19,287 | 23.4 / 30.9 / 40.2 us at 19,800 / 8,000 / 4,000 per s | AES-GCM records, hyper parse/encode, tokio, syscalls |
 
 * **Proofs only where they are read** (`witness/src/api.rs`): a grant to act alone (any
@@ -217,7 +217,7 @@ rows say where they were taken. The transport floor was measured in the same run
   arbiter step (~4,100), the cluster table, rate limiter and metrics (~2,500). Not taken: a
   hand-written parser for the lease request (serde's is the one the fuzz targets and the
   hostile-input tests exercise).
-* **The lease port's HTTP/1.1 layer** (`witness/src/server/http1.rs`): hyper reserved 16 KiB
+* **The lease port's HTTP/1.1 layer** (`witness/src/server/http1/`): hyper reserved 16 KiB
   per connection for its life and ran a timer watchdog per request. The witness's own layer
   waits for a request on a one-byte read with nothing allocated, reads the request into one
   buffer (2 KiB, more only for a larger request), answers in one write and frees the buffer.

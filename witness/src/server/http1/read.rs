@@ -1,0 +1,400 @@
+//! Reading one request off a lease-port connection: the head (httparse), its framing checked,
+//! then the body by `Content-Length` or chunked, all by the request's deadline.
+use super::{MAX_HEADERS, MAX_HEAD_BYTES, READ_CHUNK};
+use crate::api::Refusal;
+use axum::body::Body;
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+/// Why a request could not be read; each ends the connection.
+pub(super) enum ReadFailure {
+    /// The peer closed or reset the connection.
+    Gone,
+    /// The request did not arrive within `limits.header_timeout_ms` of its first byte.
+    Slow,
+}
+
+/// A request read off the connection, ready for the handlers.
+pub(super) struct Incoming {
+    pub(super) request: Request<Body>,
+    /// The client asked to keep the connection open after the answer.
+    pub(super) keep_alive: bool,
+    pub(super) head_only: bool,
+}
+
+/// Reads one request: its head, then its body. `Ok(Err(_))` is a request refused as it stands
+/// (the connection cannot be reused after it); `buf` keeps any bytes of a next request.
+pub(super) async fn read_request<I: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut I,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+    body_limit: usize,
+) -> Result<Result<Incoming, Refusal>, ReadFailure> {
+    let (parsed, head_len) = loop {
+        match parse_head(buf) {
+            // Judged on the head itself, not on how much of it one read brought: the same
+            // bytes get the same answer whatever the reads' boundaries (a partial head of
+            // MAX_HEAD_BYTES will be longer than that when complete).
+            Ok(Some((_, head_len))) if head_len > MAX_HEAD_BYTES => {
+                return Ok(Err(head_too_large()));
+            }
+            Ok(Some(done)) => break done,
+            Ok(None) if buf.len() >= MAX_HEAD_BYTES => {
+                return Ok(Err(head_too_large()));
+            }
+            Ok(None) => read_more(io, buf, deadline).await?,
+            Err(refusal) => return Ok(Err(refusal)),
+        }
+    };
+    let Head {
+        method,
+        uri,
+        version,
+        headers,
+        keep_alive,
+        framing,
+        expect_continue,
+    } = parsed;
+    let too_large = || {
+        Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body is larger than {body_limit} bytes (limits.body_limit_bytes)"),
+        )
+    };
+    if matches!(framing, Framing::Length(n) if n > body_limit) {
+        return Ok(Err(too_large()));
+    }
+    let body_started = match framing {
+        Framing::Length(n) => buf.len() >= head_len + n,
+        Framing::Chunked => buf.len() > head_len,
+    };
+    if expect_continue && !body_started {
+        // The client waits for this before it sends the body.
+        if io
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .is_err()
+            || io.flush().await.is_err()
+        {
+            return Err(ReadFailure::Gone);
+        }
+    }
+    let body = match framing {
+        Framing::Length(length) => {
+            let end = head_len + length;
+            while buf.len() < end {
+                read_more(io, buf, deadline).await?;
+            }
+            // The body without a copy: the buffer becomes shared bytes and the body a slice
+            // of it; only bytes of a pipelined next request are copied back.
+            let all = Bytes::from(std::mem::take(buf));
+            if all.len() > end {
+                buf.extend_from_slice(&all[end..]);
+            }
+            all.slice(head_len..end)
+        }
+        Framing::Chunked => match read_chunked(io, buf, head_len, deadline, body_limit).await? {
+            Ok(body) => body,
+            Err(refusal) => return Ok(Err(refusal)),
+        },
+    };
+    let mut request = Request::new(Body::from(body));
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = uri;
+    *request.version_mut() = version;
+    *request.headers_mut() = headers;
+    Ok(Ok(Incoming {
+        request,
+        keep_alive,
+        head_only: method == Method::HEAD,
+    }))
+}
+
+/// Most bytes of chunk framing (size lines, extensions, trailers) a body may carry beyond
+/// its data.
+const MAX_CHUNK_FRAMING: usize = 4096;
+
+/// Reads a chunked body that starts at `start` in `buf` (RFC 9112, 7.1): its data, at most
+/// `body_limit` bytes, and framing of at most `MAX_CHUNK_FRAMING`; chunk extensions and
+/// trailer fields are read and dropped. Leaves in `buf` only what follows the body.
+async fn read_chunked<I: AsyncRead + Unpin>(
+    io: &mut I,
+    buf: &mut Vec<u8>,
+    start: usize,
+    deadline: Instant,
+    body_limit: usize,
+) -> Result<Result<Bytes, Refusal>, ReadFailure> {
+    let bad = |what: &str| bad_request(format!("bad chunked body: {what}"));
+    let mut body = Vec::new();
+    let mut pos = start;
+    let mut framing = 0usize;
+    // One line (without its CRLF) starting at `pos`, read as far as needed.
+    macro_rules! line {
+        () => {{
+            loop {
+                if let Some(i) = buf[pos..].windows(2).position(|w| w == b"\r\n") {
+                    break pos + i;
+                }
+                if buf.len() - pos > MAX_CHUNK_FRAMING.saturating_sub(framing) {
+                    return Ok(Err(bad("a size line or trailer field too long")));
+                }
+                read_more(io, buf, deadline).await?;
+            }
+        }};
+    }
+    loop {
+        let end = line!();
+        framing += end - pos + 2;
+        if framing > MAX_CHUNK_FRAMING {
+            return Ok(Err(bad("more than 4096 bytes of chunk framing")));
+        }
+        let line = &buf[pos..end];
+        if has_control(line) {
+            return Ok(Err(bad("a control character in a size line")));
+        }
+        let size_text = line
+            .split(|b| *b == b';')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii_end();
+        if size_text.is_empty()
+            || size_text.len() > 16
+            || !size_text.iter().all(|b| b.is_ascii_hexdigit())
+        {
+            return Ok(Err(bad("a chunk size that is not a hexadecimal number")));
+        }
+        let size = std::str::from_utf8(size_text)
+            .ok()
+            .and_then(|t| usize::from_str_radix(t, 16).ok())
+            .ok_or_else(|| bad("a chunk size out of range"));
+        let size = match size {
+            Ok(n) => n,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        pos = end + 2;
+        if size == 0 {
+            // Trailer fields, up to the empty line.
+            loop {
+                let end = line!();
+                framing += end - pos + 2;
+                if framing > MAX_CHUNK_FRAMING {
+                    return Ok(Err(bad("more than 4096 bytes of chunk framing")));
+                }
+                if has_control(&buf[pos..end]) {
+                    return Ok(Err(bad("a control character in a trailer field")));
+                }
+                let empty = end == pos;
+                pos = end + 2;
+                if empty {
+                    break;
+                }
+            }
+            break;
+        }
+        if body.len().saturating_add(size) > body_limit {
+            return Ok(Err(Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request body is larger than {body_limit} bytes (limits.body_limit_bytes)"),
+            )));
+        }
+        while buf.len() < pos + size + 2 {
+            read_more(io, buf, deadline).await?;
+        }
+        if &buf[pos + size..pos + size + 2] != b"\r\n" {
+            return Ok(Err(bad("a chunk not followed by CRLF")));
+        }
+        body.extend_from_slice(&buf[pos..pos + size]);
+        pos += size + 2;
+        framing += 2;
+    }
+    buf.drain(..pos);
+    Ok(Ok(Bytes::from(body)))
+}
+
+/// A byte that no size line or trailer field may hold (a bare CR or LF would let another
+/// reader end the line elsewhere).
+fn has_control(line: &[u8]) -> bool {
+    line.iter()
+        .any(|b| (*b < 0x20 && *b != b'\t') || *b == 0x7f)
+}
+
+/// Appends at least one byte from the connection to `buf`, by `deadline`.
+async fn read_more<I: AsyncRead + Unpin>(
+    io: &mut I,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<(), ReadFailure> {
+    buf.reserve(READ_CHUNK);
+    match tokio::time::timeout_at(deadline, io.read_buf(buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => Err(ReadFailure::Gone),
+        Ok(Ok(_)) => Ok(()),
+        Err(_) => Err(ReadFailure::Slow),
+    }
+}
+
+/// A request head, checked.
+struct Head {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    keep_alive: bool,
+    framing: Framing,
+    expect_continue: bool,
+}
+
+/// How the body is delimited.
+#[derive(Clone, Copy)]
+enum Framing {
+    Length(usize),
+    Chunked,
+}
+
+fn head_too_large() -> Refusal {
+    Refusal::new(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "head_too_large",
+        format!(
+            "the request head is larger than {MAX_HEAD_BYTES} bytes; send fewer or shorter headers"
+        ),
+    )
+}
+
+fn bad_request(message: String) -> Refusal {
+    Refusal::new(StatusCode::BAD_REQUEST, "bad_http", message)
+}
+
+/// The head at the start of `buf` and its length, `None` while it is incomplete.
+fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Refusal> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Refusal::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "head_too_large",
+                format!("the request has more than {MAX_HEADERS} header fields"),
+            ))
+        }
+        Err(e) => return Err(bad_request(format!("malformed HTTP/1.1 request head: {e}"))),
+    };
+    let version = match req.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    // A renewal needs none of the head beyond its framing: its handler reads only the body.
+    // Every other request gets the whole head, for the router and its handlers.
+    let lease = req.method == Some("POST") && req.path == Some("/v1/lease");
+    let (method, uri) = if lease {
+        (Method::POST, Uri::from_static("/v1/lease"))
+    } else {
+        let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
+            .map_err(|e| bad_request(format!("bad request method: {e}")))?;
+        let uri: Uri = req
+            .path
+            .unwrap_or_default()
+            .parse()
+            .map_err(|e| bad_request(format!("bad request target: {e}")))?;
+        (method, uri)
+    };
+    let mut headers = HeaderMap::new();
+    let (mut length, mut close, mut keep_alive_token, mut expect_continue) =
+        (None::<usize>, false, false, false);
+    let mut chunked = false;
+    for field in req.headers.iter() {
+        let is = |name: &HeaderName| field.name.eq_ignore_ascii_case(name.as_str());
+        if is(&header::TRANSFER_ENCODING) {
+            // Only `chunked` alone: any other coding, or `chunked` twice, is refused rather than
+            // guessed at.
+            if chunked || !field.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Err(Refusal::new(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "bad_http",
+                    format!(
+                        "unsupported Transfer-Encoding {:?}: only chunked (or Content-Length) is understood",
+                        String::from_utf8_lossy(field.value)
+                    ),
+                ));
+            }
+            chunked = true;
+        }
+        if is(&header::CONTENT_LENGTH) {
+            let n = std::str::from_utf8(field.value)
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<usize>().ok())
+                .ok_or_else(|| {
+                    bad_request(format!(
+                        "bad Content-Length {:?}: expected one decimal number",
+                        String::from_utf8_lossy(field.value)
+                    ))
+                })?;
+            if length.is_some_and(|l| l != n) {
+                return Err(bad_request("conflicting Content-Length headers".into()));
+            }
+            length = Some(n);
+        }
+        if is(&header::CONNECTION) {
+            for token in field.value.split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+        if is(&header::EXPECT) {
+            if field
+                .value
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"100-continue")
+            {
+                expect_continue = true;
+            } else {
+                return Err(Refusal::new(
+                    StatusCode::EXPECTATION_FAILED,
+                    "bad_http",
+                    format!(
+                        "unsupported Expect {:?}: only 100-continue is understood",
+                        String::from_utf8_lossy(field.value)
+                    ),
+                ));
+            }
+        }
+        if !lease {
+            let name = HeaderName::from_bytes(field.name.as_bytes())
+                .map_err(|e| bad_request(format!("bad header name {:?}: {e}", field.name)))?;
+            let value = HeaderValue::from_bytes(field.value)
+                .map_err(|e| bad_request(format!("bad value of header {name}: {e}")))?;
+            headers.append(name, value);
+        }
+    }
+    if chunked && length.is_some() {
+        // The request-smuggling pattern: two framings that a proxy and this server could read
+        // differently.
+        return Err(bad_request(
+            "both Content-Length and Transfer-Encoding: send one of them".into(),
+        ));
+    }
+    let framing = match (chunked, length) {
+        (true, _) => Framing::Chunked,
+        (false, n) => Framing::Length(n.unwrap_or(0)),
+    };
+    let keep_alive = !close && (version == Version::HTTP_11 || keep_alive_token);
+    Ok(Some((
+        Head {
+            method,
+            uri,
+            version,
+            headers,
+            keep_alive,
+            framing,
+            expect_continue,
+        },
+        head_len,
+    )))
+}
