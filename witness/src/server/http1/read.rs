@@ -57,15 +57,8 @@ pub(super) async fn read_request<I: AsyncRead + AsyncWrite + Unpin>(
         framing,
         expect_continue,
     } = parsed;
-    let too_large = || {
-        Refusal::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("request body is larger than {body_limit} bytes (limits.body_limit_bytes)"),
-        )
-    };
     if matches!(framing, Framing::Length(n) if n > body_limit) {
-        return Ok(Err(too_large()));
+        return Ok(Err(body_too_large(body_limit)));
     }
     let body_started = match framing {
         Framing::Length(n) => buf.len() >= head_len + n,
@@ -195,11 +188,7 @@ async fn read_chunked<I: AsyncRead + Unpin>(
             break;
         }
         if body.len().saturating_add(size) > body_limit {
-            return Ok(Err(Refusal::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("request body is larger than {body_limit} bytes (limits.body_limit_bytes)"),
-            )));
+            return Ok(Err(body_too_large(body_limit)));
         }
         while buf.len() < pos + size + 2 {
             read_more(io, buf, deadline).await?;
@@ -252,6 +241,14 @@ struct Head {
 enum Framing {
     Length(usize),
     Chunked,
+}
+
+fn body_too_large(limit: usize) -> Refusal {
+    Refusal::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("request body is larger than {limit} bytes (limits.body_limit_bytes)"),
+    )
 }
 
 fn head_too_large() -> Refusal {
