@@ -7,7 +7,9 @@
 //! here; the drivers decide what it means for them.
 use crate::config::KubernetesConfig;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions,
+};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -219,6 +221,7 @@ impl Kube {
                 VmiRef {
                     namespace: o.metadata.namespace.clone().unwrap_or_default(),
                     name: o.metadata.name.clone().unwrap_or_default(),
+                    uid: o.metadata.uid.clone().unwrap_or_default(),
                     vm,
                 }
             })
@@ -269,57 +272,52 @@ impl Kube {
     }
 
     /// The pods bound to `node`, in every namespace: (namespace, name).
-    pub async fn list_pods_on(&self, node: &str) -> Result<Vec<(String, String)>, KubeError> {
+    pub async fn list_pods_on(&self, node: &str) -> Result<Vec<BoundPod>, KubeError> {
         let api: Api<Pod> = Api::all(self.client()?);
         let lp = ListParams::default().fields(&format!("spec.nodeName={node}"));
         let list = self.call(api.list(&lp)).await?;
         Ok(list
             .items
             .into_iter()
-            .map(|p| {
-                (
-                    p.metadata.namespace.unwrap_or_default(),
-                    p.metadata.name.unwrap_or_default(),
-                )
+            .map(|p| BoundPod {
+                namespace: p.metadata.namespace.unwrap_or_default(),
+                name: p.metadata.name.unwrap_or_default(),
+                uid: p.metadata.uid.unwrap_or_default(),
             })
             .collect())
     }
 
-    /// Deletes a pod with grace period 0: the API server removes it at once, without waiting
-    /// for a kubelet to confirm. Only for pods of a node that is proven stopped.
-    pub async fn force_delete_pod(&self, ns: &str, name: &str) -> Result<(), KubeError> {
-        let api: Api<Pod> = Api::namespaced(self.client()?, ns);
-        match self
-            .call(api.delete(name, &DeleteParams::default().grace_period(0)))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if e.status() == Some(404) => Ok(()),
-            Err(e) => Err(e),
-        }
+    /// Deletes the pod `pod` names with grace period 0: the API server removes it at once,
+    /// without waiting for a kubelet to confirm. Only for pods of a node that is proven
+    /// stopped. Guarded by the pod's UID: a StatefulSet recreates its pod under the same name,
+    /// possibly already running in the surviving room by the time this call arrives, and a
+    /// force deletion of that one would leave its kubelet running it while a third copy starts.
+    /// What the answer says happened.
+    pub async fn force_delete_pod(&self, pod: &BoundPod) -> Result<Deleted, KubeError> {
+        let api: Api<Pod> = Api::namespaced(self.client()?, &pod.namespace);
+        let dp = DeleteParams::default()
+            .grace_period(0)
+            .preconditions(uid_precondition(&pod.uid));
+        deleted(self.call(api.delete(&pod.name, &dp)).await.map(|_| ()))
     }
 
-    /// Deletes a VMI with grace period 0 (see [`Kube::force_delete_pod`]).
-    pub async fn force_delete_vmi(&self, ns: &str, name: &str) -> Result<(), KubeError> {
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client()?, ns, &vmi_resource());
-        match self
-            .call(api.delete(name, &DeleteParams::default().grace_period(0)))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if e.status() == Some(404) => Ok(()),
-            Err(e) => Err(e),
-        }
+    /// Deletes a VMI with grace period 0, guarded by its UID (see [`Kube::force_delete_pod`]:
+    /// virt-controller recreates a VM's VMI under the VM's name).
+    pub async fn force_delete_vmi(&self, vmi: &VmiRef) -> Result<Deleted, KubeError> {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client()?, &vmi.namespace, &vmi_resource());
+        let dp = DeleteParams::default()
+            .grace_period(0)
+            .preconditions(uid_precondition(&vmi.uid));
+        deleted(self.call(api.delete(&vmi.name, &dp)).await.map(|_| ()))
     }
 
-    /// Deletes a VMI no VM owns (nothing would stop it otherwise).
-    pub async fn delete_vmi(&self, ns: &str, name: &str) -> Result<(), KubeError> {
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client()?, ns, &vmi_resource());
-        match self.call(api.delete(name, &DeleteParams::default())).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.status() == Some(404) => Ok(()),
-            Err(e) => Err(e),
-        }
+    /// Deletes a VMI no VM owns (nothing would stop it otherwise), guarded by its UID.
+    pub async fn delete_vmi(&self, vmi: &VmiRef) -> Result<Deleted, KubeError> {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client()?, &vmi.namespace, &vmi_resource());
+        let dp = DeleteParams::default().preconditions(uid_precondition(&vmi.uid));
+        deleted(self.call(api.delete(&vmi.name, &dp)).await.map(|_| ()))
     }
 }
 
@@ -388,8 +386,50 @@ fn client_config(cfg: &KubernetesConfig) -> Result<kube::Config, String> {
 pub struct VmiRef {
     pub namespace: String,
     pub name: String,
+    /// Its `metadata.uid`: what a deletion is guarded by.
+    pub uid: String,
     /// The VirtualMachine that owns it; `None` for a standalone VMI.
     pub vm: Option<String>,
+}
+
+/// A pod bound to a node, as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BoundPod {
+    pub namespace: String,
+    pub name: String,
+    /// Its `metadata.uid`: what a deletion is guarded by.
+    pub uid: String,
+}
+
+/// What a guarded deletion found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deleted {
+    /// The object listed was deleted.
+    Deleted,
+    /// Nothing of that name is left (deleted by someone else).
+    Gone,
+    /// The name now belongs to a new object (the UID differs): left alone.
+    Replaced,
+}
+
+/// A precondition on `uid`; none for an empty UID (an object listed without one, which a real
+/// API server never sends).
+fn uid_precondition(uid: &str) -> Preconditions {
+    Preconditions {
+        uid: (!uid.is_empty()).then(|| uid.to_string()),
+        resource_version: None,
+    }
+}
+
+/// Reads a guarded deletion's answer: 404 is gone, 409 is a failed UID precondition (the
+/// name is another object's now).
+fn deleted(r: Result<(), KubeError>) -> Result<Deleted, KubeError> {
+    match r {
+        Ok(()) => Ok(Deleted::Deleted),
+        Err(e) if e.status() == Some(404) => Ok(Deleted::Gone),
+        Err(e) if e.status() == Some(409) => Ok(Deleted::Replaced),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

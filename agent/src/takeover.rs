@@ -14,7 +14,7 @@
 //! is ours (an operator's own out-of-service taint is left alone). Both are idempotent JSON
 //! patches guarded by the node's resourceVersion and retried on conflicts.
 use crate::config::TakeoverDelete;
-use crate::kube::{pointer_escape, Kube, KubeError};
+use crate::kube::{pointer_escape, Deleted, Kube, KubeError};
 use k8s_openapi::api::core::v1::Node;
 use proto::Epoch;
 use serde_json::{json, Value};
@@ -309,21 +309,30 @@ impl Takeover {
         (all_ok, nodes)
     }
 
-    /// Force-deletes the pods and VMIs bound to `node` (idempotent: gone counts as done).
+    /// Force-deletes the pods and VMIs bound to `node` (idempotent: gone counts as done). Each
+    /// deletion is guarded by the UID listed, so a same-named replacement already started
+    /// elsewhere (a StatefulSet's pod, a VM's VMI) is left alone.
     async fn delete_bound(&self, node: &str) -> Result<String, KubeError> {
-        let pods = self.kube.list_pods_on(node).await?;
-        for (ns, name) in &pods {
-            self.kube.force_delete_pod(ns, name).await?;
+        let (mut pods, mut vmis, mut replaced) = (0, 0, 0);
+        for pod in self.kube.list_pods_on(node).await? {
+            match self.kube.force_delete_pod(&pod).await? {
+                Deleted::Deleted | Deleted::Gone => pods += 1,
+                Deleted::Replaced => replaced += 1,
+            }
         }
-        let vmis = self.kube.list_vmis(node).await?;
-        for v in &vmis {
-            self.kube.force_delete_vmi(&v.namespace, &v.name).await?;
+        for vmi in self.kube.list_vmis(node).await? {
+            match self.kube.force_delete_vmi(&vmi).await? {
+                Deleted::Deleted | Deleted::Gone => vmis += 1,
+                Deleted::Replaced => replaced += 1,
+            }
         }
-        Ok(format!(
-            "force-deleted {} pods and {} VMIs",
-            pods.len(),
-            vmis.len()
-        ))
+        let mut detail = format!("force-deleted {pods} pods and {vmis} VMIs");
+        if replaced > 0 {
+            detail.push_str(&format!(
+                "; {replaced} already replaced under the same name, left alone"
+            ));
+        }
+        Ok(detail)
     }
 
     /// Lifts our taint and annotations from every node of the other room.

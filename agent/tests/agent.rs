@@ -7,7 +7,7 @@ mod driver_cases;
 mod support;
 
 use proto::wire::TakeoverPermit;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -448,6 +448,10 @@ async fn survivor_takes_over_only_after_the_bound_and_releases_after_rejoin() {
         w.add_pod("shop", "web-b", "node-b1");
         w.add_pod("shop", "web-a", "node-a1");
         w.add_vm("shop", "vm-b", "node-b1");
+        // A StatefulSet's pod of b1, recreated under its name in our room between the
+        // agent's list and its delete (the taint-eviction controller deleted the first one).
+        w.add_pod("shop", "db-0", "node-b1");
+        w.recreate_after_list = vec![("shop".into(), "db-0".into(), "node-a1".into())];
     }
     let (a, r) = isolated_node(&pki, &witness, &kube, |_| {}).await;
 
@@ -483,17 +487,43 @@ async fn survivor_takes_over_only_after_the_bound_and_releases_after_rejoin() {
         "jwt-5"
     );
     // takeover_delete = "pods-and-vmis" (the default): what was bound to b1 is force-deleted
-    // (grace period 0), no earlier than the out-of-service taint; our own room's pod stays.
+    // (grace period 0), no earlier than the out-of-service taint; our own room's pods stay,
+    // the replacement db-0 among them: each deletion is guarded by the UID listed.
     {
         let w = kube.world.lock().unwrap();
         let pods: Vec<_> = w
             .pods
             .iter()
-            .map(|p| p["metadata"]["name"].clone())
+            .map(|p| (p["metadata"]["name"].clone(), p["spec"]["nodeName"].clone()))
             .collect();
-        assert_eq!(pods, ["web-a"]);
+        assert_eq!(
+            pods,
+            [
+                (json!("web-a"), json!("node-a1")),
+                (json!("db-0"), json!("node-a1"))
+            ],
+            "the pods of b1 are gone and the replacement of db-0 in our room is not"
+        );
         assert!(w.vmis.iter().all(|v| v["metadata"]["name"] != "vm-b"));
     }
+    let db0 = kube
+        .calls()
+        .into_iter()
+        .find(|c| c.method == "DELETE" && c.uri.contains("/pods/db-0"))
+        .expect("a DELETE of the listed db-0");
+    assert!(
+        db0.body
+            .replace(' ', "")
+            .contains("\"preconditions\":{\"uid\":\"pod-db-0-"),
+        "the force deletion of db-0 names the UID it listed: {}",
+        db0.body
+    );
+    let detail = s["takeover"]["work"]["nodes"][0]["detail"].to_string();
+    assert!(
+        detail.contains("force-deleted 1 pods and 2 VMIs")
+            && detail.contains("1 already replaced under the same name, left alone"),
+        "{detail}"
+    );
     for what in ["/pods/web-b", "/virtualmachineinstances/vm-b"] {
         let del = kube
             .calls()

@@ -34,15 +34,17 @@ async fn the_double_answers_the_agents_calls_as_the_real_api_server_did() {
          (cargo test -p witness-tests --test kube) to record them",
         path.display()
     );
-    let kube = KubeDouble::start().await;
-    {
-        let mut w = kube.world.lock().unwrap();
-        w.add_node("a1");
-        w.add_vm("default", "vm-a1", "a1");
-    }
     let http = reqwest::Client::new();
     let mut diffs = Vec::new();
     for case in cases {
+        // Each case against the recorded world as it was (the double's halt stops the VMI, as
+        // virt-controller would; the real control plane has none, so its VMI stayed).
+        let kube = KubeDouble::start().await;
+        {
+            let mut w = kube.world.lock().unwrap();
+            w.add_node("a1");
+            w.add_vm("default", "vm-a1", "a1");
+        }
         let rv = kube.node("a1")["metadata"]["resourceVersion"]
             .as_str()
             .unwrap_or("")

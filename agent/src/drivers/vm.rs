@@ -121,7 +121,9 @@ impl VmDriver {
             match (&v.vm, self.cfg.stop_mode.as_str()) {
                 (Some(vm), "halt") => self.kube.halt_vm(&v.namespace, vm).await?,
                 (Some(vm), _) => self.kube.stop_vm(&v.namespace, vm).await?,
-                (None, _) => self.kube.delete_vmi(&v.namespace, &v.name).await?,
+                (None, _) => {
+                    self.kube.delete_vmi(v).await?;
+                }
             }
         }
         Ok(vmis.len())

@@ -288,6 +288,10 @@ pub struct KubeWorld {
     pub conflicts: usize,
     /// Every request hangs this long first (a control plane that does not answer).
     pub hang: Option<Duration>,
+    /// Right after the next pod list, each of these pods (namespace, name) is recreated under
+    /// the same name with a new UID on the given node, as a StatefulSet's controller does
+    /// between someone's list and their delete.
+    pub recreate_after_list: Vec<(String, String, String)>,
     rv: u64,
 }
 
@@ -346,7 +350,8 @@ impl KubeWorld {
     pub fn add_pod(&mut self, ns: &str, name: &str, node: &str) {
         let rv = self.bump();
         self.pods.push(json!({"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": ns, "resourceVersion": rv},
+            "metadata": {"name": name, "namespace": ns, "resourceVersion": rv,
+                         "uid": format!("pod-{name}-{rv}")},
             "spec": {"nodeName": node, "containers": [{"name": "c", "image": "app:1"}]}}));
     }
 
@@ -362,6 +367,7 @@ impl KubeWorld {
         );
         self.vmis.push(json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
             "metadata": {"name": name, "namespace": ns, "resourceVersion": rv,
+                         "uid": format!("vmi-{name}-{rv}"),
                          "labels": {"kubevirt.io/nodeName": node},
                          "ownerReferences": [{"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
                                               "name": name, "uid": format!("vm-{name}"), "controller": true}]},
@@ -518,13 +524,19 @@ async fn list_pods(
     record(&w, &method, &uri, &Bytes::new()).await;
     let sel = q.get("fieldSelector").cloned().unwrap_or_default();
     let node = sel.strip_prefix("spec.nodeName=");
-    let g = w.lock().unwrap();
+    let mut g = w.lock().unwrap();
     let items: Vec<Value> = g
         .pods
         .iter()
         .filter(|p| node.is_none_or(|n| p["spec"]["nodeName"] == json!(n)))
         .cloned()
         .collect();
+    for (ns, name, node) in std::mem::take(&mut g.recreate_after_list) {
+        g.pods.retain(|p| {
+            !(p["metadata"]["name"] == json!(name) && p["metadata"]["namespace"] == json!(ns))
+        });
+        g.add_pod(&ns, &name, &node);
+    }
     Json(json!({"apiVersion": "v1", "kind": "PodList",
                 "metadata": {"resourceVersion": g.rv.to_string()}, "items": items}))
     .into_response()
@@ -543,9 +555,30 @@ async fn delete_pod(
         p["metadata"]["name"] == json!(name) && p["metadata"]["namespace"] == json!(ns)
     });
     match i {
-        Some(i) => Json(g.pods.remove(i)).into_response(),
+        Some(i) => match failed_precondition("pods", &g.pods[i], &body) {
+            Some(refusal) => refusal,
+            None => Json(g.pods.remove(i)).into_response(),
+        },
         None => status(404, "NotFound", &format!("pods \"{name}\" not found")),
     }
+}
+
+/// A DELETE's `preconditions.uid` that is not the object's: refused as kube-apiserver does
+/// (409 Conflict, tests/kube/golden/api-answers.json).
+fn failed_precondition(resource: &str, object: &Value, body: &Bytes) -> Option<Response> {
+    let options: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let want = options["preconditions"]["uid"].as_str()?;
+    let have = object["metadata"]["uid"].as_str().unwrap_or("");
+    let name = object["metadata"]["name"].as_str().unwrap_or("");
+    (want != have).then(|| {
+        status(
+            409,
+            "Conflict",
+            &format!(
+                "Operation cannot be fulfilled on {resource} \"{name}\": Precondition failed: UID in precondition: {want}, UID in object meta: {have}"
+            ),
+        )
+    })
 }
 
 fn drop_vmi(g: &mut KubeWorld, ns: &str, name: &str) -> bool {
@@ -613,6 +646,15 @@ async fn delete_vmi(
 ) -> Response {
     record(&w, &method, &uri, &body).await;
     let mut g = w.lock().unwrap();
+    let found = g
+        .vmis
+        .iter()
+        .find(|i| i["metadata"]["name"] == json!(name) && i["metadata"]["namespace"] == json!(ns));
+    if let Some(refusal) =
+        found.and_then(|vmi| failed_precondition("virtualmachineinstances.kubevirt.io", vmi, &body))
+    {
+        return refusal;
+    }
     if !drop_vmi(&mut g, &ns, &name) {
         // As kube-apiserver answers (tests/kube/golden/api-answers.json).
         return status(
