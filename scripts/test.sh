@@ -70,6 +70,16 @@ set -e
 if [ "$status" -ne 0 ]; then
     echo "cargo test failed with status $status (full output in target/test-output.log):"
     grep -E 'panicked|FAILED|failures:|^error' target/test-output.log | head -50
+    # The end of each failing test binary's output without backtrace frames (the error a test
+    # returned, and what it printed just before): last, so that an excerpt of the log's end
+    # shows it.
+    awk '/^running [0-9]+ tests?$/ { n = 0 }
+         /^ +[0-9]+: |^ +at / { next }  # backtrace frames
+         { buf[n++] = $0 }
+         /^test result: FAILED/ {
+             print "---- the last 60 lines of a failing test binary"
+             for (i = (n > 60 ? n - 60 : 0); i < n; i++) print buf[i]
+         }' target/test-output.log
     exit "$status"
 fi
 grep -E '^test result' target/test-output.log |

@@ -8,7 +8,10 @@
 //!   `kube-node-lease` Lease and Ready condition a heartbeat task keeps fresh while the harness
 //!   says the node is powered ([`Powered`]), and leaves alone when it is not, so the real node
 //!   lifecycle controller sees it go NotReady exactly as it would. Pods bound to a node stay
-//!   Pending (nothing runs them); what the scenarios measure is binding and deletion.
+//!   Pending (nothing runs them); what the scenarios measure is binding and deletion. A
+//!   graceful deletion of a pod bound to a powered node is finished within [`LEASE_RENEW`], as
+//!   its kubelet would once the containers stopped (none run here); on a node without power it
+//!   waits, as on a real one.
 //! - **KubeVirt**: its `VirtualMachine` and `VirtualMachineInstance` CRDs are installed with
 //!   their real group/version/kind and a schema that keeps every field. There is no
 //!   virt-controller (nothing turns `runStrategy: Halted` into a stopped VMI) and no virt-api
@@ -731,6 +734,7 @@ impl ControlPlane {
                     }
                     was.insert(n, true);
                 }
+                let _ = finish_graceful_deletions(&admin, &powered);
                 std::thread::sleep(LEASE_RENEW);
             }
         });
@@ -842,6 +846,79 @@ impl ControlPlane {
     pub fn log_tail(&self, component: &str, lines: usize) -> String {
         tail(&self.dir.join(format!("{component}.log")), lines)
     }
+
+    /// What the control plane looks like now, for the report of a failed scenario: whether
+    /// each component still runs, every node's Ready condition and taints, every pod of the
+    /// workload namespace with its node, and the error lines at the end of each component's
+    /// log. Copies every component's whole log into `keep`.
+    pub fn diagnose(&self, keep: &Path) -> String {
+        let mut out = Vec::new();
+        let _ = std::fs::create_dir_all(keep);
+        for (name, child) in &self.procs {
+            // /proc/<pid>/stat's third field: Z (or no file) once the process has exited.
+            let state = std::fs::read_to_string(format!("/proc/{}/stat", child.id()))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .and_then(|(_, r)| r.split_whitespace().next().map(str::to_string))
+                })
+                .unwrap_or_else(|| "gone".into());
+            let running = if state == "Z" || state == "gone" {
+                "EXITED"
+            } else {
+                "running"
+            };
+            out.push(format!("  {name}: {running}"));
+            let log = self.dir.join(format!("{name}.log"));
+            let _ = std::fs::copy(&log, keep.join(format!("{name}.log")));
+        }
+        for n in self.nodes.keys() {
+            match self.node(n) {
+                Ok(v) => out.push(format!(
+                    "  node {n}: ready={} taints={}",
+                    node_ready(&v),
+                    v["spec"]["taints"]
+                )),
+                Err(e) => out.push(format!("  node {n}: {e:#}")),
+            }
+        }
+        match self.pods() {
+            Ok(pods) => {
+                for p in pods {
+                    out.push(format!(
+                        "  pod {}: node={:?}{}",
+                        p.name,
+                        p.node,
+                        if p.terminating { " terminating" } else { "" }
+                    ));
+                }
+            }
+            Err(e) => out.push(format!("  pods: {e:#}")),
+        }
+        for (name, _) in &self.procs {
+            // klog's error and warning lines (E1130 ..., W1130 ...), the last few.
+            let text =
+                std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
+            let bad: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with('E') || l.starts_with('F'))
+                // Start-up noise of every run of this fixture (no front proxy CA configured).
+                .filter(|l| !l.contains("configmap_cafile_content"))
+                .collect();
+            for l in &bad[bad.len().saturating_sub(4)..] {
+                out.push(format!("  {name}| {}", truncate_line(l, 300)));
+            }
+        }
+        out.push(format!("  (component logs copied to {})", keep.display()));
+        out.join("\n")
+    }
+}
+
+fn truncate_line(l: &str, max: usize) -> &str {
+    match l.char_indices().nth(max) {
+        Some((i, _)) => &l[..i],
+        None => l,
+    }
 }
 
 /// One pod.
@@ -888,6 +965,43 @@ pub fn has_taint(node: &Value, key: &str) -> bool {
     node["spec"]["taints"]
         .as_array()
         .is_some_and(|t| t.iter().any(|t| t["key"] == key))
+}
+
+/// What a kubelet does for a pod of its node that is being deleted gracefully, once the
+/// containers have stopped: deletes it for good (grace period 0, guarded by its UID). Only on
+/// powered nodes. Without this, a pod that the taint-eviction controller deletes by name after
+/// a StatefulSet recreated it in the surviving room would stay Terminating forever here.
+fn finish_graceful_deletions(admin: &ApiClient, powered: &Powered) -> Result<()> {
+    let on: Vec<String> = powered
+        .lock()
+        .map(|m| {
+            m.iter()
+                .filter(|(_, v)| **v)
+                .map(|(k, _)| k.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let pods = admin.get_ok("/api/v1/pods")?;
+    for p in pods["items"].as_array().into_iter().flatten() {
+        let node = p["spec"]["nodeName"].as_str().unwrap_or("");
+        if p["metadata"]["deletionTimestamp"].is_null() || !on.iter().any(|n| n == node) {
+            continue;
+        }
+        let (ns, name) = (
+            p["metadata"]["namespace"].as_str().unwrap_or(""),
+            p["metadata"]["name"].as_str().unwrap_or(""),
+        );
+        admin.call(
+            "DELETE",
+            &format!("/api/v1/namespaces/{ns}/pods/{name}"),
+            "application/json",
+            Some(
+                &json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0,
+                         "preconditions": {"uid": p["metadata"]["uid"]}}),
+            ),
+        )?;
+    }
+    Ok(())
 }
 
 /// Renews the node's Lease (creating it the first time) and, with `status`, posts Ready=True.

@@ -267,6 +267,7 @@ fn real_control_plane_takeover_fencing_and_rejoin() -> Result<()> {
     let Some((cp, sa_dir)) = control_plane(index)? else {
         return Ok(());
     };
+    let mut cp_state = ControlPlaneOnError(Some(&cp));
     let sa = cp.client_for(&sa_dir)?;
     let version = cp.admin.get_ok("/version")?;
     golden_answers(&sa, version["gitVersion"].as_str().unwrap_or("?"))?;
@@ -572,7 +573,25 @@ fn real_control_plane_takeover_fencing_and_rejoin() -> Result<()> {
         anyhow::bail!("(3) {p}");
     }
     logs.0 = None;
+    cp_state.0 = None;
     Ok(())
+}
+
+/// Prints what the control plane looks like (components, nodes, pods, error lines of the
+/// logs) and keeps its logs when the scenario returns early with an error: the last thing
+/// printed before the error itself, so a CI excerpt shows it.
+struct ControlPlaneOnError<'a>(Option<&'a ControlPlane>);
+
+impl Drop for ControlPlaneOnError<'_> {
+    fn drop(&mut self) {
+        if let Some(cp) = self.0 {
+            let keep = witness_tests::report::report_dir().join("logs/kube-control-plane");
+            println!(
+                "[kube] control plane at the failure:\n{}",
+                cp.diagnose(&keep)
+            );
+        }
+    }
 }
 
 /// Keeps the cluster's logs (`target/scenario-report/logs/kube/`) and prints its timeline
