@@ -271,7 +271,7 @@ impl Kube {
         }
     }
 
-    /// The pods bound to `node`, in every namespace: (namespace, name).
+    /// The pods bound to `node`, in every namespace, each with the UID a deletion is guarded by.
     pub async fn list_pods_on(&self, node: &str) -> Result<Vec<BoundPod>, KubeError> {
         let api: Api<Pod> = Api::all(self.client()?);
         let lp = ListParams::default().fields(&format!("spec.nodeName={node}"));
@@ -304,19 +304,23 @@ impl Kube {
     /// Deletes a VMI with grace period 0, guarded by its UID (see [`Kube::force_delete_pod`]:
     /// virt-controller recreates a VM's VMI under the VM's name).
     pub async fn force_delete_vmi(&self, vmi: &VmiRef) -> Result<Deleted, KubeError> {
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client()?, &vmi.namespace, &vmi_resource());
-        let dp = DeleteParams::default()
-            .grace_period(0)
-            .preconditions(uid_precondition(&vmi.uid));
-        deleted(self.call(api.delete(&vmi.name, &dp)).await.map(|_| ()))
+        self.delete_vmi_guarded(vmi, DeleteParams::default().grace_period(0))
+            .await
     }
 
     /// Deletes a VMI no VM owns (nothing would stop it otherwise), guarded by its UID.
     pub async fn delete_vmi(&self, vmi: &VmiRef) -> Result<Deleted, KubeError> {
+        self.delete_vmi_guarded(vmi, DeleteParams::default()).await
+    }
+
+    async fn delete_vmi_guarded(
+        &self,
+        vmi: &VmiRef,
+        dp: DeleteParams,
+    ) -> Result<Deleted, KubeError> {
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client()?, &vmi.namespace, &vmi_resource());
-        let dp = DeleteParams::default().preconditions(uid_precondition(&vmi.uid));
+        let dp = dp.preconditions(uid_precondition(&vmi.uid));
         deleted(self.call(api.delete(&vmi.name, &dp)).await.map(|_| ()))
     }
 }
