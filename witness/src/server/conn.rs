@@ -206,9 +206,11 @@ async fn connection(
         }
         Kind::Tls(rx) => {
             let cfg = rx.borrow().config.clone();
-            let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-            let tls = match tokio::time::timeout(header_timeout, Box::pin(acceptor.accept(stream)))
-                .await
+            let tls = match tokio::time::timeout(
+                header_timeout,
+                Box::pin(super::lean_tls::accept(stream, cfg)),
+            )
+            .await
             {
                 Ok(Ok(s)) => Box::new(s),
                 Ok(Err(e)) => {
@@ -226,7 +228,7 @@ async fn connection(
                     return;
                 }
             };
-            let identity = match tls.get_ref().1.peer_certificates() {
+            let identity = match tls.peer_certificates() {
                 Some([first, ..]) => match tls::identity_of(first) {
                     Ok(id) => PeerIdentity::Valid(Arc::new(ValidIdentity::new(id))),
                     Err(e) => PeerIdentity::Invalid(e),

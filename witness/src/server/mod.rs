@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 mod conn;
 pub mod http1;
+mod lean_tls;
 mod tasks;
 
 #[derive(Debug, Error)]
