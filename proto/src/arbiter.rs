@@ -8,13 +8,13 @@
 //! the reply and must rebuild the arbiter with [`Arbiter::restart`] from what is on disk.
 use crate::config::{Mutation, Timings};
 use crate::ids::{ClusterId, Epoch, NodeId, RoomId};
+use crate::small::{SmallMap, SmallSet};
 use crate::time::Millis;
 use crate::wire::{
     AdminCommand, LeaseMode, LeaseReply, LeaseRequest, MemberEntry, MemberStatus, Membership,
     NodePhase, TakeoverPermit, Verdict, WIRE_VERSION,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 mod membership;
 mod tracked;
@@ -90,7 +90,7 @@ pub struct ClusterRecord {
     pub members_version: u64,
     /// Every node the witness knows of, counted or not (docs/protocol.md §Membership).
     #[serde(default)]
-    pub members: BTreeMap<NodeId, MemberRecord>,
+    pub members: SmallMap<NodeId, MemberRecord>,
 }
 
 /// One node of the cluster, as the witness keeps it durably.
@@ -108,8 +108,8 @@ pub struct MemberRecord {
     pub address: Option<String>,
     /// Older members of the other room that reported counting it (their configuration names
     /// it) since it last became a member: acknowledgements that survive a witness restart.
-    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
-    pub counted_by: std::collections::BTreeSet<NodeId>,
+    #[serde(default, skip_serializing_if = "SmallSet::is_empty")]
+    pub counted_by: SmallSet<NodeId>,
 }
 
 impl ClusterRecord {
@@ -123,7 +123,7 @@ impl ClusterRecord {
             recovering: false,
             alone_granted: false,
             members_version: 0,
-            members: BTreeMap::new(),
+            members: SmallMap::new(),
         }
     }
 
@@ -164,15 +164,15 @@ pub struct NodeSeen {
     /// From this node's latest report: for each node of the other room, how long this node had
     /// given it no vouch (ms on this node's clock).
     #[serde(default)]
-    pub unvouched: BTreeMap<NodeId, u64>,
+    pub unvouched: SmallMap<NodeId, u64>,
     /// The nodes of the other room this node's latest report names: the nodes it counts for
     /// peer contact (its configuration and the membership it holds).
     #[serde(default)]
-    pub counts: std::collections::BTreeSet<NodeId>,
+    pub counts: SmallSet<NodeId>,
 }
 
 /// Sets `key`'s time, copying the key only when it is new.
-fn set_time<K: Ord + Clone>(map: &mut BTreeMap<K, Millis>, key: &K, at: Millis) {
+fn set_time<K: Ord + Clone>(map: &mut SmallMap<K, Millis>, key: &K, at: Millis) {
     match map.get_mut(key) {
         Some(t) => *t = at,
         None => {
@@ -255,13 +255,13 @@ pub struct Arbiter {
     /// The highest epoch any node reported while recovering.
     max_epoch_seen: Epoch,
     mode_since: Millis,
-    nodes: BTreeMap<NodeId, NodeSeen>,
+    nodes: SmallMap<NodeId, NodeSeen>,
     /// Per room, when this incarnation last granted it anything.
-    last_grant: BTreeMap<RoomId, Millis>,
+    last_grant: SmallMap<RoomId, Millis>,
     /// Per node, when this incarnation last granted it anything.
-    last_node_grant: BTreeMap<NodeId, Millis>,
+    last_node_grant: SmallMap<NodeId, Millis>,
     /// Per room, when it was last granted the right to act alone (or might have been).
-    last_alone_grant: BTreeMap<RoomId, Millis>,
+    last_alone_grant: SmallMap<RoomId, Millis>,
     /// In `Alone`: when the other room's leases and fences are surely over.
     takeover_at: Millis,
     /// In `Alone`: since when every report from both rooms says the link works.
@@ -286,10 +286,10 @@ impl Arbiter {
             recovering_until: None,
             max_epoch_seen: Epoch(0),
             mode_since: now,
-            nodes: BTreeMap::new(),
-            last_grant: BTreeMap::new(),
-            last_node_grant: BTreeMap::new(),
-            last_alone_grant: BTreeMap::new(),
+            nodes: SmallMap::new(),
+            last_grant: SmallMap::new(),
+            last_node_grant: SmallMap::new(),
+            last_alone_grant: SmallMap::new(),
             takeover_at: now,
             reachable_since: None,
             last_heard: None,
@@ -350,7 +350,7 @@ impl Arbiter {
     pub fn config(&self) -> &ArbiterConfig {
         &self.cfg
     }
-    pub fn nodes(&self) -> &BTreeMap<NodeId, NodeSeen> {
+    pub fn nodes(&self) -> &SmallMap<NodeId, NodeSeen> {
         &self.nodes
     }
     pub fn recovering_until(&self) -> Option<Millis> {

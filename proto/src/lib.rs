@@ -29,6 +29,7 @@ pub mod config;
 pub mod fence_peer;
 pub mod ids;
 pub mod pending;
+pub mod small;
 pub mod time;
 pub mod wire;
 pub mod world;

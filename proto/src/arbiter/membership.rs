@@ -306,7 +306,7 @@ impl Arbiter {
         }
         // A node granted or heard within the lease bound is never proven stopped, and nothing
         // below changes when it was: leaving it out first spares every renewal the copies.
-        let mut candidates: BTreeMap<NodeId, RoomId> = self
+        let mut candidates: std::collections::BTreeMap<NodeId, RoomId> = self
             .record
             .members
             .iter()

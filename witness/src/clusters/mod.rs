@@ -16,10 +16,11 @@ use crate::store::{Store, StoreError, StoredCluster};
 use crate::view::{admin_label, mode_text, room_last_seen, status_of, status_unloaded};
 use crate::view::{ClusterMode, ClusterStatus, LoadedHow, Timeline, VerdictKind};
 use proto::arbiter::{Arbiter, ArbiterInput, NodeSeen};
+use proto::small::SmallMap;
 use proto::wire::{AdminCommand, LeaseReply, LeaseRequest};
 use proto::{ClusterId, Millis, NodeId, RoomId};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -84,7 +85,7 @@ struct SlotState {
     /// The cluster is in the ticker's set.
     hot: bool,
     /// What each node was last answered (label, when), for logs and the status page.
-    last_verdict: BTreeMap<NodeId, (VerdictKind, Millis)>,
+    last_verdict: SmallMap<NodeId, (VerdictKind, Millis)>,
     /// When this slot was loaded (a room not heard since counts as silent since then).
     loaded_at: Millis,
     /// A durable write of this cluster failed: the arbiter holds what the disk may not, and is
@@ -257,7 +258,7 @@ impl ClusterTable {
                 epoch_shown: 0,
                 alone_shown: None,
                 hot: false,
-                last_verdict: BTreeMap::new(),
+                last_verdict: SmallMap::new(),
                 loaded_at: now,
                 stale: false,
                 history,

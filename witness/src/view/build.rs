@@ -5,9 +5,9 @@ use super::model::{ClusterStatus, MemberView, NodeStatus, RoomStatus};
 use super::vocab::{AlarmKind, ClusterMode, VerdictKind};
 use crate::store::StoredCluster;
 use proto::arbiter::{Arbiter, ClusterRecord, Mode, NodeSeen};
+use proto::small::SmallMap;
 use proto::wire::{MemberStatus, NodePhase};
 use proto::{ClusterId, Millis, NodeId, RoomId};
-use std::collections::BTreeMap;
 
 /// Per room, when the witness last heard any of its nodes (None: not since it loaded the
 /// cluster).
@@ -79,7 +79,7 @@ fn node_status(
 pub(crate) fn status_of(
     cluster: &ClusterId,
     a: &Arbiter,
-    last_verdict: &BTreeMap<NodeId, (VerdictKind, Millis)>,
+    last_verdict: &SmallMap<NodeId, (VerdictKind, Millis)>,
     loaded_at: Millis,
     now: Millis,
 ) -> ClusterStatus {
@@ -320,7 +320,7 @@ mod tests {
         a.step(Millis(10), report("a", "a1"));
         a.step(Millis(10), report("b", "b1"));
         a.step(Millis(20 + silence), report("a", "a1"));
-        let none = BTreeMap::new();
+        let none = SmallMap::new();
         let id = ClusterId::from("c");
         // b1 was last heard `silence` ms ago: still fresh, by the arbiter's rule.
         let s = status_of(&id, &a, &none, Millis(0), Millis(10 + silence));
