@@ -7,6 +7,8 @@
 use crate::ids::{ClusterId, Epoch, NodeId, RoomId};
 use serde::{Deserialize, Serialize};
 
+mod json;
+
 /// The one wire version this build speaks.
 pub const WIRE_VERSION: u32 = 1;
 
