@@ -30,6 +30,8 @@ pub struct App {
     /// One warning line per interval for refused, failed or timed-out connections (a flood
     /// must not become a flood of log lines).
     pub conn_log: identity::LogLimiter,
+    /// Requests on the lease port being answered now (`server::http1::MAX_ANSWERING`).
+    pub answering: tokio::sync::Semaphore,
 }
 
 /// Who is on the other end of a connection, as its certificate says.

@@ -264,6 +264,7 @@ pub async fn serve(
         status_addr,
         config: config.clone(),
         conn_log: identity::LogLimiter::new(Duration::from_secs(10)),
+        answering: tokio::sync::Semaphore::new(http1::MAX_ANSWERING),
     });
     if lost_state {
         tracing::warn!(

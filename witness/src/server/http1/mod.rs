@@ -34,6 +34,13 @@ pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 pub const MAX_HEADERS: usize = 64;
 /// What one read asks for; a renewal (head and body) fits in one.
 const READ_CHUNK: usize = 2048;
+/// The most requests answered at once (from the parsed request to the reply, not its writing);
+/// the others wait for a turn, each holding only its parsed request. Answering is CPU and one
+/// batched disk write, so more at once would not be faster; but after a witness restart all of
+/// a fleet's nodes send their first request at the same moment, each waiting for its cluster's
+/// first durable write, and every answer in progress holds the handler's state (1.4 KiB) and
+/// what the write and the reply allocate.
+pub const MAX_ANSWERING: usize = 512;
 
 mod read;
 mod replay;
@@ -54,9 +61,7 @@ pub(super) async fn serve<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let limits = &app.config.limits;
-    let header_timeout = Duration::from_millis(limits.header_timeout_ms);
-    let idle_timeout = Duration::from_millis(limits.idle_timeout_ms);
+    let idle_timeout = Duration::from_millis(app.config.limits.idle_timeout_ms);
     // Bytes received and not yet answered; empty (and unallocated) between requests.
     let mut buf: Vec<u8> = Vec::new();
     loop {
@@ -78,99 +83,124 @@ pub(super) async fn serve<I>(
                 Err(_) | Ok(Ok(_)) | Ok(Err(_)) => break,
             }
         }
-        let deadline = Instant::now() + header_timeout;
-        // Boxed, as the answer below: the connection's allocation holds only what waiting for
-        // a request needs.
-        let read = Box::pin(read_request(
-            &mut io,
-            &mut buf,
-            deadline,
-            limits.body_limit_bytes,
-        ));
-        let incoming = match read.await {
-            Ok(Ok(incoming)) => incoming,
-            Ok(Err(refusal)) => {
-                app.metrics
-                    .refusals
-                    .with_label_values(&[refusal.reason])
-                    .inc();
-                if let Some(suppressed) = app.conn_log.allow() {
-                    tracing::warn!(peer = %peer.addr, reason = refusal.reason, error = %refusal.message, suppressed, "request refused before it reached a handler; connection closed");
-                }
-                let answer = refusal.into_response();
-                let _ = Box::pin(write_response(
-                    &mut io,
-                    answer,
-                    false,
-                    Persist::Close,
-                    idle_timeout,
-                ))
-                .await;
-                break;
-            }
-            Err(ReadFailure::Gone) => break,
-            Err(ReadFailure::Slow) => {
-                app.metrics
-                    .refusals
-                    .with_label_values(&["header_timeout"])
-                    .inc();
-                if let Some(suppressed) = app.conn_log.allow() {
-                    tracing::warn!(peer = %peer.addr, suppressed, "request not complete within limits.header_timeout_ms of its first byte; connection closed");
-                }
-                break;
-            }
-        };
-        if buf.is_empty() {
-            // Nothing pipelined behind this request: hold no buffer while it is answered or
-            // while the connection waits for the next one.
-            buf = Vec::new();
-        }
-        let Incoming {
-            mut request,
-            keep_alive,
-            head_only,
-        } = incoming;
-        // An HTTP/1.0 client keeps the connection only when the answer says so.
-        let http10 = request.version() == Version::HTTP_10;
-        // Boxed: the handlers' futures (down to the durable write) are several KiB, and a
-        // future awaited here would be part of the connection's allocation for its whole life.
-        let answer: futures::future::BoxFuture<'_, Response> =
-            if request.method() == Method::POST && request.uri().path() == "/v1/lease" {
-                let (head, body) = request.into_parts();
-                drop(head);
-                Box::pin(crate::api::lease_for(app, &peer, body))
-            } else {
-                request.extensions_mut().insert(peer.clone());
-                let router = router.clone();
-                Box::pin(async move {
-                    match router.oneshot(request).await {
-                        Ok(r) => r,
-                        Err(never) => match never {},
-                    }
-                })
-            };
-        let response = answer.await;
-        let close = !keep_alive || *stop.borrow() || says_close(response.headers());
-        let persist = match (close, http10) {
-            (true, _) => Persist::Close,
-            (false, true) => Persist::KeepAlive,
-            (false, false) => Persist::Default,
-        };
-        if Box::pin(write_response(
-            &mut io,
-            response,
-            head_only,
-            persist,
-            idle_timeout,
-        ))
-        .await
-        .is_err()
-            || close
-        {
+        // Boxed: this future lives as long as the connection, and a request in progress
+        // (its reading, its turn, the handler down to the durable write, the answer) needs
+        // more than a kilobyte that a waiting connection does not.
+        let next = Box::pin(exchange(&mut io, &mut buf, &peer, &router, app, &stop)).await;
+        if next == Next::Close {
             break;
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+}
+
+/// What the connection does after an exchange.
+#[derive(PartialEq)]
+enum Next {
+    Wait,
+    Close,
+}
+
+/// Reads one request (begun in `buf`), answers it and writes the answer.
+async fn exchange<I>(
+    io: &mut I,
+    buf: &mut Vec<u8>,
+    peer: &Peer,
+    router: &axum::Router,
+    app: &Arc<App>,
+    stop: &watch::Receiver<bool>,
+) -> Next
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let limits = &app.config.limits;
+    let header_timeout = Duration::from_millis(limits.header_timeout_ms);
+    let idle_timeout = Duration::from_millis(limits.idle_timeout_ms);
+    let deadline = Instant::now() + header_timeout;
+    // Each phase boxed in turn: this future is allocated whole while the request waits for its
+    // turn, so it holds only what is common to the phases.
+    let incoming = match Box::pin(read_request(io, buf, deadline, limits.body_limit_bytes)).await {
+        Ok(Ok(incoming)) => incoming,
+        Ok(Err(refusal)) => {
+            app.metrics
+                .refusals
+                .with_label_values(&[refusal.reason])
+                .inc();
+            if let Some(suppressed) = app.conn_log.allow() {
+                tracing::warn!(peer = %peer.addr, reason = refusal.reason, error = %refusal.message, suppressed, "request refused before it reached a handler; connection closed");
+            }
+            let answer = refusal.into_response();
+            let _ = Box::pin(write_response(
+                io,
+                answer,
+                false,
+                Persist::Close,
+                idle_timeout,
+            ))
+            .await;
+            return Next::Close;
+        }
+        Err(ReadFailure::Gone) => return Next::Close,
+        Err(ReadFailure::Slow) => {
+            app.metrics
+                .refusals
+                .with_label_values(&["header_timeout"])
+                .inc();
+            if let Some(suppressed) = app.conn_log.allow() {
+                tracing::warn!(peer = %peer.addr, suppressed, "request not complete within limits.header_timeout_ms of its first byte; connection closed");
+            }
+            return Next::Close;
+        }
+    };
+    if buf.is_empty() {
+        // Nothing pipelined behind this request: hold no buffer while it is answered or
+        // while the connection waits for the next one.
+        *buf = Vec::new();
+    }
+    let Ok(turn) = app.answering.acquire().await else {
+        return Next::Close;
+    };
+    let Incoming {
+        mut request,
+        keep_alive,
+        head_only,
+    } = incoming;
+    // An HTTP/1.0 client keeps the connection only when the answer says so.
+    let http10 = request.version() == Version::HTTP_10;
+    let response = if request.method() == Method::POST && request.uri().path() == "/v1/lease" {
+        let (head, body) = request.into_parts();
+        drop(head);
+        Box::pin(crate::api::lease_for(app, peer, body)).await
+    } else {
+        request.extensions_mut().insert(peer.clone());
+        match Box::pin(router.clone().oneshot(request)).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        }
+    };
+    // The answer is written outside the turn: a client that does not read its answers must not
+    // hold a turn for as long as the write may wait.
+    drop(turn);
+    let close = !keep_alive || *stop.borrow() || says_close(response.headers());
+    let persist = match (close, http10) {
+        (true, _) => Persist::Close,
+        (false, true) => Persist::KeepAlive,
+        (false, false) => Persist::Default,
+    };
+    if Box::pin(write_response(
+        io,
+        response,
+        head_only,
+        persist,
+        idle_timeout,
+    ))
+    .await
+    .is_err()
+        || close
+    {
+        return Next::Close;
+    }
+    Next::Wait
 }
 
 /// The handler asked for the connection to close after this answer.

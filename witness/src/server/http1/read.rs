@@ -81,13 +81,11 @@ pub(super) async fn read_request<I: AsyncRead + AsyncWrite + Unpin>(
             while buf.len() < end {
                 read_more(io, buf, deadline).await?;
             }
-            // The body without a copy: the buffer becomes shared bytes and the body a slice
-            // of it; only bytes of a pipelined next request are copied back.
-            let all = Bytes::from(std::mem::take(buf));
-            if all.len() > end {
-                buf.extend_from_slice(&all[end..]);
-            }
-            all.slice(head_len..end)
+            // Copied out, a few hundred bytes: the read buffer (2 KiB) is then free before the
+            // request waits for its turn and its answer, and thousands may wait at once.
+            let body = Bytes::copy_from_slice(&buf[head_len..end]);
+            buf.drain(..end);
+            body
         }
         Framing::Chunked => match read_chunked(io, buf, head_len, deadline, body_limit).await? {
             Ok(body) => body,
@@ -217,7 +215,11 @@ async fn read_more<I: AsyncRead + Unpin>(
     buf: &mut Vec<u8>,
     deadline: Instant,
 ) -> Result<(), ReadFailure> {
-    buf.reserve(READ_CHUNK);
+    // Grown only when little room is left: reserving a whole chunk again for the rest of a
+    // request begun with one byte would double every request's buffer to 4 KiB.
+    if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+        buf.reserve(READ_CHUNK);
+    }
     match tokio::time::timeout_at(deadline, io.read_buf(buf)).await {
         Ok(Ok(0)) | Ok(Err(_)) => Err(ReadFailure::Gone),
         Ok(Ok(_)) => Ok(()),
