@@ -25,9 +25,9 @@ use tokio::net::TcpStream;
 /// The largest TLS record on the wire (16 KiB of plaintext, the AEAD's expansion, the header):
 /// one read this large can always hold a whole record.
 const MAX_RECORD: usize = 16 * 1024 + 256 + 5;
-/// The most received bytes held before they form a record. A valid peer never gets near it
-/// (rustls refuses a record longer than `MAX_RECORD`); a ClientHello with a long certificate
-/// chain is a few KiB.
+/// The most received bytes held before they form a record, or a handshake message split across
+/// records (kept until whole). A valid peer never gets near it: a client's certificate flight is
+/// a few KiB.
 const MAX_HELD: usize = 64 * 1024;
 /// The most plaintext taken into one write: answers on the lease port are a few hundred bytes.
 const MAX_WRITE: usize = 64 * 1024;
@@ -254,7 +254,7 @@ impl LeanTls {
             if self.incoming.len() + fresh.len() > MAX_HELD {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    "more than 64 KiB received without a complete TLS record",
+                    "more than 64 KiB received without a complete TLS record or handshake message",
                 )));
             }
             self.incoming.extend_from_slice(fresh);
