@@ -374,14 +374,14 @@ async fn lease_inner(app: &App, peer: &Peer, body: Body) -> Result<Response, Ref
     // grows), by proto's writer: the bytes `serde_json` writes, without its generic machinery.
     let mut body = Vec::with_capacity(if reply.proof.is_some() { 768 } else { 192 });
     reply.write_json(&mut body);
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response())
+    // Built directly: `(headers, Vec<u8>)` sets `application/octet-stream` first, then
+    // replaces it.
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
 }
 
 /// `POST /v1/admin/{cluster}`: operator certificate only; every use with a verified

@@ -242,13 +242,6 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-/// Appends `,"key":` (the key needs no escaping: it is one of ours).
-fn write_key(out: &mut Vec<u8>, key: &str) {
-    out.extend_from_slice(b",\"");
-    out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(b"\":");
-}
-
 fn takeover_text(t: TakeoverPermit) -> &'static str {
     match t {
         TakeoverPermit::Wait => "wait",
@@ -274,23 +267,23 @@ fn write_verdict(out: &mut Vec<u8>, v: &Verdict) {
                 LeaseMode::Paired => out.extend_from_slice(b",\"mode\":\"paired\""),
                 LeaseMode::Alone { takeover } => {
                     out.extend_from_slice(b",\"mode\":\"alone\"");
-                    write_key(out, "takeover");
+                    out.extend_from_slice(b",\"takeover\":");
                     write_str(out, takeover_text(*takeover));
                 }
             }
-            write_key(out, "valid_ms");
+            out.extend_from_slice(b",\"valid_ms\":");
             write_u64(out, *valid_ms);
         }
         Verdict::Fence { reason } => {
             out.extend_from_slice(b"{\"verdict\":\"fence\"");
-            write_key(out, "reason");
+            out.extend_from_slice(b",\"reason\":");
             write_str(out, reason);
         }
         Verdict::Retry { after_ms, reason } => {
             out.extend_from_slice(b"{\"verdict\":\"retry\"");
-            write_key(out, "after_ms");
+            out.extend_from_slice(b",\"after_ms\":");
             write_u64(out, *after_ms);
-            write_key(out, "reason");
+            out.extend_from_slice(b",\"reason\":");
             write_str(out, reason);
         }
     }
@@ -300,12 +293,12 @@ fn write_verdict(out: &mut Vec<u8>, v: &Verdict) {
 fn write_member(out: &mut Vec<u8>, m: &MemberEntry) {
     out.extend_from_slice(b"{\"node\":");
     write_str(out, m.node.as_str());
-    write_key(out, "room");
+    out.extend_from_slice(b",\"room\":");
     write_str(out, m.room.as_str());
-    write_key(out, "status");
+    out.extend_from_slice(b",\"status\":");
     write_str(out, status_text(m.status));
     if let Some(a) = &m.address {
-        write_key(out, "address");
+        out.extend_from_slice(b",\"address\":");
         write_str(out, a);
     }
     out.push(b'}');
@@ -314,7 +307,7 @@ fn write_member(out: &mut Vec<u8>, m: &MemberEntry) {
 fn write_membership(out: &mut Vec<u8>, m: &Membership) {
     out.extend_from_slice(b"{\"version\":");
     write_u64(out, m.version);
-    write_key(out, "members");
+    out.extend_from_slice(b",\"members\":");
     out.push(b'[');
     for (i, e) in m.members.iter().enumerate() {
         if i > 0 {
@@ -330,26 +323,26 @@ impl LeaseReply {
     pub fn write_json(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"version\":");
         write_u64(out, u64::from(self.version));
-        write_key(out, "cluster");
+        out.extend_from_slice(b",\"cluster\":");
         write_str(out, self.cluster.as_str());
-        write_key(out, "room");
+        out.extend_from_slice(b",\"room\":");
         write_str(out, self.room.as_str());
-        write_key(out, "node");
+        out.extend_from_slice(b",\"node\":");
         write_str(out, self.node.as_str());
-        write_key(out, "epoch");
+        out.extend_from_slice(b",\"epoch\":");
         write_u64(out, self.epoch.0);
-        write_key(out, "verdict");
+        out.extend_from_slice(b",\"verdict\":");
         write_verdict(out, &self.verdict);
         if let Some(p) = &self.proof {
-            write_key(out, "proof");
+            out.extend_from_slice(b",\"proof\":");
             write_str(out, p);
         }
         if let Some(m) = &self.members {
-            write_key(out, "members");
+            out.extend_from_slice(b",\"members\":");
             write_membership(out, m);
         }
         if let Some(t) = self.witness_ms {
-            write_key(out, "witness_ms");
+            out.extend_from_slice(b",\"witness_ms\":");
             write_u64(out, t);
         }
         out.push(b'}');
