@@ -16,6 +16,14 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let again = serde_json::to_vec(&reply).expect("a decoded lease reply encodes");
+    // The witness writes replies with its own writer: byte for byte what serde_json writes.
+    let mut written = Vec::new();
+    reply.write_json(&mut written);
+    assert_eq!(
+        String::from_utf8_lossy(&written),
+        String::from_utf8_lossy(&again),
+        "the witness's reply writer and serde_json differ"
+    );
     let back = agent::net::decode_lease_reply(&again)
         .unwrap_or_else(|e| panic!("a re-encoded lease reply is refused: {e}"));
     assert_eq!(back, reply, "a lease reply changed through re-encoding");

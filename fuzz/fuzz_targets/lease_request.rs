@@ -1,5 +1,6 @@
 //! `POST /v1/lease` on the witness: the body a node (or anyone holding a node certificate)
-//! sends. Decoded by the server's own `witness::api::parse_versioned`; what it accepts must
+//! sends. Decoded by the server's own `witness::api::parse_versioned` (its plain reader must
+//! agree with serde_json on every body it accepts); what it accepts must
 //! re-encode and decode to the same request, and a request the identity check would let through
 //! (valid names) then goes to a fresh arbiter, then the rest of the input drives that arbiter.
 #![no_main]
@@ -16,6 +17,13 @@ fuzz_target!(|data: &[u8]| {
         Some(i) => (&data[..i], &data[i + 1..]),
         None => (data, &[][..]),
     };
+    // The plain reader (every renewal's path) must read a body exactly as serde_json does, or
+    // leave it to serde_json: two parsers that disagree would be a way past the checks.
+    if let Some(plain) = LeaseRequest::from_json_plain(body) {
+        let by_serde: LeaseRequest = serde_json::from_slice(body)
+            .unwrap_or_else(|e| panic!("the plain reader accepts a body serde_json refuses: {e}"));
+        assert_eq!(plain, by_serde, "the plain reader and serde_json read a body differently");
+    }
     let Ok(req) = witness::api::parse_versioned::<LeaseRequest>(body, "the lease request") else {
         return;
     };

@@ -235,7 +235,13 @@ async fn write_response<I: AsyncWrite + Unpin>(
     let body = axum::body::to_bytes(body, usize::MAX)
         .await
         .map_err(std::io::Error::other)?;
-    let mut out = Vec::with_capacity(256 + if head_only { 0 } else { body.len() });
+    // Sized once: the status line, date, length and connection lines fit in 128 bytes.
+    let fields: usize = parts
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    let mut out = Vec::with_capacity(128 + fields + if head_only { 0 } else { body.len() });
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(parts.status.as_str().as_bytes());
     out.push(b' ');
