@@ -90,10 +90,21 @@ fn candidate_dirs() -> Vec<PathBuf> {
     v
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; fine on a quiet loopback).
+/// A free TCP port on 127.0.0.1 (bound and released; fine on a quiet loopback), never one this
+/// process was given before: the kernel may hand a just-released port out again, and two
+/// listeners of one witness on the same port is a configuration the witness refuses.
 pub fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    for _ in 0..100 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+        let port = l.local_addr()?.port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free port on 127.0.0.1 not given out before in 100 tries")
 }
 
 /// Milliseconds as seconds with three decimals.
