@@ -104,7 +104,7 @@ pub fn free_port() -> Result<u16> {
             return Ok(port);
         }
     }
-    anyhow::bail!("no free port on 127.0.0.1 not given out before in 100 tries")
+    bail!("no free port on 127.0.0.1 not given out before in 100 tries")
 }
 
 /// Milliseconds as seconds with three decimals.
