@@ -188,7 +188,9 @@ rows say where they were taken. The transport floor was measured in the same run
 | + witness-owned membership (issue 12), measured with the requests a steady agent sends now (membership version, vouch ages, address) | 68,715 | | a copy of the durable record (now with every member) on every step, new node entries and names on every report, membership checks that formatted their reasons |
 | + no copy on a paired renewal: the record is copied aside only when a step writes it, node entries and grant times updated in place, the reply takes the request's names, membership read before written; `POST /v1/lease` answered before the router; the identity's URI once per connection | 45,888 | 35.3 us at 19,800/s, 42.9 us at 8,000/s, 56.5 us at 4,000/s (quiet machine) | serde_json parse ~9,700 (UTF-8 checks, key matching), the arbiter step ~4,100, reply serialization ~2,800; hyper, TLS and tokio as in the floor |
 | + the lease port's own HTTP/1.1 layer instead of hyper (`witness/src/server/http1/`: httparse, Content-Length bodies (chunked added after this run), a renewal's head checked for its framing only, the answer written in one write); a connection's task 584 bytes instead of 6 KiB | 42,155 | 32.5 us at 19,800/s, 40.2 us at 8,000/s, 50.4 us at 4,000/s | serde_json parse and reply ~12,000, the arbiter step, TLS records, tokio |
-| transport floor (rustls mutual TLS 1.3 + hyper HTTP/1.1, fixed reply of the witness's size), this run | 19,287 | 23.4 / 30.9 / 40.2 us at 19,800 / 8,000 / 4,000 per s | AES-GCM records, hyper parse/encode, tokio, syscalls |
+| + the lease request read by a plain reader for the exact form agents send (anything else still read by serde_json, with its messages), the reply written by the witness's own writer (serde_json's bytes), measured on 401b913 | 41,294 -> 32,542 | | request parse 9,800 -> 2,828, reply 2,796 -> 1,009 |
+| + the lease port's TLS on rustls's unbuffered connection (records decrypted on the stack, no per-connection buffers), the arbiter's maps as sorted vectors, a request's exchange boxed apart from the waiting connection, the answer's buffer sized once; this run | 32,431 | 28.6 us at 19,800/s, 32.6 us at 8,000/s, 42.4 us at 4,000/s (quiet machine) | memcpy and malloc/free, AES-GCM, the exchange, the arbiter's lookups (`SmallMap::get`), httparse |
+| transport floor (rustls mutual TLS 1.3 + hyper HTTP/1.1, fixed reply of the witness's size), this run | 19,055 | 21.6 / 27.4 / 34.5 us at 19,800 / 8,000 / 4,000 per s | AES-GCM records, hyper parse/encode, tokio, syscalls |
 
 * **Proofs only where they are read** (`witness/src/api.rs`): a grant to act alone (any
   takeover permit) carries a signed proof; a paired grant carries none. The proof's reader is
@@ -207,16 +209,24 @@ rows say where they were taken. The transport floor was measured in the same run
   the membership code reads before it writes, so a paired renewal takes no mutable access at
   all. The model check explores exactly the same 5,725,677 states as before, and runs in 95 s
   instead of 145 s.
-* **Against the floor** (as the issue defines it: rustls and hyper): 1.39x, 1.30x and 1.25x its
-  CPU per request at 19,800, 8,000 and 4,000 per s, within the 1.5x target at every level
-  (before the HTTP layer: 1.67x, 1.59x, 1.79x). In instructions 2.19x: callgrind counts user
-  space only, and the kernel's share of each request (socket reads and writes, wake-ups) is
-  the same for both. Part of the gain is that the witness no longer runs hyper and the floor
-  still does; the floor was left as the issue defines it. What is left above the floor in
-  instructions: serde_json (~9,700 to parse the request, ~2,800 to write the reply), the
-  arbiter step (~4,100), the cluster table, rate limiter and metrics (~2,500). Not taken: a
-  hand-written parser for the lease request (serde's is the one the fuzz targets and the
-  hostile-input tests exercise).
+* **Against the floor** (as the issue defines it: rustls and hyper): 1.32x, 1.19x and 1.23x
+  its CPU per request at 19,800, 8,000 and 4,000 per s in this run, within the 1.5x target at every level
+  (the run before: 1.39x, 1.30x, 1.25x; before the HTTP layer: 1.67x, 1.59x, 1.79x). In
+  instructions 1.70x (was 2.19x): callgrind counts user space only, and the kernel's share
+  of each request (socket reads and writes, wake-ups) is the same for both. Part of the gain is
+  that the witness no longer runs hyper or tokio-rustls and the floor still does; the floor was
+  left as the issue defines it. What is left above the floor in instructions: allocation and
+  copies, the arbiter step (~4,100), the request head (httparse and the `http` types, ~2,500),
+  axum's body around the reply (~1,800), the cluster table, rate limiter and metrics.
+* **The lease request's plain reader** (`proto/src/wire/json.rs`): serde_json checked UTF-8
+  and matched keys for each of the ~23 strings of a request (9,800 instructions). The reader
+  takes only the exact compact form serde itself writes (keys in declared order, no
+  whitespace or escapes, integers that fit); for anything else it answers "not mine" and
+  serde_json reads the body as before, so every refusal and its message are still serde's.
+  Two parsers are a risk only if they disagree: property tests compare it with serde_json on
+  generated and altered requests, and the fuzz target `lease_request` asserts on every input
+  it accepts that serde_json reads the same request (`lease_reply` checks the reply writer
+  byte for byte). Signed proofs and `/v1/jwks` are untouched.
 * **The lease port's HTTP/1.1 layer** (`witness/src/server/http1/`): hyper reserved 16 KiB
   per connection for its life and ran a timer watchdog per request. The witness's own layer
   waits for a request on a one-byte read with nothing allocated, reads the request into one
@@ -228,40 +238,67 @@ rows say where they were taken. The transport floor was measured in the same run
   target `lease_port_http` check that the same bytes give the same requests and refusals
   however the reads cut them (it found that a head over 16 KiB arriving in one read was
   accepted). The status port keeps hyper: browsers and scrapers, at most 256 connections.
-* **The 25 us goal** is met by neither the witness (32.5 us at full load) nor, below 19,800
-  requests/s, the floor itself: at 4,000/s the floor costs 40.2 us per request in this run,
-  most of it the kernel's TCP and scheduling work for each wake-up.
-* **Full load, 9,900 clusters**: 19,800 renewals/s sustained of 19,800 offered (slowest
-  second 19,780), p99 3.23 ms, p99.9 5.19 ms; 109% of the 200% CPU busy (witness 64%, load
-  generator 42%). Before this round's work on a shared machine: 7,667/s, p99 19 s.
+* **The 25 us goal** is missed: the witness takes 28.6 us per renewal at full load, where the
+  floor itself takes 21.6 us, and below 19,800 requests/s the floor alone is above 25 us
+  (34.5 us at 4,000/s), most of it the kernel's TCP and scheduling work for each
+  wake-up. On this machine the goal sits at the transport's own cost; the witness is within
+  1.32x of it.
+* **Full load, 9,900 clusters**: 19,801 renewals/s sustained of 19,800 offered (slowest
+  second 19,774), p99 2.99 ms, p99.9 4.85 ms; witness 57% and load generator 40% of one core,
+  other processes 0%. Before this round's work on a shared machine: 7,667/s, p99 19 s.
 * **No disk on renewals**: plain renewals change no record and are not persisted (only
   decisions are, with group commit), so sled does not appear in the renewal profile; TLS
   handshakes cost about 0.45 ms of witness CPU each but happen once per connection.
 * **Memory**: "connected" is measured after every handshake and before any request; the peak
   includes what the first request adds (the cluster's state). At 19,800 connections the
-  witness now takes 219.3 MiB connected and 398.0 MiB at the peak in this run (before: 419.9
-  and 618.2 MiB; the floor: 372.0 and 404.2 MiB). The peak varies between runs here from 311
-  to 398 MiB; at 8,000 connections it is 131.1 MiB (floor 167.3), within 256 MiB. What it took:
-  * the lease port's own HTTP layer (above): no buffer held by a waiting connection;
-  * a connection's task 584 bytes instead of 6,160: tokio allocates a task as large as the
-    largest state of its future for the connection's whole life, so the handshake, the TLS
-    stream, the request reader, the handlers' future and the status port's hyper connection
-    are each boxed and allocated only while in use;
-  * freed heap pages returned to the kernel every 5 s (`malloc_trim`, off the async workers).
-    After a restart every node's first request waits at once for its durable write, and the
-    buffers of that burst, freed between the clusters' new long-lived state, stayed resident:
-    this alone took a run from 423 to 311 MiB.
+  witness now takes 126.1 MiB connected and 175.1 MiB at the peak in this run (the run
+  before: 219.3 and 398.0 MiB, varying from 311 to 398; the floor in this run: 372.0 and
+  404.4 MiB): the 256 MiB target is met. At 8,000 connections it takes 58.0 and 77.7 MiB
+  (floor 153.6 and 167.7). Earlier work kept: the lease port's own HTTP layer (no buffer held
+  by a waiting connection), each phase of a connection boxed so its task stays small, and
+  freed pages returned to the kernel every 5 s (`malloc_trim`, off the async workers). This
+  round, measured one change at a time at 9,900 clusters (one run each, on a machine where
+  other builds ran; heaptrack for the heap):
 
-  The 256 MiB target at 19,800 connections is still missed. Per connection the witness holds
-  about 11 KiB connected: rustls's 4 KiB record buffer (kept at 4 KiB even when empty), its
-  connection state, record keys and the client's certificate, and the task. Per cluster about
-  5 KiB is live (heaptrack): much of it `BTreeMap` nodes, which hold 11 slots for the one or
-  two nodes a map has (1.6 KiB for the node table, 1.3 KiB for the members), then the last
-  hour of events and the per-cluster gauges; the rest of the peak is the burst's
-  fragmentation that whole free pages cannot cover. Tried and not kept: jemalloc (443.8 MiB
-  peak), one glibc arena (427 MiB), copying the body out of the read buffer (no change).
-  Levers left: compact maps in the arbiter's record (a change to the model-checked state),
-  and rustls's unbuffered API, which would let an idle connection hold no record buffer.
+  | change | connected | peak under load |
+  |---|---|---|
+  | before (838d1df, quiet machine) | 219.3 MiB | 345-398 MiB |
+  | the lease port's TLS on rustls's unbuffered connection (`witness/src/server/lean_tls.rs`) | 143.4 MiB | 237.6 MiB |
+  | + the arbiter's maps and sets as sorted vectors (`proto/src/small.rs`) | 142.7 MiB | 242-277 MiB (heap at 2,000 clusters 73.3 -> 62.5 MiB) |
+  | + the read buffer kept at 2 KiB, the body copied out, a request's exchange boxed apart from the waiting connection, at most 512 answered at once | 125.8 MiB | 187.8 MiB |
+
+  * **TLS without buffers**: tokio-rustls drives rustls's buffered connection, whose 4 KiB
+    record buffer is allocated on the first read and never shrunk, plus plaintext queues. The
+    lease port now drives rustls's unbuffered connection itself: each read lands in a buffer on
+    the stack and is decrypted there; the heap holds only plaintext the HTTP layer has not
+    taken, the rest of a record split across reads, and an answer the socket has not taken,
+    each freed once used. A handshake also costs less (0.35-0.44 ms of witness CPU, was 0.54).
+    Tests (`witness/tests/lease_tls.rs`) drive a rustls client by hand through 64-byte records
+    read 7 bytes at a time, a key update, a clean close (close_notify both ways), a handshake
+    message cut by another record, a tampered record (`bad_record_mac` alert) and a foreign
+    certificate (an alert, counted): writing them found that rustls's state machine must be
+    given the same buffer again after an error, or its handshake reassembly indexes out of
+    bounds, and that a second walk after an error trips its one-fatal-alert assertion.
+  * **Compact cluster state**: `BTreeMap` allocates eleven slots for its first entry; the
+    arbiter's node table took 1.6 KiB per cluster for two nodes, the members 1.3 KiB, each
+    node's vouch and count maps more. `SmallMap`/`SmallSet` keep the entries in one sorted
+    vector grown one entry at a time; order, equality, hashing and JSON are those of the
+    B-tree ones (a test compares them over 5,000 random operations), so the durable record
+    reads and writes as before and the model check explores the same states.
+  * **The first-request burst**: after the connections are up, every node's first request
+    arrives within a second and waits for its cluster's first durable write. Each then held a
+    4 KiB read buffer (2 KiB reserved twice) for its whole answer, plus the connection's
+    future of 1,432 bytes: heaptrack saw 80 MiB of read buffers at the peak. Now the buffer
+    stays at 2 KiB and is freed before the answer (the body is copied out, a few hundred
+    bytes), a waiting connection's future is 520 bytes, each request's exchange (1,096 bytes,
+    its phases boxed in turn) is allocated only while it runs, and at most 512 requests are
+    answered at once, the others waiting for a turn with their parsed request only.
+
+  Per connection the witness still holds about 5 KiB (heaptrack): rustls's connection state
+  (1.2 KiB inline, 0.65 KiB core, 1.1 KiB of record keys, the client's certificate 0.4 KiB,
+  session-ticket state 0.2 KiB), the tokio task and socket registration (1 KiB), the waiting
+  future (0.5 KiB). Left: the session tickets (rustls sends two per handshake into a 256-entry
+  cache; agents reconnect rarely), and glibc's fragmentation after the burst.
 * **Open-files limit**: this machine's hard limit is 20,000 descriptors per process
   (`ulimit -Hn`, not raisable without CAP_SYS_RESOURCE), and both the witness and the load
   generator need one per connection, so the "10,000 clusters" run uses 9,900 clusters (19,800
@@ -270,9 +307,9 @@ rows say where they were taken. The transport floor was measured in the same run
 ## Open points
 
 * etcd 3.4 at the full load (19,800 keep-alive streams, each on its own HTTP/2 connection)
-  does not keep up: 1,020 keep-alives/s of 19,800, p99 15.7 s, RSS 4.4 GiB in this run. At
-  8,000 and 4,000 leases it keeps up, and the witness is ahead there too (p99 2.51 against
-  293.91 ms at 8,000, 2.30 against 2.39 ms at 4,000; CPU per renewal 0.50x and 0.83x of
+  does not keep up: 1,265 keep-alives/s of 19,800, p99 17.0 s, RSS 4.2 GiB in this run. At
+  8,000 and 4,000 leases it keeps up, and the witness is ahead there too (p99 2.42 against
+  316.85 ms at 8,000, 2.28 against 2.43 ms at 4,000; CPU per renewal 0.38x and 0.53x of
   etcd's). A real etcd client multiplexes many leases over one connection; that was not
   tried.
 * On restart, a fenced room's agent is told to fence within ~10 ms of starting, before its
