@@ -93,6 +93,19 @@ impl Manual {
         Ok(n > 0)
     }
 
+    /// Reads until the witness's records fail to process (its alert, as rustls reports it) or
+    /// the connection closes (`None`).
+    async fn alert(&mut self) -> Option<rustls::Error> {
+        for _ in 0..10 {
+            match self.receive().await {
+                Ok(true) => continue,
+                Ok(false) => return None,
+                Err(e) => return Some(e),
+            }
+        }
+        None
+    }
+
     async fn handshake(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -178,6 +191,20 @@ async fn handshake_failures(w: &witness::server::RunningServer) -> f64 {
     )
 }
 
+/// Waits (5 s at most) for exactly one more failed handshake than `before`.
+async fn counted_once(w: &witness::server::RunningServer, before: f64) {
+    let counted = eventually(
+        Duration::from_secs(5),
+        "the failed handshake counted",
+        || async move {
+            let now = handshake_failures(w).await;
+            (now == before + 1.0).then_some(now)
+        },
+    )
+    .await;
+    assert_eq!(counted, before + 1.0);
+}
+
 /// A renewal on a fresh, ordinary connection: the witness still serves.
 async fn renews(w: &witness::server::RunningServer, dir: &Path) {
     let body = serde_json::to_vec(&lease_body("demo", "b", "b1", 0, false)).expect("json");
@@ -257,19 +284,7 @@ async fn a_handshake_message_cut_by_another_record_ends_the_handshake_and_is_cou
     let closed = tokio::time::timeout(Duration::from_secs(10), c.tcp.read_to_end(&mut rest)).await;
     assert!(closed.is_ok(), "the witness kept the connection open");
 
-    let counted = eventually(
-        Duration::from_secs(5),
-        "the failed handshake counted",
-        || {
-            let w = &w;
-            async move {
-                let now = handshake_failures(w).await;
-                (now == before + 1.0).then_some(now)
-            }
-        },
-    )
-    .await;
-    assert_eq!(counted, before + 1.0);
+    counted_once(&w, before).await;
     renews(&w, dir.path()).await;
 }
 
@@ -292,17 +307,7 @@ async fn a_tampered_record_gets_a_bad_record_mac_alert_and_others_are_served() {
     let last = record.len() - 1;
     record[last] ^= 0x55;
     c.send_raw(&record).await;
-    let mut alert = None;
-    for _ in 0..10 {
-        match c.receive().await {
-            Ok(true) => continue,
-            Ok(false) => break,
-            Err(e) => {
-                alert = Some(e);
-                break;
-            }
-        }
-    }
+    let alert = c.alert().await;
     assert_eq!(
         alert,
         Some(rustls::Error::AlertReceived(AlertDescription::BadRecordMac)),
@@ -341,17 +346,7 @@ async fn a_certificate_from_another_ca_gets_an_alert_not_an_answer() {
     // TLS 1.3: the client has finished its side when it sends its certificate; the witness's
     // refusal arrives as an alert on the next read.
     c.handshake().await;
-    let mut alert = None;
-    for _ in 0..10 {
-        match c.receive().await {
-            Ok(true) => continue,
-            Ok(false) => break,
-            Err(e) => {
-                alert = Some(e);
-                break;
-            }
-        }
-    }
+    let alert = c.alert().await;
     match alert {
         Some(rustls::Error::AlertReceived(a)) => assert!(
             matches!(
@@ -364,18 +359,6 @@ async fn a_certificate_from_another_ca_gets_an_alert_not_an_answer() {
         ),
         other => panic!("expected an alert, got {other:?}"),
     }
-    let counted = eventually(
-        Duration::from_secs(5),
-        "the failed handshake counted",
-        || {
-            let w = &w;
-            async move {
-                let now = handshake_failures(w).await;
-                (now == before + 1.0).then_some(now)
-            }
-        },
-    )
-    .await;
-    assert_eq!(counted, before + 1.0);
+    counted_once(&w, before).await;
     renews(&w, dir.path()).await;
 }
