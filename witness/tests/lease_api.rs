@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use witness::certs::{self, Ca, Validity};
+use witness::certs::{self, Ca};
 
 #[tokio::test]
 async fn grant_and_renewal_over_mtls_are_answered_and_counted() {
@@ -252,21 +252,7 @@ async fn every_refusal_is_clear_and_changes_no_state() {
     );
 
     // A certificate from another CA, and an expired one from the right CA: the handshake fails.
-    let other = tempfile::tempdir().expect("tempdir");
-    certs::create_ca(other.path(), "rogue CA", Validity { days: 10 }, false).expect("ca");
-    let rogue = Ca::load(other.path()).expect("rogue ca");
-    rogue
-        .issue_node(
-            other.path(),
-            "demo",
-            "a",
-            "a1",
-            &[],
-            None,
-            Validity { days: 10 },
-            false,
-        )
-        .expect("rogue node");
+    let other = foreign_ca_node_a1();
     let c = client_with(
         &certs_dir(dir.path()).join("ca.pem"),
         &other.path().join("a1.pem"),

@@ -14,7 +14,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use witness::certs::{self, Ca, Validity};
 
 /// A rustls client over a TCP socket, every byte moved by the test.
 struct Manual {
@@ -339,21 +338,7 @@ async fn a_certificate_from_another_ca_gets_an_alert_not_an_answer() {
     let dir = tempfile::tempdir().expect("tempdir");
     let w = start_fresh(test_config(dir.path())).await;
     let before = handshake_failures(&w).await;
-    let other = tempfile::tempdir().expect("tempdir");
-    certs::create_ca(other.path(), "rogue CA", Validity { days: 10 }, false).expect("ca");
-    Ca::load(other.path())
-        .expect("rogue ca")
-        .issue_node(
-            other.path(),
-            "demo",
-            "a",
-            "a1",
-            &[],
-            None,
-            Validity { days: 10 },
-            false,
-        )
-        .expect("rogue node");
+    let other = foreign_ca_node_a1();
     let cfg = client_config(
         &certs_dir(dir.path()).join("ca.pem"),
         &other.path().join("a1.pem"),

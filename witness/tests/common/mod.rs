@@ -215,6 +215,28 @@ where
     }
 }
 
+/// A CA the witness does not know, and a node certificate `a1.pem` / `a1-key.pem` for cluster
+/// `demo`, room `a` signed by it, in a fresh directory (removed when dropped).
+pub fn foreign_ca_node_a1() -> tempfile::TempDir {
+    use witness::certs::{self, Ca, Validity};
+    let other = tempfile::tempdir().expect("tempdir");
+    certs::create_ca(other.path(), "rogue CA", Validity { days: 10 }, false).expect("ca");
+    Ca::load(other.path())
+        .expect("rogue ca")
+        .issue_node(
+            other.path(),
+            "demo",
+            "a",
+            "a1",
+            &[],
+            None,
+            Validity { days: 10 },
+            false,
+        )
+        .expect("rogue node");
+    other
+}
+
 /// A raw TLS 1.3 connection to the lease port presenting `<certs>/<name>.pem`.
 pub async fn raw_tls(
     addr: std::net::SocketAddr,
