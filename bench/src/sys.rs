@@ -25,6 +25,12 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
 
 /// CPU time (user + system) a process has used so far.
 pub fn cpu_time(pid: u32) -> Option<Duration> {
+    cpu_split(pid).map(|(user, kernel)| user + kernel)
+}
+
+/// CPU time a process has used so far, split into user space and the kernel (its system
+/// calls, the network stack's work on its behalf): the two parts answer to different changes.
+pub fn cpu_split(pid: u32) -> Option<(Duration, Duration)> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces) in parentheses.
     let rest = &s[s.rfind(')')? + 2..];
@@ -32,7 +38,10 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     let utime: u64 = f.get(11)?.parse().ok()?;
     let stime: u64 = f.get(12)?.parse().ok()?;
     // USER_HZ is 100 on every Linux we run on.
-    Some(Duration::from_millis((utime + stime) * 10))
+    Some((
+        Duration::from_millis(utime * 10),
+        Duration::from_millis(stime * 10),
+    ))
 }
 
 /// Sends a signal by name (`TERM`, `KILL`) with the `kill` utility.

@@ -354,8 +354,18 @@ async fn run(args: Args) -> Result<()> {
             );
             s.row(
                 "server CPU per request",
-                &format!("{:.1} us", f.us_per_req),
-                &format!("witness {:.1} us", w.us_per_req),
+                &format!(
+                    "{:.1} us (user {:.1}, kernel {:.1})",
+                    f.us_per_req,
+                    f.us_per_req - f.kernel_us_per_req,
+                    f.kernel_us_per_req
+                ),
+                &format!(
+                    "witness {:.1} us (user {:.1}, kernel {:.1})",
+                    w.us_per_req,
+                    w.us_per_req - w.kernel_us_per_req,
+                    w.kernel_us_per_req
+                ),
             );
             s.row(
                 "server RSS peak under load",
@@ -448,6 +458,8 @@ struct Figures {
     samples: usize,
     cpu_pct: f64,
     us_per_req: f64,
+    /// The kernel's part of `us_per_req`.
+    kernel_us_per_req: f64,
     self_cpu_pct: f64,
     client_us: f64,
     idle_rss: u64,
@@ -483,9 +495,10 @@ impl Figures {
             self.p50, self.p99, self.p999, self.max_ms, self.samples
         );
         println!(
-            "{name}: CPU {:.0}% of one core ({:.1} us per {per}), RSS idle {:.1} MiB, connected {:.1} MiB, peak under load {:.1} MiB; load generator CPU {:.0}% ({:.1} us per {per})",
+            "{name}: CPU {:.0}% of one core ({:.1} us per {per}, kernel {:.1}), RSS idle {:.1} MiB, connected {:.1} MiB, peak under load {:.1} MiB; load generator CPU {:.0}% ({:.1} us per {per})",
             self.cpu_pct,
             self.us_per_req,
+            self.kernel_us_per_req,
             self.idle_rss as f64 / 1024.0,
             self.rss_connected as f64 / 1024.0,
             self.peak_rss as f64 / 1024.0,
@@ -570,7 +583,13 @@ fn witness_section(
     );
     s.row(
         "witness CPU per renewal (from /proc)",
-        &format!("{:.1} us ({:.0}% of one core)", w.us_per_req, w.cpu_pct),
+        &format!(
+            "{:.1} us ({:.0}% of one core; user {:.1}, kernel {:.1})",
+            w.us_per_req,
+            w.cpu_pct,
+            w.us_per_req - w.kernel_us_per_req,
+            w.kernel_us_per_req
+        ),
         &met(
             w.us_per_req <= TARGET_US_PER_RENEWAL,
             &format!("<= {TARGET_US_PER_RENEWAL} us"),
@@ -720,7 +739,7 @@ async fn paced(
     }
     measuring.store(true, Ordering::Relaxed);
     let t0 = Instant::now();
-    let cpu0 = sys::cpu_time(pid).unwrap_or_default();
+    let cpu0 = sys::cpu_split(pid).unwrap_or_default();
     let self0 = sys::cpu_time(std::process::id()).unwrap_or_default();
     let wait0 = sys::runqueue_wait(pid).unwrap_or_default();
     let mach0 = sys::machine_cpu_ticks().unwrap_or((0, 0));
@@ -745,7 +764,9 @@ async fn paced(
     }
     measuring.store(false, Ordering::Relaxed);
     f.elapsed = t0.elapsed().as_secs_f64();
-    let cpu = sys::cpu_time(pid).unwrap_or_default().saturating_sub(cpu0);
+    let cpu1 = sys::cpu_split(pid).unwrap_or_default();
+    let kernel_cpu = cpu1.1.saturating_sub(cpu0.1);
+    let cpu = cpu1.0.saturating_sub(cpu0.0) + kernel_cpu;
     let self_cpu = sys::cpu_time(std::process::id())
         .unwrap_or_default()
         .saturating_sub(self0);
@@ -784,6 +805,7 @@ async fn paced(
     f.cpu_pct = cpu.as_secs_f64() / f.elapsed * 100.0;
     f.self_cpu_pct = self_cpu.as_secs_f64() / f.elapsed * 100.0;
     f.us_per_req = cpu.as_secs_f64() * 1e6 / ok.max(1) as f64;
+    f.kernel_us_per_req = kernel_cpu.as_secs_f64() * 1e6 / ok.max(1) as f64;
     f.others_pct = (f.machine_busy_pct - f.cpu_pct - f.self_cpu_pct).max(0.0);
     f.wait_s = wait.as_secs_f64();
     f.wait_pct = f.wait_s / f.elapsed * 100.0;
