@@ -431,9 +431,10 @@ pub(super) fn address_refusal(req: &LeaseRequest) -> Option<String> {
     let port_ok = a
         .rsplit_once(':')
         .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+    // By byte: a non-ASCII character's bytes are neither alphanumeric ASCII nor punctuation.
     let chars_ok = a
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || ".-:[]_".contains(c));
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_'));
     (a.len() > 255 || !port_ok || !chars_ok).then(|| {
         format!(
             "node {} reports heartbeat address {:?}; expected host:port (at most 255 \
