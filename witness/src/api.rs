@@ -256,17 +256,46 @@ pub async fn lease(
     lease_for(&app, &peer, body).await
 }
 
-/// Answers one lease request from `peer`.
+/// Answers one lease request from `peer` whose body is still to be read.
 pub async fn lease_for(app: &App, peer: &Peer, body: Body) -> Response {
+    match lease_timed(app, peer, LeaseBody::Unread(body)).await {
+        Ok(json) => json_response(json),
+        Err(refused) => refused,
+    }
+}
+
+/// Answers one lease request from `peer` whose body the lease port has read: the JSON of the
+/// reply (a 200), or the whole answer to a refused request. The lease port writes the first
+/// itself, with no response value, header map or body stream to build and take apart.
+pub async fn lease_json(app: &App, peer: &Peer, body: &[u8]) -> Result<Vec<u8>, Response> {
+    lease_timed(app, peer, LeaseBody::Read(body)).await
+}
+
+/// A 200 with `json` as its body.
+fn json_response(json: Vec<u8>) -> Response {
+    // Built directly: `(headers, Vec<u8>)` sets `application/octet-stream` first, then
+    // replaces it.
+    let mut response = Response::new(Body::from(json));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// A lease request's body, read or not yet.
+enum LeaseBody<'a> {
+    Read(&'a [u8]),
+    Unread(Body),
+}
+
+async fn lease_timed(app: &App, peer: &Peer, body: LeaseBody<'_>) -> Result<Vec<u8>, Response> {
     let t0 = tokio::time::Instant::now();
-    let r = match lease_inner(app, peer, body).await {
-        Ok(r) => r,
-        Err(refusal) => {
-            app.metrics.refuse(refusal.reason, true);
-            tracing::warn!(peer = %peer.addr, reason = refusal.reason, error = %refusal.message, "lease request refused");
-            refusal.into_response()
-        }
-    };
+    let r = lease_inner(app, peer, body).await.map_err(|refusal| {
+        app.metrics.refuse(refusal.reason, true);
+        tracing::warn!(peer = %peer.addr, reason = refusal.reason, error = %refusal.message, "lease request refused");
+        refusal.into_response()
+    });
     app.metrics
         .lease_duration
         .observe(t0.elapsed().as_secs_f64());
@@ -288,7 +317,7 @@ fn node_identity<'a>(peer: &'a Peer, endpoint: &str) -> Result<&'a ValidIdentity
     }
 }
 
-async fn lease_inner(app: &App, peer: &Peer, body: Body) -> Result<Response, Refusal> {
+async fn lease_inner(app: &App, peer: &Peer, body: LeaseBody<'_>) -> Result<Vec<u8>, Refusal> {
     let valid = node_identity(peer, "the lease API")?;
     let (id, who) = (&valid.identity, valid.uri.as_str());
     let Identity::Node {
@@ -307,8 +336,15 @@ async fn lease_inner(app: &App, peer: &Peer, body: Body) -> Result<Response, Ref
         ));
     };
     rate_limit(app, who)?;
-    let raw = read_body(app, body).await?;
-    let req: LeaseRequest = parse_versioned(&raw, "the lease request")?;
+    let read;
+    let raw = match body {
+        LeaseBody::Read(raw) => raw,
+        LeaseBody::Unread(body) => {
+            read = read_body(app, body).await?;
+            &read[..]
+        }
+    };
+    let req: LeaseRequest = parse_versioned(raw, "the lease request")?;
     if &req.cluster != cluster || &req.room != room || &req.node != node {
         return Err(Refusal::new(
             StatusCode::FORBIDDEN,
@@ -372,16 +408,9 @@ async fn lease_inner(app: &App, peer: &Peer, body: Body) -> Result<Response, Ref
     }
     // Written into one buffer of about the right size (axum's `Json` starts at 128 bytes and
     // grows), by proto's writer: the bytes `serde_json` writes, without its generic machinery.
-    let mut body = Vec::with_capacity(if reply.proof.is_some() { 768 } else { 192 });
-    reply.write_json(&mut body);
-    // Built directly: `(headers, Vec<u8>)` sets `application/octet-stream` first, then
-    // replaces it.
-    let mut response = Response::new(Body::from(body));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Ok(response)
+    let mut json = Vec::with_capacity(if reply.proof.is_some() { 768 } else { 192 });
+    reply.write_json(&mut json);
+    Ok(json)
 }
 
 /// `POST /v1/admin/{cluster}`: operator certificate only; every use with a verified

@@ -127,7 +127,7 @@ fn encrypt_size(e: EncryptError) -> Option<usize> {
 impl LeanTls {
     async fn handshake(&mut self) -> io::Result<()> {
         loop {
-            self.process_held()?;
+            self.process_held(None)?;
             poll_fn(|cx| self.poll_send(cx)).await?;
             if !self.conn.is_handshaking() {
                 return Ok(());
@@ -138,7 +138,7 @@ impl LeanTls {
                     "the client closed the connection during the TLS handshake",
                 ));
             }
-            poll_fn(|cx| self.poll_receive(cx)).await?;
+            poll_fn(|cx| self.poll_receive(cx, None)).await?;
         }
     }
 
@@ -147,10 +147,15 @@ impl LeanTls {
         self.conn.peer_certificates()
     }
 
-    /// Runs rustls over `data`, received and not yet processed: decrypted bytes go to
-    /// `plaintext`, records to send to `outgoing`. Returns how many bytes were used; the rest
-    /// is the beginning of a record.
-    fn process(&mut self, data: &mut [u8]) -> io::Result<usize> {
+    /// Runs rustls over `data`, received and not yet processed: decrypted bytes go to `reader`
+    /// as far as it has room (the HTTP layer's buffer: a renewal is copied once, not held here
+    /// first), the rest to `plaintext`; records to send go to `outgoing`. Returns how many bytes
+    /// were used; the rest is the beginning of a record.
+    fn process(
+        &mut self,
+        data: &mut [u8],
+        mut reader: Option<&mut ReadBuf<'_>>,
+    ) -> io::Result<usize> {
         let mut used = 0;
         for _ in 0..MAX_STEPS {
             let UnbufferedStatus { mut discard, state } =
@@ -161,7 +166,14 @@ impl LeanTls {
                     while let Some(record) = records.next_record() {
                         let record = record.map_err(tls_error)?;
                         discard += record.discard;
-                        self.plaintext.extend_from_slice(record.payload);
+                        let mut payload = record.payload;
+                        if let Some(reader) = reader.as_mut().filter(|_| self.plaintext.is_empty())
+                        {
+                            let n = reader.remaining().min(payload.len());
+                            reader.put_slice(&payload[..n]);
+                            payload = &payload[n..];
+                        }
+                        self.plaintext.extend_from_slice(payload);
                     }
                 }
                 Ok(ConnectionState::EncodeTlsData(mut record)) => {
@@ -224,10 +236,10 @@ impl LeanTls {
         tls_error(e)
     }
 
-    /// Processes the bytes held from earlier reads (the handshake's flights).
-    fn process_held(&mut self) -> io::Result<()> {
+    /// Processes the bytes held from earlier reads (the handshake's flights, a split record).
+    fn process_held(&mut self, reader: Option<&mut ReadBuf<'_>>) -> io::Result<()> {
         let mut held = std::mem::take(&mut self.incoming);
-        let used = self.process(&mut held)?;
+        let used = self.process(&mut held, reader)?;
         held.drain(..used);
         if !held.is_empty() {
             self.incoming = held;
@@ -235,8 +247,13 @@ impl LeanTls {
         Ok(())
     }
 
-    /// Reads once from the socket and processes what came, keeping the rest of a split record.
-    fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// Reads once from the socket and processes what came, keeping the rest of a split record;
+    /// decrypted bytes go to `reader` first (see [`Self::process`]).
+    fn poll_receive(
+        &mut self,
+        cx: &mut Context<'_>,
+        reader: Option<&mut ReadBuf<'_>>,
+    ) -> Poll<io::Result<()>> {
         let mut chunk = [MaybeUninit::<u8>::uninit(); MAX_RECORD];
         let mut read = ReadBuf::uninit(&mut chunk);
         ready!(Pin::new(&mut self.tcp).poll_read(cx, &mut read))?;
@@ -246,7 +263,7 @@ impl LeanTls {
             return Poll::Ready(Ok(()));
         }
         if self.incoming.is_empty() {
-            let used = self.process(fresh)?;
+            let used = self.process(fresh, reader)?;
             if used < fresh.len() {
                 self.incoming.extend_from_slice(&fresh[used..]);
             }
@@ -258,7 +275,7 @@ impl LeanTls {
                 )));
             }
             self.incoming.extend_from_slice(fresh);
-            self.process_held()?;
+            self.process_held(reader)?;
         }
         Poll::Ready(Ok(()))
     }
@@ -387,7 +404,11 @@ impl AsyncRead for LeanTls {
                     "the TLS connection failed",
                 )));
             }
-            ready!(this.poll_receive(cx))?;
+            let before = buf.filled().len();
+            ready!(this.poll_receive(cx, Some(buf)))?;
+            if buf.filled().len() > before {
+                return Poll::Ready(Ok(()));
+            }
             // Records rustls answers by itself (a key update) go out now if the socket takes them,
             // else with the next write.
             if this.out_sent < this.outgoing.len() {

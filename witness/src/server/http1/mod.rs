@@ -4,8 +4,10 @@
 //! two-node sites. hyper reserves a 16 KiB pair of buffers for each connection for as long as
 //! it lives (8 KiB header write buffer, 8 KiB read buffer; its builder allows nothing smaller),
 //! which alone was more than the whole memory goal per connection (docs/benchmarks.md). This
-//! server holds nothing while a connection waits for its next request: it waits on a one-byte
-//! read, takes a buffer for the request, answers it in one write and gives the buffer back.
+//! server holds nothing while a connection waits for its next request: it reads into the stack,
+//! takes a buffer for the request once bytes come, answers it in one write and gives the buffer
+//! back. A renewal's answer is written straight from the handler's JSON, with no response value
+//! around it.
 //!
 //! It accepts the subset of HTTP/1.1 the lease API needs and refuses the rest clearly:
 //! - heads are parsed by `httparse` (hyper's parser), at most 16 KiB and 64 headers (431);
@@ -20,10 +22,11 @@
 //! `read` reads and checks requests; `replay` runs the reader over given bytes (tests, fuzz).
 use crate::app::{App, Peer};
 use axum::response::{IntoResponse, Response};
-use http::{header, HeaderMap, Method, StatusCode, Version};
+use http::{header, HeaderMap, StatusCode};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tower::ServiceExt;
@@ -47,7 +50,7 @@ mod replay;
 #[cfg(test)]
 mod tests;
 
-use read::{read_request, Incoming, ReadFailure};
+use read::{read_request, Asked, Incoming, ReadFailure};
 pub use replay::{replay, Outcome};
 
 /// Serves one lease-port connection until it closes, idles out, sends a request it cannot
@@ -57,30 +60,39 @@ pub(super) async fn serve<I>(
     peer: Peer,
     router: axum::Router,
     app: &Arc<App>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let idle_timeout = Duration::from_millis(app.config.limits.idle_timeout_ms);
+    // One timer and one wait for the stop signal for the connection's whole life, both
+    // registered once: setting up and tearing down a timeout and a watch waiter for every
+    // request cost as much as parsing it. The timer is moved only when it fires early.
+    let idle = tokio::time::sleep(idle_timeout);
+    tokio::pin!(idle);
+    let mut idle_from = Instant::now();
+    let stopped = stopped(stop.clone());
+    tokio::pin!(stopped);
     // Bytes received and not yet answered; empty (and unallocated) between requests.
     let mut buf: Vec<u8> = Vec::new();
-    loop {
-        if buf.is_empty() {
-            if *stop.borrow() {
-                break;
-            }
-            let mut first = [0u8; 1];
-            let read = tokio::select! {
-                r = tokio::time::timeout(idle_timeout, io.read(&mut first)) => r,
-                _ = stop.changed() => break,
-            };
-            match read {
-                Ok(Ok(1)) => {
-                    buf.reserve(READ_CHUNK);
-                    buf.push(first[0]);
+    'connection: loop {
+        while buf.is_empty() {
+            tokio::select! {
+                biased;
+                () = &mut stopped => break 'connection,
+                first = first_bytes(&mut io) => match first {
+                    Some(first) => buf = first,
+                    // Closed by the peer, or reset.
+                    None => break 'connection,
+                },
+                () = &mut idle => {
+                    let due = idle_from + idle_timeout;
+                    if Instant::now() >= due {
+                        // Idle for limits.idle_timeout_ms.
+                        break 'connection;
+                    }
+                    idle.as_mut().reset(due);
                 }
-                // Idle for limits.idle_timeout_ms, closed by the peer, or reset.
-                Err(_) | Ok(Ok(_)) | Ok(Err(_)) => break,
             }
         }
         // Boxed: this future lives as long as the connection, and a request in progress
@@ -90,8 +102,40 @@ pub(super) async fn serve<I>(
         if next == Next::Close {
             break;
         }
+        idle_from = Instant::now();
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+}
+
+/// Completes once the witness stops (the stop signal is set or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Waits for the next request's first bytes and returns what one read brought (a whole
+/// renewal, as a rule) in a buffer taken for it; `None` when the peer closed or failed. The
+/// read goes to the stack, so a waiting connection holds no buffer, and a renewal is read
+/// whole in one go rather than one byte first.
+async fn first_bytes<I: AsyncRead + Unpin>(io: &mut I) -> Option<Vec<u8>> {
+    std::future::poll_fn(|cx| {
+        let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut read = ReadBuf::uninit(&mut stack);
+        match std::pin::Pin::new(&mut *io).poll_read(cx, &mut read) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(_)) => Poll::Ready(None),
+            Poll::Ready(Ok(())) if read.filled().is_empty() => Poll::Ready(None),
+            Poll::Ready(Ok(())) => {
+                let mut buf = Vec::with_capacity(READ_CHUNK);
+                buf.extend_from_slice(read.filled());
+                Poll::Ready(Some(buf))
+            }
+        }
+    })
+    .await
 }
 
 /// What the connection does after an exchange.
@@ -129,8 +173,8 @@ where
             if let Some(suppressed) = app.conn_log.allow() {
                 tracing::warn!(peer = %peer.addr, reason = refusal.reason, error = %refusal.message, suppressed, "request refused before it reached a handler; connection closed");
             }
-            let answer = refusal.into_response();
-            let _ = Box::pin(write_response(
+            let answer = Answer::Response(refusal.into_response());
+            let _ = Box::pin(write_answer(
                 io,
                 answer,
                 false,
@@ -161,41 +205,38 @@ where
         return Next::Close;
     };
     let Incoming {
-        mut request,
+        asked,
+        http10,
         keep_alive,
         head_only,
     } = incoming;
-    // An HTTP/1.0 client keeps the connection only when the answer says so.
-    let http10 = request.version() == Version::HTTP_10;
-    let response = if request.method() == Method::POST && request.uri().path() == "/v1/lease" {
-        let (head, body) = request.into_parts();
-        drop(head);
-        Box::pin(crate::api::lease_for(app, peer, body)).await
-    } else {
-        request.extensions_mut().insert(peer.clone());
-        match Box::pin(router.clone().oneshot(request)).await {
-            Ok(r) => r,
-            Err(never) => match never {},
+    let answer = match asked {
+        Asked::Lease(body) => match Box::pin(crate::api::lease_json(app, peer, &body)).await {
+            Ok(json) => Answer::Json(json),
+            Err(refused) => Answer::Response(refused),
+        },
+        Asked::Other(mut request) => {
+            request.extensions_mut().insert(peer.clone());
+            match Box::pin(router.clone().oneshot(*request)).await {
+                Ok(r) => Answer::Response(r),
+                Err(never) => match never {},
+            }
         }
     };
     // The answer is written outside the turn: a client that does not read its answers must not
     // hold a turn for as long as the write may wait.
     drop(turn);
-    let close = !keep_alive || *stop.borrow() || says_close(response.headers());
+    let close = !keep_alive
+        || *stop.borrow()
+        || matches!(&answer, Answer::Response(r) if says_close(r.headers()));
     let persist = match (close, http10) {
         (true, _) => Persist::Close,
         (false, true) => Persist::KeepAlive,
         (false, false) => Persist::Default,
     };
-    if Box::pin(write_response(
-        io,
-        response,
-        head_only,
-        persist,
-        idle_timeout,
-    ))
-    .await
-    .is_err()
+    if Box::pin(write_answer(io, answer, head_only, persist, idle_timeout))
+        .await
+        .is_err()
         || close
     {
         return Next::Close;
@@ -222,64 +263,125 @@ enum Persist {
     Default,
 }
 
+/// An answer to write.
+enum Answer {
+    /// A 200 with this JSON body: a lease reply, written without a response value around it.
+    Json(Vec<u8>),
+    /// Whatever a handler answered.
+    Response(Response),
+}
+
 /// Writes a whole answer in one write: status line, the handler's headers, the length, the
 /// date, the connection's fate when it is not the default, then the body (none for HEAD).
-async fn write_response<I: AsyncWrite + Unpin>(
+async fn write_answer<I: AsyncWrite + Unpin>(
     io: &mut I,
-    response: Response,
+    answer: Answer,
     head_only: bool,
     persist: Persist,
     timeout: Duration,
 ) -> std::io::Result<()> {
-    let (parts, body) = response.into_parts();
-    let body = axum::body::to_bytes(body, usize::MAX)
-        .await
-        .map_err(std::io::Error::other)?;
-    // Sized once: the status line, date, length and connection lines fit in 128 bytes.
-    let fields: usize = parts
-        .headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum();
-    let mut out = Vec::with_capacity(128 + fields + if head_only { 0 } else { body.len() });
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(parts.status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(
-        parts
-            .status
-            .canonical_reason()
-            .unwrap_or("Unknown")
-            .as_bytes(),
-    );
-    out.extend_from_slice(b"\r\n");
-    for (name, value) in parts.headers.iter() {
-        if name == header::CONTENT_LENGTH
-            || name == header::TRANSFER_ENCODING
-            || name == header::CONNECTION
-            || name == header::DATE
-        {
-            continue;
+    let out = match answer {
+        Answer::Json(json) => encode(
+            StatusCode::OK,
+            &[("content-type", b"application/json")],
+            None,
+            &json,
+            head_only,
+            persist,
+        ),
+        Answer::Response(response) => {
+            let (parts, body) = response.into_parts();
+            let body = axum::body::to_bytes(body, usize::MAX)
+                .await
+                .map_err(std::io::Error::other)?;
+            // The framing and the connection's fate are this layer's to say.
+            let fields: Vec<(&str, &[u8])> = parts
+                .headers
+                .iter()
+                .filter(|(name, _)| {
+                    ![
+                        header::CONTENT_LENGTH,
+                        header::TRANSFER_ENCODING,
+                        header::CONNECTION,
+                        header::DATE,
+                    ]
+                    .contains(name)
+                })
+                .map(|(name, value)| (name.as_str(), value.as_bytes()))
+                .collect();
+            let handler_length = parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .map(|v| v.as_bytes());
+            encode(
+                parts.status,
+                &fields,
+                handler_length,
+                &body,
+                head_only,
+                persist,
+            )
         }
-        out.extend_from_slice(name.as_str().as_bytes());
+    };
+    let mut write = std::pin::pin!(async {
+        io.write_all(&out).await?;
+        io.flush().await
+    });
+    // Tried once before a timer is set: the socket takes a renewal's answer at once unless the
+    // client stopped reading.
+    match std::future::poll_fn(|cx| Poll::Ready(std::future::Future::poll(write.as_mut(), cx)))
+        .await
+    {
+        Poll::Ready(written) => written,
+        Poll::Pending => tokio::time::timeout(timeout, write).await.map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "answer not taken in time")
+        })?,
+    }
+}
+
+/// An answer's bytes: the status line, `fields`, the length (for HEAD, `handler_length`, the
+/// length of the body a GET would have had), the date, the connection's fate when it is not
+/// the default, then the body (none for HEAD).
+fn encode(
+    status: StatusCode,
+    fields: &[(&str, &[u8])],
+    handler_length: Option<&[u8]>,
+    body: &[u8],
+    head_only: bool,
+    persist: Persist,
+) -> Vec<u8> {
+    // Sized once: the status line, date, length and connection lines fit in 128 bytes.
+    let fields_len: usize = fields
+        .iter()
+        .map(|(name, value)| name.len() + value.len() + 4)
+        .sum();
+    let mut out = Vec::with_capacity(128 + fields_len + if head_only { 0 } else { body.len() });
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in fields {
+        out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
-    let bodiless = parts.status.is_informational()
-        || parts.status == StatusCode::NO_CONTENT
-        || parts.status == StatusCode::NOT_MODIFIED;
-    let handler_length = parts.headers.get(header::CONTENT_LENGTH);
-    if head_only && handler_length.is_some() {
-        // The length of the body a GET would have had, as the handler said.
-        if let Some(v) = handler_length {
+    let bodiless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    match handler_length {
+        Some(length) if head_only => {
             out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(length);
             out.extend_from_slice(b"\r\n");
         }
-    } else if !bodiless {
-        use std::io::Write as _;
-        let _ = write!(out, "content-length: {}\r\n", body.len());
+        _ if !bodiless => {
+            out.extend_from_slice(b"content-length: ");
+            write_decimal(&mut out, body.len());
+            out.extend_from_slice(b"\r\n");
+        }
+        _ => {}
     }
     out.extend_from_slice(b"date: ");
     write_http_date(&mut out);
@@ -291,14 +393,25 @@ async fn write_response<I: AsyncWrite + Unpin>(
     }
     out.extend_from_slice(b"\r\n");
     if !head_only && !bodiless {
-        out.extend_from_slice(&body);
+        out.extend_from_slice(body);
     }
-    tokio::time::timeout(timeout, async {
-        io.write_all(&out).await?;
-        io.flush().await
-    })
-    .await
-    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "answer not taken in time"))?
+    out
+}
+
+/// Appends `n` in decimal.
+fn write_decimal(out: &mut Vec<u8>, n: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// Appends the `Date` header's value, formatted at most once a second per thread.

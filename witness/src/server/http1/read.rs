@@ -3,8 +3,7 @@
 use super::{MAX_HEADERS, MAX_HEAD_BYTES, READ_CHUNK};
 use crate::api::Refusal;
 use axum::body::Body;
-use bytes::Bytes;
-use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -18,10 +17,22 @@ pub(super) enum ReadFailure {
 
 /// A request read off the connection, ready for the handlers.
 pub(super) struct Incoming {
-    pub(super) request: Request<Body>,
+    pub(super) asked: Asked,
+    /// An HTTP/1.0 request: the connection is kept only when the answer says so.
+    pub(super) http10: bool,
     /// The client asked to keep the connection open after the answer.
     pub(super) keep_alive: bool,
     pub(super) head_only: bool,
+}
+
+/// What a request asks for.
+pub(super) enum Asked {
+    /// `POST /v1/lease` with this body: a renewal needs nothing else of its request, so none
+    /// of the head is kept for it.
+    Lease(Vec<u8>),
+    /// Anything else, whole, for the router (boxed: a request waiting for its turn holds
+    /// only a pointer to it).
+    Other(Box<Request<Body>>),
 }
 
 /// Reads one request: its head, then its body. `Ok(Err(_))` is a request refused as it stands
@@ -53,6 +64,7 @@ pub(super) async fn read_request<I: AsyncRead + AsyncWrite + Unpin>(
         uri,
         version,
         headers,
+        lease,
         keep_alive,
         framing,
         expect_continue,
@@ -83,7 +95,7 @@ pub(super) async fn read_request<I: AsyncRead + AsyncWrite + Unpin>(
             }
             // Copied out, a few hundred bytes: the read buffer (2 KiB) is then free before the
             // request waits for its turn and its answer, and thousands may wait at once.
-            let body = Bytes::copy_from_slice(&buf[head_len..end]);
+            let body = buf[head_len..end].to_vec();
             buf.drain(..end);
             body
         }
@@ -92,15 +104,22 @@ pub(super) async fn read_request<I: AsyncRead + AsyncWrite + Unpin>(
             Err(refusal) => return Ok(Err(refusal)),
         },
     };
-    let mut request = Request::new(Body::from(body));
-    *request.method_mut() = method.clone();
-    *request.uri_mut() = uri;
-    *request.version_mut() = version;
-    *request.headers_mut() = headers;
+    let head_only = method == Method::HEAD;
+    let asked = if lease {
+        Asked::Lease(body)
+    } else {
+        let mut request = Request::new(Body::from(body));
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.version_mut() = version;
+        *request.headers_mut() = headers;
+        Asked::Other(Box::new(request))
+    };
     Ok(Ok(Incoming {
-        request,
+        asked,
+        http10: version == Version::HTTP_10,
         keep_alive,
-        head_only: method == Method::HEAD,
+        head_only,
     }))
 }
 
@@ -117,7 +136,7 @@ async fn read_chunked<I: AsyncRead + Unpin>(
     start: usize,
     deadline: Instant,
     body_limit: usize,
-) -> Result<Result<Bytes, Refusal>, ReadFailure> {
+) -> Result<Result<Vec<u8>, Refusal>, ReadFailure> {
     let bad = |what: &str| bad_request(format!("bad chunked body: {what}"));
     let mut body = Vec::new();
     let mut pos = start;
@@ -199,7 +218,7 @@ async fn read_chunked<I: AsyncRead + Unpin>(
         framing += 2;
     }
     buf.drain(..pos);
-    Ok(Ok(Bytes::from(body)))
+    Ok(Ok(body))
 }
 
 /// A byte that no size line or trailer field may hold (a bare CR or LF would let another
@@ -216,7 +235,7 @@ async fn read_more<I: AsyncRead + Unpin>(
     deadline: Instant,
 ) -> Result<(), ReadFailure> {
     // Grown only when little room is left: reserving a whole chunk again for the rest of a
-    // request begun with one byte would double every request's buffer to 4 KiB.
+    // request begun with a few bytes would double every request's buffer to 4 KiB.
     if buf.capacity() - buf.len() < READ_CHUNK / 2 {
         buf.reserve(READ_CHUNK);
     }
@@ -233,6 +252,8 @@ struct Head {
     uri: Uri,
     version: Version,
     headers: HeaderMap,
+    /// `POST /v1/lease`: `uri` and `headers` are not read for it (nor built).
+    lease: bool,
     keep_alive: bool,
     framing: Framing,
     expect_continue: bool,
@@ -269,9 +290,10 @@ fn bad_request(message: String) -> Refusal {
 
 /// The head at the start of `buf` and its length, `None` while it is incomplete.
 fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Refusal> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut fields);
-    let head_len = match req.parse(buf) {
+    // Left uninitialised: httparse writes a field before it is read, and a renewal has four.
+    let mut fields = [std::mem::MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(buf, &mut fields) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
@@ -291,7 +313,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Refusal> {
     // Every other request gets the whole head, for the router and its handlers.
     let lease = req.method == Some("POST") && req.path == Some("/v1/lease");
     let (method, uri) = if lease {
-        (Method::POST, Uri::from_static("/v1/lease"))
+        (Method::POST, Uri::default())
     } else {
         let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
             .map_err(|e| bad_request(format!("bad request method: {e}")))?;
@@ -307,8 +329,17 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Refusal> {
         (None::<usize>, false, false, false);
     let mut chunked = false;
     for field in req.headers.iter() {
-        let is = |name: &HeaderName| field.name.eq_ignore_ascii_case(name.as_str());
-        if is(&header::TRANSFER_ENCODING) {
+        // Told apart by length first: most fields are none of these four.
+        let name = field.name.as_bytes();
+        let is = |known: &[u8]| name.len() == known.len() && name.eq_ignore_ascii_case(known);
+        let (transfer_encoding, content_length, connection, expect) = match name.len() {
+            17 => (is(b"transfer-encoding"), false, false, false),
+            14 => (false, is(b"content-length"), false, false),
+            10 => (false, false, is(b"connection"), false),
+            6 => (false, false, false, is(b"expect")),
+            _ => (false, false, false, false),
+        };
+        if transfer_encoding {
             // Only `chunked` alone: any other coding, or `chunked` twice, is refused rather than
             // guessed at.
             if chunked || !field.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
@@ -323,7 +354,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Refusal> {
             }
             chunked = true;
         }
-        if is(&header::CONTENT_LENGTH) {
+        if content_length {
             let n = std::str::from_utf8(field.value)
                 .ok()
                 .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
@@ -339,14 +370,14 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Refusal> {
             }
             length = Some(n);
         }
-        if is(&header::CONNECTION) {
+        if connection {
             for token in field.value.split(|b| *b == b',') {
                 let token = token.trim_ascii();
                 close |= token.eq_ignore_ascii_case(b"close");
                 keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
             }
         }
-        if is(&header::EXPECT) {
+        if expect {
             if field
                 .value
                 .trim_ascii()
@@ -390,6 +421,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Refusal> {
             uri,
             version,
             headers,
+            lease,
             keep_alive,
             framing,
             expect_continue,

@@ -1,6 +1,6 @@
 //! The request reader run over given bytes, cut into given reads: what the property tests and
 //! the `lease_port_http` fuzz target check.
-use super::read::read_request;
+use super::read::{read_request, Asked};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::Instant;
@@ -52,14 +52,20 @@ pub fn replay(pieces: &[&[u8]], body_limit: usize) -> Vec<Outcome> {
             }
             match read_request(&mut io, &mut buf, deadline, body_limit).await {
                 Ok(Ok(incoming)) => {
-                    let (head, body) = incoming.request.into_parts();
-                    let body = axum::body::to_bytes(body, usize::MAX)
-                        .await
-                        .map(|b| b.to_vec())
-                        .unwrap_or_default();
+                    let (method, target, body) = match incoming.asked {
+                        Asked::Lease(body) => ("POST".to_string(), "/v1/lease".to_string(), body),
+                        Asked::Other(request) => {
+                            let (head, body) = (*request).into_parts();
+                            let body = axum::body::to_bytes(body, usize::MAX)
+                                .await
+                                .map(|b| b.to_vec())
+                                .unwrap_or_default();
+                            (head.method.to_string(), head.uri.to_string(), body)
+                        }
+                    };
                     out.push(Outcome::Request {
-                        method: head.method.to_string(),
-                        target: head.uri.to_string(),
+                        method,
+                        target,
                         keep_alive: incoming.keep_alive,
                         head_only: incoming.head_only,
                         body,
