@@ -362,6 +362,72 @@ async fn a_slow_body_is_cut_off_and_an_idle_connection_is_closed_after_the_idle_
     w.stop().await.expect("stop");
 }
 
+#[tokio::test]
+async fn a_connection_in_use_outlives_the_idle_timeout_and_is_closed_once_silent() {
+    // The idle timer is set once per connection and moved only when it fires: a connection
+    // that renews more often than the idle timeout must never be closed by it, however many
+    // times the timer fires in between.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = test_config(dir.path());
+    cfg.limits.idle_timeout_ms = 500;
+    let w = start_fresh(cfg).await;
+    let body = serde_json::to_vec(&lease_body("demo", "a", "a1", 0, false)).expect("json");
+    let req = lease_request(&body, "");
+    let mut tls = raw_tls(w.lease_addr, dir.path(), "a1").await;
+    let t0 = tokio::time::Instant::now();
+    for round in 0..8 {
+        tls.write_all(&req).await.expect("write");
+        let (answers, closed) = read_answers(&mut tls, 1).await;
+        assert!(
+            answers.len() == 1 && answers[0].starts_with("HTTP/1.1 200") && !closed,
+            "renewal {round} on a connection in use: {answers:?}, closed: {closed}"
+        );
+        if round < 7 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    assert!(
+        t0.elapsed() >= Duration::from_millis(2_000),
+        "the renewals took {:?}, not four idle timeouts",
+        t0.elapsed()
+    );
+    // Silent from now: closed, and not before the idle timeout.
+    let t1 = tokio::time::Instant::now();
+    assert!(closes_within(&mut tls, Duration::from_secs(5)).await);
+    assert!(
+        t1.elapsed() >= Duration::from_millis(400),
+        "closed {:?} after the last answer, before the idle timeout",
+        t1.elapsed()
+    );
+    w.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_when_the_witness_stops() {
+    // Each connection waits for the stop signal once for its whole life, not once per request:
+    // a connection idle between renewals must still see the witness stop and close.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = test_config(dir.path());
+    cfg.limits.idle_timeout_ms = 60_000;
+    let w = start_fresh(cfg).await;
+    let body = serde_json::to_vec(&lease_body("demo", "a", "a1", 0, false)).expect("json");
+    let req = lease_request(&body, "");
+    let mut tls = raw_tls(w.lease_addr, dir.path(), "a1").await;
+    for _ in 0..2 {
+        tls.write_all(&req).await.expect("write");
+        let (answers, closed) = read_answers(&mut tls, 1).await;
+        assert!(
+            answers[0].starts_with("HTTP/1.1 200") && !closed,
+            "{answers:?}"
+        );
+    }
+    w.stop().await.expect("stop");
+    assert!(
+        closes_within(&mut tls, Duration::from_secs(10)).await,
+        "an idle connection stayed open after the witness stopped"
+    );
+}
+
 /// Runs a client program to completion; its stdout, or a failure naming the program and what
 /// it printed. The program must exist: CI installs both (.ci/run).
 fn run_client(what: &str, cmd: &mut std::process::Command) -> String {
