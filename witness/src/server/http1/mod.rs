@@ -50,7 +50,7 @@ mod replay;
 #[cfg(test)]
 mod tests;
 
-use read::{read_request, Asked, Incoming, ReadFailure};
+use read::{read_request, take_whole, Asked, Incoming, ReadFailure};
 pub use replay::{replay, Outcome};
 
 /// Serves one lease-port connection until it closes, idles out, sends a request it cannot
@@ -163,7 +163,13 @@ where
     let deadline = Instant::now() + header_timeout;
     // Each phase boxed in turn: this future is allocated whole while the request waits for its
     // turn, so it holds only what is common to the phases.
-    let incoming = match Box::pin(read_request(io, buf, deadline, limits.body_limit_bytes)).await {
+    // A request already whole in `buf` is taken as it is; the reader (boxed, it is large) only
+    // for one that needs more reads.
+    let read = match take_whole(buf, limits.body_limit_bytes) {
+        Some(taken) => Ok(taken),
+        None => Box::pin(read_request(io, buf, deadline, limits.body_limit_bytes)).await,
+    };
+    let incoming = match read {
         Ok(Ok(incoming)) => incoming,
         Ok(Err(refusal)) => {
             app.metrics
@@ -234,11 +240,24 @@ where
         (false, true) => Persist::KeepAlive,
         (false, false) => Persist::Default,
     };
-    if Box::pin(write_answer(io, answer, head_only, persist, idle_timeout))
-        .await
-        .is_err()
-        || close
-    {
+    // A renewal's answer is encoded here and written without a box; a handler's response may
+    // have a body to collect first (boxed: that takes more state).
+    let written = match answer {
+        Answer::Json(json) => {
+            let out = encode(
+                StatusCode::OK,
+                &[("content-type", b"application/json")],
+                None,
+                &json,
+                head_only,
+                persist,
+            );
+            drop(json);
+            send(io, &out, idle_timeout).await
+        }
+        answer => Box::pin(write_answer(io, answer, head_only, persist, idle_timeout)).await,
+    };
+    if written.is_err() || close {
         return Next::Close;
     }
     Next::Wait
@@ -323,8 +342,17 @@ async fn write_answer<I: AsyncWrite + Unpin>(
             )
         }
     };
+    send(io, &out, timeout).await
+}
+
+/// Writes `out` whole, within `timeout`.
+async fn send<I: AsyncWrite + Unpin>(
+    io: &mut I,
+    out: &[u8],
+    timeout: Duration,
+) -> std::io::Result<()> {
     let mut write = std::pin::pin!(async {
-        io.write_all(&out).await?;
+        io.write_all(out).await?;
         io.flush().await
     });
     // Tried once before a timer is set: the socket takes a renewal's answer at once unless the
@@ -333,9 +361,12 @@ async fn write_answer<I: AsyncWrite + Unpin>(
         .await
     {
         Poll::Ready(written) => written,
-        Poll::Pending => tokio::time::timeout(timeout, write).await.map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::TimedOut, "answer not taken in time")
-        })?,
+        // Boxed: only a client that does not read its answers needs the timer.
+        Poll::Pending => Box::pin(tokio::time::timeout(timeout, write))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "answer not taken in time")
+            })?,
     }
 }
 

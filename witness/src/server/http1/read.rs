@@ -35,6 +35,33 @@ pub(super) enum Asked {
     Other(Box<Request<Body>>),
 }
 
+/// The request at the start of `buf` when all of it is there (a renewal read in one go, as a
+/// rule), or when the bytes there already settle its refusal; `None` while more must be read,
+/// which [`read_request`] then does. Takes the request's bytes out of `buf`. Gives what
+/// `read_request` gives for the same bytes: a body already whole needs no `100 Continue`.
+pub(super) fn take_whole(
+    buf: &mut Vec<u8>,
+    body_limit: usize,
+) -> Option<Result<Incoming, Refusal>> {
+    let (head, head_len) = match parse_head(buf) {
+        Ok(Some((_, head_len))) if head_len > MAX_HEAD_BYTES => return Some(Err(head_too_large())),
+        Ok(Some(done)) => done,
+        Ok(None) if buf.len() >= MAX_HEAD_BYTES => return Some(Err(head_too_large())),
+        Ok(None) => return None,
+        Err(refusal) => return Some(Err(refusal)),
+    };
+    match head.framing {
+        Framing::Length(n) if n > body_limit => Some(Err(body_too_large(body_limit))),
+        Framing::Length(n) if buf.len() >= head_len + n => {
+            let end = head_len + n;
+            let body = buf[head_len..end].to_vec();
+            buf.drain(..end);
+            Some(Ok(head.incoming(body)))
+        }
+        Framing::Length(_) | Framing::Chunked => None,
+    }
+}
+
 /// Reads one request: its head, then its body. `Ok(Err(_))` is a request refused as it stands
 /// (the connection cannot be reused after it); `buf` keeps any bytes of a next request.
 pub(super) async fn read_request<I: AsyncRead + AsyncWrite + Unpin>(
@@ -59,16 +86,7 @@ pub(super) async fn read_request<I: AsyncRead + AsyncWrite + Unpin>(
             Err(refusal) => return Ok(Err(refusal)),
         }
     };
-    let Head {
-        method,
-        uri,
-        version,
-        headers,
-        lease,
-        keep_alive,
-        framing,
-        expect_continue,
-    } = parsed;
+    let (framing, expect_continue) = (parsed.framing, parsed.expect_continue);
     if matches!(framing, Framing::Length(n) if n > body_limit) {
         return Ok(Err(body_too_large(body_limit)));
     }
@@ -104,23 +122,29 @@ pub(super) async fn read_request<I: AsyncRead + AsyncWrite + Unpin>(
             Err(refusal) => return Ok(Err(refusal)),
         },
     };
-    let head_only = method == Method::HEAD;
-    let asked = if lease {
-        Asked::Lease(body)
-    } else {
-        let mut request = Request::new(Body::from(body));
-        *request.method_mut() = method;
-        *request.uri_mut() = uri;
-        *request.version_mut() = version;
-        *request.headers_mut() = headers;
-        Asked::Other(Box::new(request))
-    };
-    Ok(Ok(Incoming {
-        asked,
-        http10: version == Version::HTTP_10,
-        keep_alive,
-        head_only,
-    }))
+    Ok(Ok(parsed.incoming(body)))
+}
+
+impl Head {
+    /// The request this head starts, with its body.
+    fn incoming(self, body: Vec<u8>) -> Incoming {
+        let asked = if self.lease {
+            Asked::Lease(body)
+        } else {
+            let mut request = Request::new(Body::from(body));
+            *request.method_mut() = self.method.clone();
+            *request.uri_mut() = self.uri;
+            *request.version_mut() = self.version;
+            *request.headers_mut() = self.headers;
+            Asked::Other(Box::new(request))
+        };
+        Incoming {
+            asked,
+            http10: self.version == Version::HTTP_10,
+            keep_alive: self.keep_alive,
+            head_only: self.method == Method::HEAD,
+        }
+    }
 }
 
 /// Most bytes of chunk framing (size lines, extensions, trailers) a body may carry beyond
