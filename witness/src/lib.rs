@@ -24,6 +24,7 @@ mod clusters;
 mod history;
 mod metrics;
 mod ratelimit;
+mod sharded;
 mod status;
 mod view;
 

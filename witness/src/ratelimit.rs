@@ -3,9 +3,7 @@
 //!
 //! Memory is bounded by the identities the CA issued; idle, full buckets are dropped by
 //! [`RateLimiter::prune`].
-use crate::shortlock::{lock, ShortLock};
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use crate::sharded::Sharded;
 use tokio::time::Instant;
 
 const SHARDS: usize = 32;
@@ -20,7 +18,7 @@ pub struct RateLimiter {
     per_second: f64,
     burst: f64,
     /// Sharded so concurrent requests from different identities rarely contend.
-    shards: Vec<ShortLock<HashMap<String, Bucket>>>,
+    buckets: Sharded<String, Bucket>,
 }
 
 impl RateLimiter {
@@ -29,24 +27,16 @@ impl RateLimiter {
         RateLimiter {
             per_second,
             burst: per_second,
-            shards: (0..SHARDS)
-                .map(|_| ShortLock::new(HashMap::new()))
-                .collect(),
+            buckets: Sharded::new(SHARDS),
         }
-    }
-
-    fn shard(&self, key: &str) -> &ShortLock<HashMap<String, Bucket>> {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        key.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
     }
 
     /// Takes one token; `Err(seconds)` tells how long until one is available.
     pub fn check(&self, key: &str) -> Result<(), f64> {
         let now = Instant::now();
-        let mut map = lock(self.shard(key));
+        let mut shard = self.buckets.lock(key);
         // Looked up by `&str`: an owned key is allocated only for a new identity.
-        if let Some(b) = map.get_mut(key) {
+        if let Some(b) = shard.get_mut(key) {
             return self.take(b, now);
         }
         let mut b = Bucket {
@@ -54,7 +44,7 @@ impl RateLimiter {
             last: now,
         };
         let r = self.take(&mut b, now);
-        map.insert(key.to_string(), b);
+        shard.insert_new(key.to_string(), b);
         r
     }
 
@@ -74,12 +64,11 @@ impl RateLimiter {
     pub fn prune(&self) {
         let now = Instant::now();
         let full_after = self.burst / self.per_second;
-        for s in &self.shards {
-            let mut map = lock(s);
-            map.retain(|_, b| {
+        self.buckets.each_shard(|table| {
+            table.retain(|(_, b)| {
                 now.saturating_duration_since(b.last).as_secs_f64() < full_after + 1.0
             });
-        }
+        });
     }
 }
 

@@ -3,14 +3,15 @@
 //! reply contract around each step is in [`commit`], the gauges in [`gauges`], and the status
 //! the pages show is built by `crate::view` from what the slots hold.
 //!
-//! Concurrency: the table is split into shards (`ShortLock<HashMap>`, a `std::sync::Mutex`), each
-//! held only to find or insert a cluster's slot. A slot holds its arbiter behind a `tokio::sync::Mutex`, held
+//! Concurrency: the table is split into shards (`crate::sharded`, each behind a `std::sync::Mutex`),
+//! each held only to find or insert a cluster's slot. A slot holds its arbiter behind a `tokio::sync::Mutex`, held
 //! across the durable write: a reply that depends on a new record is sent only after that record
 //! is flushed, and no later reply of the same cluster can overtake the write. Different clusters
 //! never wait for each other. Plain renewals change no record, so they touch no disk.
 use crate::config::Config;
 use crate::history::History;
 use crate::metrics::Metrics;
+use crate::sharded::Sharded;
 use crate::shortlock::{lock, ShortLock};
 use crate::store::{Store, StoreError, StoredCluster};
 use crate::view::{admin_label, mode_text, room_last_seen, status_of, status_unloaded};
@@ -20,8 +21,7 @@ use proto::small::SmallMap;
 use proto::wire::{AdminCommand, LeaseReply, LeaseRequest};
 use proto::{ClusterId, Millis, NodeId, RoomId};
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use thiserror::Error;
@@ -114,7 +114,7 @@ pub struct AdminOutcome {
 
 /// The table of every cluster this witness knows.
 pub struct ClusterTable {
-    shards: Vec<ShortLock<HashMap<ClusterId, Arc<Slot>>>>,
+    slots: Sharded<ClusterId, Arc<Slot>>,
     /// Clusters loaded (bounded by `limits.max_clusters`).
     count: AtomicUsize,
     /// Clusters with a pending time-based decision; the ticker steps only these.
@@ -140,9 +140,7 @@ impl ClusterTable {
     ) -> ClusterTable {
         let lost_until = lost_state.then(|| clock.now() + config.max_forgotten_state_wait_ms());
         ClusterTable {
-            shards: (0..SHARDS)
-                .map(|_| ShortLock::new(HashMap::new()))
-                .collect(),
+            slots: Sharded::new(SHARDS),
             count: AtomicUsize::new(0),
             hot: ShortLock::new(HashSet::new()),
             lost_until: ShortLock::new(lost_until),
@@ -166,12 +164,6 @@ impl ClusterTable {
     pub fn lost_window_left(&self) -> Option<u64> {
         let now = self.clock.now();
         (*lock(&self.lost_until)).map(|u| u.since(now))
-    }
-
-    fn shard(&self, cluster: &ClusterId) -> &ShortLock<HashMap<ClusterId, Arc<Slot>>> {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        cluster.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
     }
 
     /// Builds an arbiter from what the store says. Returns it with whether the `recovering`
@@ -205,7 +197,7 @@ impl ClusterTable {
     /// The slot of a cluster, loading it from the store; `may_create` lets a cluster unknown to
     /// the store be created (a node with a valid certificate called).
     fn slot(&self, cluster: &ClusterId, may_create: bool) -> Result<Arc<Slot>, TableError> {
-        let mut map = lock(self.shard(cluster));
+        let mut map = self.slots.lock(cluster);
         if let Some(s) = map.get(cluster) {
             return Ok(s.clone());
         }
@@ -264,21 +256,19 @@ impl ClusterTable {
                 history,
             }),
         });
-        map.insert(cluster.clone(), slot.clone());
+        map.insert_new(cluster.clone(), slot.clone());
         self.count.fetch_add(1, Ordering::Relaxed);
         Ok(slot)
     }
 
     fn loaded(&self, cluster: &ClusterId) -> Option<Arc<Slot>> {
-        lock(self.shard(cluster)).get(cluster).cloned()
+        self.slots.lock(cluster).get(cluster).cloned()
     }
 
     fn all_slots(&self) -> Vec<Arc<Slot>> {
-        let mut v: Vec<Arc<Slot>> = self
-            .shards
-            .iter()
-            .flat_map(|s| lock(s).values().cloned().collect::<Vec<_>>())
-            .collect();
+        let mut v: Vec<Arc<Slot>> = Vec::new();
+        self.slots
+            .each_shard(|table| v.extend(table.iter().map(|(_, slot)| slot.clone())));
         v.sort_by(|a, b| a.cluster.cmp(&b.cluster));
         v
     }
