@@ -98,6 +98,23 @@ async fn keep_alive_pipelining_continue_and_http10_are_answered_in_order() {
         assert!(a.contains("\r\ndate: "), "{a}");
         assert!(!a.contains("connection: close"), "{a}");
     }
+    // Three requests of nearly 2 KiB each in one write, more than one read of the layer takes:
+    // the TLS stream keeps what did not fit and hands it over in order. Three answers.
+    let pad = format!("X-Pad: {}\r\n", "p".repeat(1_500));
+    let three = [
+        lease_request(&body, &pad),
+        lease_request(&body, &pad),
+        lease_request(&body, &pad),
+    ]
+    .concat();
+    assert!(three.len() > 5_000, "{}", three.len());
+    tls.write_all(&three).await.expect("write");
+    let (answers, closed) = read_answers(&mut tls, 3).await;
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    assert!(!closed);
+    for a in &answers {
+        assert!(a.starts_with("HTTP/1.1 200 OK\r\n"), "{a}");
+    }
     // Split in the middle of the head and of the body: still one answer.
     let one = lease_request(&body, "");
     for part in one.chunks(37) {
