@@ -222,7 +222,7 @@ async fn run(args: Args) -> Result<()> {
     errors.store(0, Ordering::Relaxed);
     measuring.store(true, Ordering::Relaxed);
     let t0 = Instant::now();
-    let cpu0 = sys::cpu_time(pid).unwrap_or_default();
+    let cpu0 = sys::cpu_time(pid);
     let mut peak = 0;
     for s in 0..args.seconds {
         tokio::time::sleep_until(tokio::time::Instant::from_std(
@@ -239,7 +239,19 @@ async fn run(args: Args) -> Result<()> {
             witness_bench::lab::tail(&dir.path().join("etcd.log"))
         );
     }
-    let cpu = sys::cpu_time(pid).unwrap_or_default().saturating_sub(cpu0);
+    // Unknown, not zero, when /proc could not be read at either end of the window.
+    let cpu1 = sys::cpu_time(pid);
+    let cpu = cpu0.zip(cpu1).map(|(a, b)| b.saturating_sub(a));
+    if cpu.is_none() {
+        eprintln!(
+            "etcd's CPU time is unknown: /proc/{pid}/stat read at the start {}, at the end {}",
+            if cpu0.is_some() { "worked" } else { "failed" },
+            if cpu1.is_some() { "worked" } else { "failed" }
+        );
+        if let Ok(Some(st)) = child.try_wait() {
+            eprintln!("etcd exited at the end of the window ({st})");
+        }
+    }
     let (okn, errn) = (ok.load(Ordering::Relaxed), errors.load(Ordering::Relaxed));
     stop.store(true, Ordering::Relaxed);
     let mut lat = Vec::new();
@@ -251,11 +263,15 @@ async fn run(args: Args) -> Result<()> {
     lat.sort_unstable();
     let p = |q: f64| percentile(&lat, q) as f64 / 1000.0;
     let rate = okn as f64 / elapsed;
-    let cpu_pct = cpu.as_secs_f64() / elapsed * 100.0;
-    let us = cpu.as_secs_f64() * 1e6 / okn.max(1) as f64;
+    let cpu_pct = cpu.map(|c| c.as_secs_f64() / elapsed * 100.0);
+    let us = cpu.map(|c| c.as_secs_f64() * 1e6 / okn.max(1) as f64);
+    let cpu_text = match (cpu_pct, us) {
+        (Some(pct), Some(us)) => format!("{pct:.0}% of one core ({us:.0} us per keep-alive)"),
+        _ => "unknown (/proc unreadable)".to_string(),
+    };
     println!(
         "etcd: {:.0} keep-alives/s sustained (offered {:.0}/s), {errn} errors; latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms; \
-         CPU {cpu_pct:.0}% of one core ({us:.0} us per keep-alive), RSS peak {:.1} MiB",
+         CPU {cpu_text}, RSS peak {:.1} MiB",
         rate,
         n as f64 * 1000.0 / renew_ms as f64,
         p(0.5),
@@ -294,11 +310,7 @@ async fn run(args: Args) -> Result<()> {
             &format!("{:.2} / {:.2} / {:.2} ms", p(0.5), p(0.99), p(0.999)),
             "",
         );
-        s.row(
-            "etcd CPU",
-            &format!("{cpu_pct:.0}% of one core, {us:.0} us per keep-alive"),
-            "",
-        );
+        s.row("etcd CPU", &cpu_text, "");
         s.row(
             "etcd RSS idle / peak",
             &format!(
@@ -324,7 +336,7 @@ async fn run(args: Args) -> Result<()> {
                     "throughput {}, p99 latency {}, CPU per renewal {}",
                     ratio(wr, rate),
                     ratio(w99, p(0.99)),
-                    ratio(wus, if okn == 0 { 0.0 } else { us })
+                    ratio(wus, if okn == 0 { 0.0 } else { us.unwrap_or(0.0) })
                 ),
                 "",
             );
