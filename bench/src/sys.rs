@@ -31,9 +31,12 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
 /// CPU time a process has used so far, split into user space and the kernel (its system
 /// calls, the network stack's work on its behalf): the two parts answer to different changes.
 pub fn cpu_split(pid: u32) -> Option<(Duration, Duration)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_cpu(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+fn parse_cpu(stat: &str) -> Option<(Duration, Duration)> {
     // Fields after the command name (which may hold spaces) in parentheses.
-    let rest = &s[s.rfind(')')? + 2..];
+    let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     let utime: u64 = f.get(11)?.parse().ok()?;
     let stime: u64 = f.get(12)?.parse().ok()?;
@@ -42,6 +45,28 @@ pub fn cpu_split(pid: u32) -> Option<(Duration, Duration)> {
         Duration::from_millis(utime * 10),
         Duration::from_millis(stime * 10),
     ))
+}
+
+/// A process's `/proc/<pid>/stat`, opened once and read again in place: for a measurement
+/// taken while this process holds nearly every file descriptor it may open (a load generator
+/// with one connection per lease), when opening the file anew can fail.
+pub struct StatFile(std::fs::File);
+
+impl StatFile {
+    pub fn open(pid: u32) -> Option<StatFile> {
+        std::fs::File::open(format!("/proc/{pid}/stat"))
+            .ok()
+            .map(StatFile)
+    }
+
+    /// CPU time used so far, user and kernel together.
+    pub fn cpu_time(&mut self) -> Option<Duration> {
+        use std::io::{Read, Seek, SeekFrom};
+        self.0.seek(SeekFrom::Start(0)).ok()?;
+        let mut stat = String::new();
+        self.0.read_to_string(&mut stat).ok()?;
+        parse_cpu(&stat).map(|(user, kernel)| user + kernel)
+    }
 }
 
 /// Sends a signal by name (`TERM`, `KILL`) with the `kill` utility.
