@@ -189,8 +189,9 @@ rows say where they were taken. The transport floor was measured in the same run
 | + no copy on a paired renewal: the record is copied aside only when a step writes it, node entries and grant times updated in place, the reply takes the request's names, membership read before written; `POST /v1/lease` answered before the router; the identity's URI once per connection | 45,888 | 35.3 us at 19,800/s, 42.9 us at 8,000/s, 56.5 us at 4,000/s (quiet machine) | serde_json parse ~9,700 (UTF-8 checks, key matching), the arbiter step ~4,100, reply serialization ~2,800; hyper, TLS and tokio as in the floor |
 | + the lease port's own HTTP/1.1 layer instead of hyper (`witness/src/server/http1/`: httparse, Content-Length bodies (chunked added after this run), a renewal's head checked for its framing only, the answer written in one write); a connection's task 584 bytes instead of 6 KiB | 42,155 | 32.5 us at 19,800/s, 40.2 us at 8,000/s, 50.4 us at 4,000/s | serde_json parse and reply ~12,000, the arbiter step, TLS records, tokio |
 | + the lease request read by a plain reader for the exact form agents send (anything else still read by serde_json, with its messages), the reply written by the witness's own writer (serde_json's bytes), measured on 401b913 | 41,294 -> 32,542 | | request parse 9,800 -> 2,828, reply 2,796 -> 1,009 |
-| + the lease port's TLS on rustls's unbuffered connection (records decrypted on the stack, no per-connection buffers), the arbiter's maps as sorted vectors, a request's exchange boxed apart from the waiting connection, the answer's buffer sized once; this run | 32,431 | 28.6 us at 19,800/s, 32.6 us at 8,000/s, 42.4 us at 4,000/s (quiet machine) | memcpy and malloc/free, AES-GCM, the exchange, the arbiter's lookups (`SmallMap::get`), httparse |
-| transport floor (rustls mutual TLS 1.3 + hyper HTTP/1.1, fixed reply of the witness's size), this run | 19,055 | 21.6 / 27.4 / 34.5 us at 19,800 / 8,000 / 4,000 per s | AES-GCM records, hyper parse/encode, tokio, syscalls |
+| + the lease port's TLS on rustls's unbuffered connection (records decrypted on the stack, no per-connection buffers), the arbiter's maps as sorted vectors, a request's exchange boxed apart from the waiting connection, the answer's buffer sized once (92b7279) | 32,431 | 28.6 us at 19,800/s, 32.6 us at 8,000/s, 42.4 us at 4,000/s (quiet machine) | memcpy and malloc/free, AES-GCM, the exchange, the arbiter's lookups (`SmallMap::get`), httparse |
+| + a renewal read whole in one read to the stack and decrypted straight into the HTTP layer's buffer, answered from the handler's JSON (no request, response, header map or body stream), taken and written without the boxed reader and writer; one idle timer and one stop waiter per connection instead of one per request; one SipHash per table lookup; this run | 24,724 | 22.6 us at 19,800/s (14.5 user, 8.1 kernel), 26.6 us at 8,000/s, 38.0 us at 4,000/s (quiet machine) | AES-GCM, the arbiter step (~3,800), the request's JSON (~2,800), memcpy and malloc/free, httparse |
+| transport floor (rustls mutual TLS 1.3 + hyper HTTP/1.1, fixed reply of the witness's size), this run | 19,081 | 21.3 / 24.9 / 33.2 us at 19,800 / 8,000 / 4,000 per s (12.4 user, 8.9 kernel at 19,800/s) | AES-GCM records, hyper parse/encode, tokio, syscalls |
 
 * **Proofs only where they are read** (`witness/src/api.rs`): a grant to act alone (any
   takeover permit) carries a signed proof; a paired grant carries none. The proof's reader is
@@ -209,15 +210,15 @@ rows say where they were taken. The transport floor was measured in the same run
   the membership code reads before it writes, so a paired renewal takes no mutable access at
   all. The model check explores exactly the same 5,725,677 states as before, and runs in 95 s
   instead of 145 s.
-* **Against the floor** (as the issue defines it: rustls and hyper): 1.32x, 1.19x and 1.23x
+* **Against the floor** (as the issue defines it: rustls and hyper): 1.06x, 1.07x and 1.14x
   its CPU per request at 19,800, 8,000 and 4,000 per s in this run, within the 1.5x target at every level
-  (the run before: 1.39x, 1.30x, 1.25x; before the HTTP layer: 1.67x, 1.59x, 1.79x). In
-  instructions 1.70x (was 2.19x): callgrind counts user space only, and the kernel's share
-  of each request (socket reads and writes, wake-ups) is the same for both. Part of the gain is
-  that the witness no longer runs hyper or tokio-rustls and the floor still does; the floor was
-  left as the issue defines it. What is left above the floor in instructions: allocation and
-  copies, the arbiter step (~4,100), the request head (httparse and the `http` types, ~2,500),
-  axum's body around the reply (~1,800), the cluster table, rate limiter and metrics.
+  (the runs before: 1.32x, 1.19x, 1.23x; 1.39x, 1.30x, 1.25x; before the HTTP layer: 1.67x, 1.59x,
+  1.79x). In instructions 1.30x (was 1.70x, 2.19x): callgrind counts user space only. The witness
+  is closer to the floor in CPU than in instructions because the floor, as the issue defines it,
+  still runs hyper and tokio-rustls, whose per-connection buffers (16 KiB and 4 KiB) it touches on
+  every request; the witness no longer does. What is left above the floor in instructions: the
+  arbiter step (~3,800), the request's JSON (~2,800, five names allocated), the request head
+  (httparse, ~1,500), the reply's JSON (~900), the cluster table, rate limiter and metrics.
 * **The lease request's plain reader** (`proto/src/wire/json.rs`): serde_json checked UTF-8
   and matched keys for each of the ~23 strings of a request (9,800 instructions). The reader
   takes only the exact compact form serde itself writes (keys in declared order, no
@@ -229,8 +230,9 @@ rows say where they were taken. The transport floor was measured in the same run
   byte for byte). Signed proofs and `/v1/jwks` are untouched.
 * **The lease port's HTTP/1.1 layer** (`witness/src/server/http1/`): hyper reserved 16 KiB
   per connection for its life and ran a timer watchdog per request. The witness's own layer
-  waits for a request on a one-byte read with nothing allocated, reads the request into one
-  buffer (2 KiB, more only for a larger request), answers in one write and frees the buffer.
+  waits for a request with nothing allocated (each read goes to the stack; a buffer of 2 KiB,
+  more only for a larger request, is taken once bytes arrive), answers in one write and frees
+  the buffer.
   It accepts bodies by `Content-Length` or chunked, `Expect: 100-continue`, pipelining and
   HTTP/1.0, and refuses the rest with a JSON refusal and `connection: close`
   (docs/witness.md): both framings at once (request smuggling, 400), other transfer codings
@@ -238,23 +240,48 @@ rows say where they were taken. The transport floor was measured in the same run
   target `lease_port_http` check that the same bytes give the same requests and refusals
   however the reads cut them (it found that a head over 16 KiB arriving in one read was
   accepted). The status port keeps hyper: browsers and scrapers, at most 256 connections.
-* **The 25 us goal** is missed: the witness takes 28.6 us per renewal at full load, where the
-  floor itself takes 21.6 us, and below 19,800 requests/s the floor alone is above 25 us
-  (34.5 us at 4,000/s), most of it the kernel's TCP and scheduling work for each
-  wake-up. On this machine the goal sits at the transport's own cost; the witness is within
-  1.32x of it.
+* **The 25 us goal** is met at full load: 22.6 us per renewal at 19,800/s (14.5 in user
+  space, 8.1 in the kernel), where the floor takes 21.3 us (the run before: 28.6 us, floor
+  21.6). Below full load every request pays more of the kernel's TCP and scheduling work for
+  its own wake-up, the floor's as much as the witness's: 26.6 and 38.0 us at 8,000 and 4,000/s,
+  the floor 24.9 and 33.2 us. The goal is stated for the fleet's load, 9,900 clusters, where it
+  is met; at 8,000/s the witness is 1.7 us above it, and at 4,000/s the goal lies below the
+  transport's own cost on this machine. Fewer wake-ups would lower it there: with one tokio
+  worker (`TOKIO_WORKER_THREADS=1`) the witness took 27.7 and 28.5 us per renewal at 4,000/s
+  against 31.5 and 36.2 us with two, in alternating runs, at the same p99. The witness keeps
+  tokio's default of one worker per core: with one, a fleet reconnecting after a restart
+  (19,800 handshakes at 0.4 ms of CPU each) and the status pages would share a single core.
+* **This round, one change at a time** (callgrind, instructions per renewal; each a commit):
+
+  | change | instructions per renewal |
+  |---|---|
+  | before (92b7279) | 32,431 |
+  | a renewal answered from the handler's JSON, written by the HTTP layer itself: no `http::Request`, axum `Response`, header map or body stream built and taken apart (`witness::api::lease_json`) | 29,224 |
+  | the request read whole by one read to a stack buffer (the connection used to wait on a one-byte read, then read the rest), the TLS stream decrypting straight into the reader's buffer instead of holding the plaintext first | 28,446 |
+  | httparse's 64 header slots left uninitialised, the four framing headers told apart by length, no `Uri` built for a renewal, the heartbeat address checked by byte | 28,056 |
+  | one idle timer and one wait for the stop signal per connection, registered once and moved only when the timer fires, instead of a timeout and a watch waiter set up and torn down for every request; the answer's write timer only when the socket does not take the answer at once | 26,459 |
+  | a request already whole in the buffer taken without the boxed reader (a 968-byte future copied into a fresh box each time), a renewal's answer written without the boxed writer | 25,215 |
+  | the cluster table and the rate limiter hash a key once (SipHash under random keys) for both its shard and its place in it; the reply's numbers written two digits per division | 24,807 |
+
+  Instructions fell by a quarter, CPU per renewal at full load by a fifth (alternating runs
+  of the same load, 9,900 clusters: before 25.7 and 28.4 us, after 21.2 and 21.8 us): at 19,800
+  connections much of a renewal's user time is cache misses on its connection's and cluster's
+  state, which fewer instructions do not remove. The new tests: a connection renewing more
+  often than its idle timeout is never closed by it, and closes once silent; an idle
+  keep-alive connection closes when the witness stops; three pipelined requests larger than
+  one read are answered in order (each fails when its part is broken).
 * **Full load, 9,900 clusters**: 19,801 renewals/s sustained of 19,800 offered (slowest
-  second 19,774), p99 2.99 ms, p99.9 4.85 ms; witness 57% and load generator 40% of one core,
-  other processes 0%. Before this round's work on a shared machine: 7,667/s, p99 19 s.
+  second 19,772), p99 2.92 ms, p99.9 6.54 ms; witness 45% and load generator 37% of one core,
+  other processes 6%. Before this round's work on a shared machine: 7,667/s, p99 19 s.
 * **No disk on renewals**: plain renewals change no record and are not persisted (only
   decisions are, with group commit), so sled does not appear in the renewal profile; TLS
   handshakes cost about 0.45 ms of witness CPU each but happen once per connection.
 * **Memory**: "connected" is measured after every handshake and before any request; the peak
   includes what the first request adds (the cluster's state). At 19,800 connections the
-  witness now takes 126.1 MiB connected and 175.1 MiB at the peak in this run (the run
-  before: 219.3 and 398.0 MiB, varying from 311 to 398; the floor in this run: 372.0 and
-  404.4 MiB): the 256 MiB target is met. At 8,000 connections it takes 58.0 and 77.7 MiB
-  (floor 153.6 and 167.7). Earlier work kept: the lease port's own HTTP layer (no buffer held
+  witness now takes 128.4 MiB connected and 175.3 MiB at the peak in this run (the runs
+  before: 126.1 and 175.1 MiB; 219.3 and 398.0 MiB, varying from 311 to 398; the floor in this
+  run: 371.9 and 404.6 MiB): the 256 MiB target is met. At 8,000 connections it takes
+  59.1 and 78.8 MiB (floor 153.2 and 168.4). Earlier work kept: the lease port's own HTTP layer (no buffer held
   by a waiting connection), each phase of a connection boxed so its task stays small, and
   freed pages returned to the kernel every 5 s (`malloc_trim`, off the async workers). This
   round, measured one change at a time at 9,900 clusters (one run each, on a machine where
@@ -292,12 +319,15 @@ rows say where they were taken. The transport floor was measured in the same run
     stays at 2 KiB and is freed before the answer (the body is copied out, a few hundred
     bytes), a waiting connection's future is 520 bytes, each request's exchange (1,096 bytes,
     its phases boxed in turn) is allocated only while it runs, and at most 512 requests are
-    answered at once, the others waiting for a turn with their parsed request only.
+    answered at once, the others waiting for a turn with their parsed request only. (Since
+    the CPU work above, a waiting connection's future holds its idle timer and stop waiter,
+    776 bytes, and the exchange 592 bytes: 5 MiB more at 19,800 connections for a fifth less
+    CPU.)
 
   Per connection the witness still holds about 5 KiB (heaptrack): rustls's connection state
   (1.2 KiB inline, 0.65 KiB core, 1.1 KiB of record keys, the client's certificate 0.4 KiB,
   session-ticket state 0.2 KiB), the tokio task and socket registration (1 KiB), the waiting
-  future (0.5 KiB). Left: the session tickets (rustls sends two per handshake into a 256-entry
+  future (0.8 KiB). Left: the session tickets (rustls sends two per handshake into a 256-entry
   cache; agents reconnect rarely), and glibc's fragmentation after the burst.
 * **Open-files limit**: this machine's hard limit is 20,000 descriptors per process
   (`ulimit -Hn`, not raisable without CAP_SYS_RESOURCE), and both the witness and the load
@@ -307,10 +337,14 @@ rows say where they were taken. The transport floor was measured in the same run
 ## Open points
 
 * etcd 3.4 at the full load (19,800 keep-alive streams, each on its own HTTP/2 connection)
-  does not keep up: 1,265 keep-alives/s of 19,800, p99 17.0 s, RSS 4.2 GiB in this run. At
-  8,000 and 4,000 leases it keeps up, and the witness is ahead there too (p99 2.42 against
-  316.85 ms at 8,000, 2.28 against 2.43 ms at 4,000; CPU per renewal 0.38x and 0.53x of
-  etcd's). A real etcd client multiplexes many leases over one connection; that was not
+  does not keep up: 1,373 keep-alives/s of 19,800, p99 15.8 s, RSS 4.1 GiB, CPU
+  88% of one core (641 us per keep-alive) in this run (witness / etcd CPU per renewal 0.04x). At 8,000 leases it keeps up
+  and the witness is far ahead (p99 2.31 against 347.43 ms, CPU per renewal 0.36x of
+  etcd's). At 4,000 both keep up, the witness at 0.60x of etcd's CPU per renewal, and both
+  p99s sit at the load generator's resolution (latency counts from the scheduled send, and
+  tokio's timer wakes the sender up to 1 ms late): 2.27 against 2.13 ms in this run,
+  0.94x and 1.00x of etcd's in the two runs before, a tie within run-to-run noise rather than
+  a lead. A real etcd client multiplexes many leases over one connection; that was not
   tried.
 * On restart, a fenced room's agent is told to fence within ~10 ms of starting, before its
   watchdog thread has opened the device, so its fencing reports `driver watchdog: failed`
