@@ -179,8 +179,8 @@ where
             if let Some(suppressed) = app.conn_log.allow() {
                 tracing::warn!(peer = %peer.addr, reason = refusal.reason, error = %refusal.message, suppressed, "request refused before it reached a handler; connection closed");
             }
-            let answer = Answer::Response(refusal.into_response());
-            let _ = Box::pin(write_answer(
+            let answer = refusal.into_response();
+            let _ = Box::pin(write_response(
                 io,
                 answer,
                 false,
@@ -255,7 +255,16 @@ where
             drop(json);
             send(io, &out, idle_timeout).await
         }
-        answer => Box::pin(write_answer(io, answer, head_only, persist, idle_timeout)).await,
+        Answer::Response(response) => {
+            Box::pin(write_response(
+                io,
+                response,
+                head_only,
+                persist,
+                idle_timeout,
+            ))
+            .await
+        }
     };
     if written.is_err() || close {
         return Next::Close;
@@ -290,58 +299,47 @@ enum Answer {
     Response(Response),
 }
 
-/// Writes a whole answer in one write: status line, the handler's headers, the length, the
-/// date, the connection's fate when it is not the default, then the body (none for HEAD).
-async fn write_answer<I: AsyncWrite + Unpin>(
+/// Writes a handler's whole response in one write: status line, the handler's headers, the
+/// length, the date, the connection's fate when it is not the default, then the body (none
+/// for HEAD).
+async fn write_response<I: AsyncWrite + Unpin>(
     io: &mut I,
-    answer: Answer,
+    response: Response,
     head_only: bool,
     persist: Persist,
     timeout: Duration,
 ) -> std::io::Result<()> {
-    let out = match answer {
-        Answer::Json(json) => encode(
-            StatusCode::OK,
-            &[("content-type", b"application/json")],
-            None,
-            &json,
-            head_only,
-            persist,
-        ),
-        Answer::Response(response) => {
-            let (parts, body) = response.into_parts();
-            let body = axum::body::to_bytes(body, usize::MAX)
-                .await
-                .map_err(std::io::Error::other)?;
-            // The framing and the connection's fate are this layer's to say.
-            let fields: Vec<(&str, &[u8])> = parts
-                .headers
-                .iter()
-                .filter(|(name, _)| {
-                    ![
-                        header::CONTENT_LENGTH,
-                        header::TRANSFER_ENCODING,
-                        header::CONNECTION,
-                        header::DATE,
-                    ]
-                    .contains(name)
-                })
-                .map(|(name, value)| (name.as_str(), value.as_bytes()))
-                .collect();
-            let handler_length = parts
-                .headers
-                .get(header::CONTENT_LENGTH)
-                .map(|v| v.as_bytes());
-            encode(
-                parts.status,
-                &fields,
-                handler_length,
-                &body,
-                head_only,
-                persist,
-            )
-        }
-    };
+    let (parts, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map_err(std::io::Error::other)?;
+    // The framing and the connection's fate are this layer's to say.
+    let fields: Vec<(&str, &[u8])> = parts
+        .headers
+        .iter()
+        .filter(|(name, _)| {
+            ![
+                header::CONTENT_LENGTH,
+                header::TRANSFER_ENCODING,
+                header::CONNECTION,
+                header::DATE,
+            ]
+            .contains(name)
+        })
+        .map(|(name, value)| (name.as_str(), value.as_bytes()))
+        .collect();
+    let handler_length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .map(|v| v.as_bytes());
+    let out = encode(
+        parts.status,
+        &fields,
+        handler_length,
+        &body,
+        head_only,
+        persist,
+    );
     send(io, &out, timeout).await
 }
 
