@@ -379,18 +379,32 @@ async fn a_slow_body_is_cut_off_and_an_idle_connection_is_closed_after_the_idle_
     w.stop().await.expect("stop");
 }
 
+/// A fresh witness with `limits.idle_timeout_ms` set, a renewal of node a1 (cluster demo,
+/// room a) and a1's connection to the lease port. The directory holds the witness's files.
+async fn a1_renewing_with_idle_timeout(
+    idle_timeout_ms: u64,
+) -> (
+    tempfile::TempDir,
+    witness::server::RunningServer,
+    Vec<u8>,
+    Tls,
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = test_config(dir.path());
+    cfg.limits.idle_timeout_ms = idle_timeout_ms;
+    let w = start_fresh(cfg).await;
+    let body = serde_json::to_vec(&lease_body("demo", "a", "a1", 0, false)).expect("json");
+    let req = lease_request(&body, "");
+    let tls = raw_tls(w.lease_addr, dir.path(), "a1").await;
+    (dir, w, req, tls)
+}
+
 #[tokio::test]
 async fn a_connection_in_use_outlives_the_idle_timeout_and_is_closed_once_silent() {
     // The idle timer is set once per connection and moved only when it fires: a connection
     // that renews more often than the idle timeout must never be closed by it, however many
     // times the timer fires in between.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut cfg = test_config(dir.path());
-    cfg.limits.idle_timeout_ms = 500;
-    let w = start_fresh(cfg).await;
-    let body = serde_json::to_vec(&lease_body("demo", "a", "a1", 0, false)).expect("json");
-    let req = lease_request(&body, "");
-    let mut tls = raw_tls(w.lease_addr, dir.path(), "a1").await;
+    let (_dir, w, req, mut tls) = a1_renewing_with_idle_timeout(500).await;
     let t0 = tokio::time::Instant::now();
     for round in 0..8 {
         tls.write_all(&req).await.expect("write");
@@ -423,13 +437,7 @@ async fn a_connection_in_use_outlives_the_idle_timeout_and_is_closed_once_silent
 async fn an_idle_keep_alive_connection_is_closed_when_the_witness_stops() {
     // Each connection waits for the stop signal once for its whole life, not once per request:
     // a connection idle between renewals must still see the witness stop and close.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut cfg = test_config(dir.path());
-    cfg.limits.idle_timeout_ms = 60_000;
-    let w = start_fresh(cfg).await;
-    let body = serde_json::to_vec(&lease_body("demo", "a", "a1", 0, false)).expect("json");
-    let req = lease_request(&body, "");
-    let mut tls = raw_tls(w.lease_addr, dir.path(), "a1").await;
+    let (_dir, w, req, mut tls) = a1_renewing_with_idle_timeout(60_000).await;
     for _ in 0..2 {
         tls.write_all(&req).await.expect("write");
         let (answers, closed) = read_answers(&mut tls, 1).await;
